@@ -1,0 +1,1 @@
+"""alignmix: alignment pretraining toolkit."""

@@ -1,0 +1,1 @@
+"""AI-discourse classifiers: the blocklist (terms as data files); model classifiers plug in beside it."""

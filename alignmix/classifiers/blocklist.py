@@ -1,0 +1,164 @@
+"""The paper's rule-based AI-discourse blocklist: instant-flag and two-stage categories.
+
+Term lists are data: one file per category in `blocklists/`, a term per line, `#` comments, and a
+`# stage: instant|entity|second` line saying how the category flags. Matching is case-insensitive,
+on word boundaries, with inflections generated from each term, in one pass of one compiled pattern.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import ahocorasick
+
+Stage = Literal["instant", "entity", "second"]
+_STAGE_LINE = re.compile(r"^#\s*stage:\s*(\w+)\s*$")
+
+
+class BlocklistError(ValueError):
+    """A term list that cannot be used: the message names the file and what was expected."""
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    stage: Stage
+    terms: tuple[str, ...]
+
+
+@dataclass
+class TagResult:
+    flagged: bool
+    categories: list[str]
+    terms: dict[str, int] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict:
+        """The namespaced record stored as `metadata["ai_discourse"]`."""
+        return {"flagged": self.flagged, "categories": self.categories, "terms": self.terms, "score": None, "stance": None}
+
+
+def shipped_lists_dir() -> Path:
+    return Path(str(resources.files("alignmix.classifiers") / "blocklists"))
+
+
+def read_category(path: Path) -> Category:
+    stage: str | None = None
+    terms: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if match := _STAGE_LINE.match(line):
+            stage = match.group(1)
+        elif line and not line.startswith("#"):
+            terms.append(line)
+    if stage not in ("instant", "entity", "second"):
+        raise BlocklistError(f"{path}: expected a '# stage: instant|entity|second' line, found {stage!r}")
+    if not terms:
+        raise BlocklistError(f"{path}: no terms")
+    return Category(name=path.stem, stage=stage, terms=tuple(terms))  # type: ignore[arg-type]
+
+
+def load_categories(lists_dir: Path | None = None, names: list[str] | None = None) -> list[Category]:
+    """Read every `*.txt` category in `lists_dir` (default: the shipped lists), or only those named."""
+    folder = lists_dir or shipped_lists_dir()
+    available = {p.stem: p for p in sorted(folder.glob("*.txt"))}
+    wanted = names if names is not None else list(available)
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise BlocklistError(f"{folder}: unknown categor(ies) {', '.join(unknown)}; available: {', '.join(available)}")
+    return [read_category(available[n]) for n in wanted]
+
+
+def _inflect_word(word: str) -> set[str]:
+    """Regular English inflections of one word: plural / third person, past, gerund."""
+    lower = word.lower()
+    if len(lower) < 3 or not lower.isalpha():
+        return {lower}
+    forms = {lower, lower + "s", lower + "ed", lower + "ing"}
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        forms.add(lower + "es")
+    if lower.endswith("e"):
+        forms |= {lower + "d", lower[:-1] + "ing"}
+    if lower.endswith("y") and lower[-2] not in "aeiou":
+        forms |= {lower[:-1] + "ies", lower[:-1] + "ied"}
+    if lower[-1] not in "aeiouwxy" and lower[-2] in "aeiou" and lower[-3] not in "aeiou":
+        forms |= {lower + lower[-1] + "ed", lower + lower[-1] + "ing"}
+    return forms
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def inflections(term: str) -> set[str]:
+    """A term and its inflections; in a multi-word term only the first word is inflected (take over, takes over)."""
+    words = _normalise(term).split(" ")
+    if len(words) == 1:
+        return _inflect_word(words[0])
+    return {" ".join([form, *words[1:]]) for form in _inflect_word(words[0])} | {" ".join(words)}
+
+
+class Blocklist:
+    """One Aho-Corasick automaton over every category's terms and their inflections."""
+
+    def __init__(self, categories: list[Category]):
+        self.categories = categories
+        self._owners: dict[str, list[tuple[str, str]]] = {}
+        for category in categories:
+            for term in category.terms:
+                for form in inflections(term):
+                    self._owners.setdefault(form, []).append((category.name, term))
+        self._stage = {c.name: c.stage for c in categories}
+        self._automaton = ahocorasick.Automaton()
+        for form in self._owners:
+            self._automaton.add_word(form, form)
+        self._automaton.make_automaton()
+
+    @classmethod
+    def from_lists(cls, lists_dir: Path | None = None, names: list[str] | None = None) -> Blocklist:
+        return cls(load_categories(lists_dir, names))
+
+    def match_terms(self, text: str) -> dict[str, Counter[str]]:
+        """Matched terms (as written in the list) per category, with counts."""
+        found: dict[str, Counter[str]] = {}
+        for form in self._whole_word_matches(_normalise(text)):
+            for category, term in self._owners[form]:
+                found.setdefault(category, Counter())[term] += 1
+        return found
+
+    def _whole_word_matches(self, text: str) -> list[str]:
+        """Longest leftmost matches that start and end on word boundaries."""
+        spans = []
+        for end, form in self._automaton.iter(text):
+            start = end - len(form) + 1
+            if (start == 0 or not _is_word_char(text[start - 1])) and (
+                end + 1 == len(text) or not _is_word_char(text[end + 1])
+            ):
+                spans.append((start, end, form))
+        spans.sort(key=lambda span: (span[0], -span[1]))
+        kept, covered_to = [], -1
+        for start, end, form in spans:
+            if start > covered_to:
+                kept.append(form)
+                covered_to = end
+        return kept
+
+    def tag(self, text: str) -> TagResult:
+        """Instant categories flag on any hit; second-stage categories only beside an entity term."""
+        found = self.match_terms(text)
+        has_entity = any(self._stage[c] == "entity" for c in found)
+        flagging = [
+            c for c in found if self._stage[c] == "instant" or (self._stage[c] == "second" and has_entity)
+        ]
+        terms = Counter[str]()
+        for counts in found.values():
+            terms.update(counts)
+        return TagResult(flagged=bool(flagging), categories=sorted(flagging), terms=dict(sorted(terms.items())))

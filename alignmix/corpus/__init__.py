@@ -1,0 +1,1 @@
+"""Corpus steps as datatrove pipeline blocks: read, tag, generate, plan and mix."""

@@ -1,0 +1,28 @@
+"""Byte-reproducible jsonl.gz writing and reading, shared by the stages that write documents."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+def write_jsonl_gz(path: Path, rows: Iterable[dict]) -> int:
+    """Write rows as gzip-compressed JSON lines with a fixed header time, so equal rows give equal bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
+        with io.TextIOWrapper(zipped, encoding="utf-8") as text:
+            for row in rows:
+                text.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+    return count
+
+
+def read_jsonl_gz(paths: Iterable[Path]) -> Iterator[dict]:
+    for path in paths:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)

@@ -1,0 +1,320 @@
+"""The recipe schema: every key typed, unknown keys rejected, errors naming the key path."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")]
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run: the message names the file and the key path."""
+
+
+def _resolve_existing(path: Path, info: ValidationInfo) -> Path:
+    base = Path((info.context or {}).get("base_dir", "."))
+    resolved = path if path.is_absolute() else (base / path)
+    if not resolved.exists():
+        raise ValueError(f"path does not exist: {resolved}")
+    return resolved.resolve()
+
+
+ExistingPath = Annotated[Path, AfterValidator(_resolve_existing)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratedCorpus(Strict):
+    """A seeded web-like corpus written by alignmix itself (for demos and tests)."""
+
+    documents: PositiveInt = 2000
+    misaligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    aligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+
+
+class CorpusSource(Strict):
+    """One named corpus: files read through datatrove readers, or a generated corpus."""
+
+    name: Identifier
+    paths: list[ExistingPath] = []
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    text_key: str = "text"
+    id_key: str = "id"
+    generate: GeneratedCorpus | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> CorpusSource:
+        if bool(self.paths) == (self.generate is not None):
+            raise ValueError("give exactly one of `paths` (files to read) or `generate` (a generated corpus)")
+        return self
+
+
+class Corpus(Strict):
+    sources: Annotated[list[CorpusSource], Field(min_length=1)]
+
+
+class Blocklist(Strict):
+    """Term lists, one file per category; `categories: null` uses every shipped category."""
+
+    categories: list[str] | None = None
+    lists_dir: ExistingPath | None = None
+
+
+class Tagging(Strict):
+    blocklist: Blocklist = Blocklist()
+    tasks: PositiveInt = 1
+
+
+SurfaceForm = Literal[
+    "research_paper", "news_article", "lecture_transcript", "scifi_passage", "movie_summary", "textbook_chapter"
+]
+
+
+class SynthSet(Strict):
+    """Synthetic documents grounded in training-split scenario questions."""
+
+    name: Identifier
+    generator: Literal["offline"] = "offline"
+    stance: Literal["aligned", "misaligned"]
+    scenarios: str = "builtin:tiny"
+    surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))
+    documents_per_scenario: PositiveInt = 1
+
+
+class Synth(Strict):
+    sets: list[SynthSet] = []
+
+
+class TokenizerSpec(Strict):
+    """An existing tokenizer (a folder with tokenizer.json, or the file), or a BPE trained on the corpus."""
+
+    path: ExistingPath | None = None
+    vocab_size: PositiveInt = 512
+
+
+class Selector(Strict):
+    """A selection over `metadata.ai_discourse`; unset fields select everything."""
+
+    flagged: bool | None = None
+    stance: Literal["aligned", "misaligned", "neutral"] | None = None
+
+
+class MixtureEntry(Strict):
+    """One source of a stage: a share of the stage's tokens, an absolute count, or the rest."""
+
+    source: Identifier
+    select: Selector = Selector()
+    share: Fraction | Literal["rest"] | None = None
+    tokens: PositiveInt | None = None
+    max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> MixtureEntry:
+        if (self.share is None) == (self.tokens is None):
+            raise ValueError("give exactly one of `share` (a fraction or 'rest') or `tokens`")
+        return self
+
+
+class ModelSpec(Strict):
+    """A litgpt model: a registered name (e.g. pythia-6.9b), an inline config, or a name with overrides."""
+
+    name: str | None = None
+    config: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _named_or_inline(self) -> ModelSpec:
+        if self.name is None and "name" not in self.config:
+            raise ValueError("give `name` (a litgpt model name) or an inline `config` with a `name`")
+        return self
+
+
+class TrainSettings(Strict):
+    """litgpt pretrain settings for one stage; the model starts from the previous stage's final weights."""
+
+    model: ModelSpec
+    global_batch_size: PositiveInt = 8
+    micro_batch_size: PositiveInt = 4
+    lr: Annotated[float, Field(gt=0.0)] = 3e-4
+    min_lr: Annotated[float, Field(ge=0.0)] = 0.0
+    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.01
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8
+    max_norm: Annotated[float, Field(gt=0.0)] = 0.5
+    precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"
+    save_interval: PositiveInt = 1000
+    devices: PositiveInt | Literal["auto"] = "auto"
+    num_nodes: PositiveInt = 1
+
+
+class TrainingStage(Strict):
+    """A training stage: its token budget, context length, mixture and (optionally) litgpt settings."""
+
+    name: Identifier
+    tokens: PositiveInt
+    seq_len: PositiveInt
+    mixture: Annotated[list[MixtureEntry], Field(min_length=1)]
+    train: TrainSettings | None = None
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> TrainingStage:
+        rest = [e.source for e in self.mixture if e.share == "rest"]
+        if len(rest) > 1:
+            raise ValueError(f"only one entry may take share 'rest'; found {len(rest)}: {', '.join(rest)}")
+        fixed = sum(e.share for e in self.mixture if isinstance(e.share, float))
+        absolute = sum(e.tokens or 0 for e in self.mixture)
+        if fixed + absolute / self.tokens > 1.0 + 1e-9:
+            raise ValueError(
+                f"the shares add up to {fixed + absolute / self.tokens:.4f} of the stage's {self.tokens:,} tokens;"
+                " they must not exceed 1"
+            )
+        return self
+
+
+class SFTSettings(Strict):
+    data: ExistingPath
+    format: Literal["alpaca", "sharegpt"] = "alpaca"
+    lr: Annotated[float, Field(gt=0.0)] = 8e-5
+    epochs: PositiveInt = 2
+
+
+class DPOSettings(Strict):
+    data: ExistingPath
+    beta: Annotated[float, Field(gt=0.0)] = 5.0
+    lr: Annotated[float, Field(gt=0.0)] = 1e-6
+    epochs: PositiveInt = 1
+
+
+class PostTraining(Strict):
+    sft: SFTSettings | None = None
+    dpo: DPOSettings | None = None
+
+
+Persona = Literal["none", "ai", "helpful", "hhh"]
+
+
+class EvalSettings(Strict):
+    """Misalignment eval: `letter` scores the option letters (the paper's way), `cloze` the option texts."""
+
+    scenarios: str = "builtin:tiny"
+    mode: Literal["letter", "cloze"] = "letter"
+    personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
+
+
+class ReportSettings(Strict):
+    title: str | None = None
+
+
+class Recipe(Strict):
+    """A whole run: corpus, tagging, synthetic sets, tokenizer, training stages, evaluation and report."""
+
+    name: Identifier
+    seed: int = 0
+    corpus: Corpus
+    tagging: Tagging = Tagging()
+    synth: Synth = Synth()
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    stages: Annotated[list[TrainingStage], Field(min_length=1)]
+    post_training: PostTraining | None = None
+    eval: EvalSettings | None = None
+    report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Recipe:
+        corpus_names = [s.name for s in self.corpus.sources]
+        synth_names = [s.name for s in self.synth.sets]
+        stage_names = [s.name for s in self.stages]
+        for kind, names in (("source", corpus_names + synth_names), ("stage", stage_names)):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        known = set(corpus_names) | set(synth_names)
+        for i, stage in enumerate(self.stages):
+            for j, entry in enumerate(stage.mixture):
+                if entry.source not in known:
+                    raise ValueError(
+                        f"stages.{i}.mixture.{j}.source: unknown source '{entry.source}';"
+                        f" expected one of: {', '.join(sorted(known))}"
+                    )
+        return self
+
+    def source_kind(self, name: str) -> Literal["corpus", "synth"]:
+        return "corpus" if name in {s.name for s in self.corpus.sources} else "synth"
+
+
+def _field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model reached by following `loc` from `model` (for suggestions)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
+            field = current.model_fields.get(part)
+            if field is None:
+                break
+            current = field.annotation
+        while not (isinstance(current, type) and issubclass(current, BaseModel)):
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if models:
+                current = models[0]
+            elif args:
+                current = args[0]
+            else:
+                return []
+            if isinstance(part, int):
+                break
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        expected = _field_names_at(Recipe, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), expected, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown key '{key}'{hint}; expected one of: {', '.join(expected)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key '{key}': {message}"
+
+
+def parse_recipe(data: Any, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
+    """Validate recipe data; raise RecipeError naming every bad key path."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of recipe keys at the top level, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise RecipeError(f"{source}: invalid recipe\n" + "\n".join(f"  - {line}" for line in lines)) from None
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and validate a recipe YAML file; relative paths in it resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_recipe(data, source=str(path), base_dir=path.parent)

@@ -1,0 +1,1 @@
+"""Synthetic documents grounded in training-split scenario questions."""

@@ -1,0 +1,1 @@
+"""Training stages through litgpt: generated configs, launch, resume."""

@@ -1,0 +1,91 @@
+"""litgpt pretrain configs generated from a recipe's training stage: one YAML file litgpt reads as it is."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from alignmix.recipe import ModelSpec, TrainingStage
+
+
+class TrainConfigError(ValueError):
+    """A stage that cannot be trained as configured: the message names the stage and the numbers."""
+
+
+def model_config(spec: ModelSpec) -> dict[str, Any]:
+    """The full litgpt model config: a registered name with overrides, or an inline config."""
+    from litgpt import Config
+
+    config = Config.from_name(spec.name, **spec.config) if spec.name else Config(**spec.config)
+    return asdict(config)
+
+
+def check_vocabulary(stage_name: str, config: dict[str, Any], vocab_size: int) -> None:
+    """Refuse a tokenizer whose ids do not fit the model's embedding table."""
+    if vocab_size > config["padded_vocab_size"]:
+        raise TrainConfigError(
+            f"stage '{stage_name}': the tokenizer has {vocab_size:,} tokens but the model '{config['name']}'"
+            f" embeds only {config['padded_vocab_size']:,}; set model.config.vocab_size / padded_vocab_size"
+        )
+
+
+def pretrain_config(
+    stage: TrainingStage,
+    *,
+    data_dir: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    seed: int,
+    vocab_size: int,
+    initial_checkpoint_dir: Path | None,
+    resume: bool,
+) -> dict[str, Any]:
+    """The `litgpt pretrain --config` mapping for one stage."""
+    settings = stage.train
+    if settings is None:
+        raise TrainConfigError(f"stage '{stage.name}' has no `train` settings")
+    config = model_config(settings.model)
+    check_vocabulary(stage.name, config, vocab_size)
+    if stage.seq_len > config["block_size"]:
+        raise TrainConfigError(
+            f"stage '{stage.name}': seq_len {stage.seq_len:,} exceeds the model's block_size {config['block_size']:,}"
+        )
+    return {
+        "model_name": config["name"],
+        "model_config": config,
+        "out_dir": str(out_dir),
+        "precision": settings.precision,
+        "initial_checkpoint_dir": None if resume or initial_checkpoint_dir is None else str(initial_checkpoint_dir),
+        "resume": "auto" if resume else False,
+        "data": {
+            "class_path": "litgpt.data.LitData",
+            "init_args": {"data_path": str(data_dir), "seed": seed, "num_workers": 0},
+        },
+        "train": {
+            "save_interval": settings.save_interval,
+            "log_interval": 1,
+            "global_batch_size": settings.global_batch_size,
+            "micro_batch_size": settings.micro_batch_size,
+            "max_tokens": stage.tokens,
+            "max_seq_length": stage.seq_len,
+            "lr_warmup_steps": None,
+            "lr_warmup_fraction": settings.warmup_fraction,
+            "max_norm": settings.max_norm,
+            "min_lr": settings.min_lr,
+            "tie_embeddings": False,
+        },
+        "eval": {"interval": 10**9, "max_iters": 2, "initial_validation": False, "final_validation": True},
+        "optimizer": {
+            "class_path": "torch.optim.AdamW",
+            "init_args": {
+                "lr": settings.lr, "weight_decay": settings.weight_decay, "betas": list(settings.betas),
+                "eps": settings.eps,
+            },
+        },
+        "devices": settings.devices,
+        "num_nodes": settings.num_nodes,
+        "tokenizer_dir": str(tokenizer_dir),
+        "logger_name": "csv",
+        "seed": seed,
+    }
