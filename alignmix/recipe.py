@@ -38,6 +38,21 @@ def _resolve_existing(path: Path, info: ValidationInfo) -> Path:
 ExistingPath = Annotated[Path, AfterValidator(_resolve_existing)]
 
 
+def _resolve_scenarios(spec: str, info: ValidationInfo) -> str:
+    from alignmix.scenarios import ScenarioError, resolve_spec
+
+    if spec.startswith("builtin:"):
+        try:
+            resolve_spec(spec)
+        except ScenarioError as exc:
+            raise ValueError(str(exc)) from None
+        return spec
+    return str(_resolve_existing(Path(spec), info))
+
+
+ScenarioSpec = Annotated[str, AfterValidator(_resolve_scenarios)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,7 +109,7 @@ class SynthSet(Strict):
     name: Identifier
     generator: Literal["offline"] = "offline"
     stance: Literal["aligned", "misaligned"]
-    scenarios: str = "builtin:tiny"
+    scenarios: ScenarioSpec = "builtin:tiny"
     surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))
     documents_per_scenario: PositiveInt = 1
 
@@ -214,7 +229,7 @@ Persona = Literal["none", "ai", "helpful", "hhh"]
 class EvalSettings(Strict):
     """Misalignment eval: `letter` scores the option letters (the paper's way), `cloze` the option texts."""
 
-    scenarios: str = "builtin:tiny"
+    scenarios: ScenarioSpec = "builtin:tiny"
     mode: Literal["letter", "cloze"] = "letter"
     personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
 

@@ -1,0 +1,3 @@
+from alignmix.cli import app
+
+app(prog_name="alignmix")

@@ -1,0 +1,114 @@
+"""The `alignmix` command: run a recipe end to end, or plan it without touching data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from alignmix.recipe import Recipe, RecipeError, load_recipe
+
+app = typer.Typer(
+    help="alignmix: measure, control and train on AI discourse in pretraining data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/tiny.yaml.")]
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _load(recipe_file: Path) -> Recipe:
+    try:
+        return load_recipe(recipe_file)
+    except RecipeError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def run(
+    recipe_file: RecipeArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/RECIPE_NAME).")
+    ] = None,
+) -> None:
+    """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
+    recipe = _load(recipe_file)
+    from alignmix.corpus.plan import PlanError
+    from alignmix.graph import build_graph
+    from alignmix.run import Runner
+    from alignmix.train.litgpt_config import TrainConfigError
+
+    run_dir = out or Path("runs") / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        stages = build_graph(recipe, recipe_file.parent)
+        info = {
+            "recipe": recipe.name,
+            "recipe_file": str(recipe_file),
+            "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(),
+            "seed": recipe.seed,
+            "settings": recipe.model_dump(mode="json"),
+        }
+        manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
+    except (RecipeError, PlanError, TrainConfigError) as exc:
+        _fail(str(exc))
+    ran = sum(s["status"] != "skipped" for s in manifest["stages"])
+    console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
+    results = run_dir / "eval" / "results.json"
+    if results.is_file():
+        rate = json.loads(results.read_text())["misalignment_rate"]
+        console.print(f"misalignment rate: {rate['mean']:.3f} ± {rate['se']:.3f} (mean ± SE over 8 formats)")
+    console.print(f"report: {run_dir / 'report.html'}")
+
+
+@app.command()
+def plan(
+    recipe_file: RecipeArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the token plan as JSON.")] = False,
+) -> None:
+    """Print the stage graph and each training stage's token plan, without reading or writing data."""
+    recipe = _load(recipe_file)
+    from alignmix.corpus.plan import PlanError, plan_stage
+    from alignmix.graph import build_graph
+
+    try:
+        plans = [plan_stage(stage) for stage in recipe.stages]
+        graph = build_graph(recipe, recipe_file.parent)
+    except (RecipeError, PlanError) as exc:
+        _fail(str(exc))
+    if as_json:
+        stages = [
+            {"name": p.name, "tokens": p.tokens, "seq_len": p.seq_len,
+             "sources": [{"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions}
+                         for s in p.sources]}
+            for p in plans
+        ]
+        print(json.dumps({"stages": stages}, indent=2))
+        return
+    console.print(f"recipe [bold]{recipe.name}[/] (seed {recipe.seed})")
+    console.print("stage graph:")
+    for stage in graph:
+        after = f"  <- {', '.join(stage.depends_on)}" if stage.depends_on else ""
+        console.print(f"  {stage.name}{after}", highlight=False)
+    for p in plans:
+        table = Table(title=f"{p.name}: {p.tokens:,} tokens at context {p.seq_len:,}")
+        for column in ("source", "tokens", "share", "repetitions"):
+            table.add_column(column, justify="left" if column == "source" else "right")
+        for s in p.sources:
+            reps = "after tagging" if s.repetitions is None else f"{s.repetitions:.2f}"
+            table.add_row(escape(s.name), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
+        console.print(table)

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's misalignment eval over scenario questions."""

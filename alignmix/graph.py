@@ -1,0 +1,262 @@
+"""The stage graph of a recipe: which stages run, in what order, on which files, with which settings.
+
+corpus (generated sources) -> tag -> synth -> tokenizer -> mix/<stage> -> <training stage>... -> eval -> report
+Stages pass files only; this module knows the run folder's layout and nothing of the stages' internals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from alignmix.recipe import Recipe, RecipeError
+from alignmix.run import Stage, StageContext
+from alignmix.scenarios import load_scenarios, resolve_spec, training_split
+
+RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "eval", "report", "logs"}
+
+
+def _file_identity(path: Path) -> list[Any]:
+    """Path, size and modification time: what changes when an input file is replaced."""
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source_shards(run_dir_output: Path) -> list[Path]:
+    return sorted((run_dir_output / "data").glob("*.jsonl.gz"))
+
+
+def _corpus_stage(recipe: Recipe) -> Stage | None:
+    generated = [s for s in recipe.corpus.sources if s.generate is not None]
+    if not generated:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.corpus.generate import write_generated_corpus
+
+        counts = {}
+        for source in generated:
+            assert source.generate is not None
+            write_generated_corpus(
+                ctx.output / source.name, source.name, source.generate.documents,
+                source.generate.misaligned_ai_share, source.generate.aligned_ai_share, recipe.seed,
+                shards=recipe.tagging.tasks,
+            )
+            counts[source.name] = source.generate.documents
+        return {"documents_written": counts}
+
+    settings = {"seed": recipe.seed, "shards": recipe.tagging.tasks,
+                "sources": [s.model_dump(mode="json") for s in generated]}
+    return Stage("corpus", Path("corpus"), settings, action)
+
+
+def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.corpus.tag import input_files, tag_files
+
+        stats = {}
+        for source in recipe.corpus.sources:
+            if source.generate is not None:
+                files = sorted((ctx.inputs["corpus"] / source.name).glob("*.jsonl.gz"))
+            else:
+                suffixes = (".parquet",) if source.format == "parquet" else (".jsonl", ".jsonl.gz", ".jsonl.zst")
+                files = input_files(source.paths, suffixes)
+            with ctx.stderr_to_log():
+                stats[source.name] = tag_files(
+                    files, ctx.output / source.name, file_format=source.format, text_key=source.text_key,
+                    id_key=source.id_key, source_name=source.name, lists_dir=recipe.tagging.blocklist.lists_dir,
+                    categories=recipe.tagging.blocklist.categories, tasks=recipe.tagging.tasks,
+                )
+            s = stats[source.name]
+            ctx.echo(
+                f"  {source.name}: {s['documents_in']:,} documents in, {s['documents_flagged']:,} flagged"
+                f" ({100 * s['flag_rate']:.2f}%), {s['documents_skipped']:,} skipped {s['skipped_by_reason'] or ''}"
+                f" (log: {ctx.log_file})"
+            )
+        return {
+            name: {k: s[k] for k in ("documents_in", "documents_flagged", "documents_skipped", "flag_rate")}
+            for name, s in stats.items()
+        }
+
+    user_files = [
+        _file_identity(f) for s in recipe.corpus.sources for p in s.paths
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))
+    ]
+    settings = {"tagging": recipe.tagging.model_dump(mode="json"), "input_files": user_files,
+                "sources": [s.model_dump(mode="json", exclude={"generate"}) for s in recipe.corpus.sources]}
+    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else ())
+
+
+def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
+    if not recipe.synth.sets:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.jsonl import write_jsonl_gz
+        from alignmix.synth.offline import generate_synthetic
+
+        stats = {}
+        for synth_set in recipe.synth.sets:
+            scenarios = load_scenarios(synth_set.scenarios, base_dir)
+            grounded = training_split(scenarios)
+            rows = generate_synthetic(
+                grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
+                synth_set.name, recipe.seed,
+            )
+            written = write_jsonl_gz(ctx.output / synth_set.name / "data" / "00000.jsonl.gz", rows)
+            stats[synth_set.name] = {
+                "generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(grounded),
+                "held_out_scenarios_excluded": len(scenarios) - len(grounded), "documents": written,
+            }
+        (ctx.output / "stats.json").write_text(json.dumps(stats, indent=2))
+        return stats
+
+    settings = {
+        "seed": recipe.seed,
+        "sets": [s.model_dump(mode="json") for s in recipe.synth.sets],
+        "scenario_files": {s.scenarios: _sha256(resolve_spec(s.scenarios, base_dir)) for s in recipe.synth.sets},
+    }
+    return Stage("synth", Path("synth"), settings, action)
+
+
+def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.corpus.tokenizer import install_tokenizer, train_bpe
+        from alignmix.jsonl import read_jsonl_gz
+
+        if recipe.tokenizer.path is not None:
+            install_tokenizer(recipe.tokenizer.path, ctx.output)
+            return {"tokenizer": str(recipe.tokenizer.path)}
+        shards = [f for name in upstream for f in sorted(ctx.inputs[name].rglob("data/*.jsonl.gz"))]
+        train_bpe((row["text"] for row in read_jsonl_gz(shards)), recipe.tokenizer.vocab_size, ctx.output)
+        return {"trained_bpe_vocab_size": recipe.tokenizer.vocab_size}
+
+    settings = recipe.tokenizer.model_dump(mode="json")
+    if recipe.tokenizer.path is not None:
+        return Stage("tokenizer", Path("tokenizer"), settings, action)
+    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream)
+
+
+def _mix_stages(recipe: Recipe, has_synth: bool) -> list[Stage]:
+    stages = []
+    for training_stage in recipe.stages:
+
+        def action(ctx: StageContext, training_stage=training_stage) -> dict[str, Any]:
+            from alignmix.corpus.mix import build_stage_mixture
+
+            files = {
+                name: source_shards(ctx.inputs["tag" if recipe.source_kind(name) == "corpus" else "synth"] / name)
+                for name in {e.source for e in training_stage.mixture}
+            }
+            manifest = build_stage_mixture(training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed)
+            return {s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"],
+                                "repetitions": s["repetitions"]} for s in manifest["sources"]}
+
+        settings = {"seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"})}
+        depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
+        stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends))
+    return stages
+
+
+def _training_stages(recipe: Recipe) -> list[Stage]:
+    stages: list[Stage] = []
+    previous: str | None = None
+    for training_stage in recipe.stages:
+        if training_stage.train is None:
+            continue
+
+        def action(ctx: StageContext, training_stage=training_stage, previous=previous) -> dict[str, Any]:
+            from alignmix.corpus.tokenizer import load_tokenizer
+            from alignmix.train.pretrain import run_pretrain
+
+            tokenizer, _ = load_tokenizer(ctx.inputs["tokenizer"])
+            return run_pretrain(
+                training_stage, data_dir=ctx.inputs[f"mix/{training_stage.name}"],
+                tokenizer_dir=ctx.inputs["tokenizer"], out_dir=ctx.output, seed=recipe.seed,
+                vocab_size=tokenizer.get_vocab_size(),
+                initial_checkpoint_dir=ctx.inputs[previous] / "final" if previous else None, log_file=ctx.log_file,
+            )
+
+        settings = {"seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"mixture"})}
+        depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
+        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends))
+        previous = training_stage.name
+    return stages
+
+
+def _eval_stage(recipe: Recipe, model_stage: str, base_dir: Path) -> Stage | None:
+    settings_model = recipe.eval
+    if settings_model is None:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.eval.misalignment import evaluate_misalignment, write_results
+        from alignmix.eval.scoring import LitCheckpointScorer
+
+        scorer = LitCheckpointScorer(ctx.inputs[model_stage] / "final")
+        scenarios = load_scenarios(settings_model.scenarios, base_dir)
+        results, rows = evaluate_misalignment(scorer.score, scenarios, list(settings_model.personas), settings_model.mode)
+        results["model"] = f"{model_stage}/final"
+        write_results(ctx.output, results, rows)
+        return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
+
+    settings = {**settings_model.model_dump(mode="json"),
+                "scenario_file": _sha256(resolve_spec(settings_model.scenarios, base_dir))}
+    return Stage("eval", Path("eval"), settings, action, (model_stage,))
+
+
+def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
+    names = [s.name for s in stages]
+    trained = [s.name for s in recipe.stages if s.train is not None]
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.report.html import render_report
+
+        render_report(
+            title=recipe.report.title or f"alignmix run: {recipe.name}",
+            tag_stats={s.name: ctx.inputs["tag"] / s.name / "stats.json" for s in recipe.corpus.sources},
+            synth_stats=ctx.inputs["synth"] / "stats.json" if "synth" in ctx.inputs else None,
+            mixture_manifests={
+                s.name: ctx.inputs[f"mix/{s.name}"] / "mixture_manifest.json" for s in recipe.stages
+            },
+            training_metrics={
+                name: metrics for name in trained
+                for metrics in sorted((ctx.inputs[name] / "logs").rglob("metrics.csv"))[-1:]
+            },
+            eval_results=ctx.inputs["eval"] / "results.json" if "eval" in ctx.inputs else None,
+            out_file=ctx.output,
+        )
+        return {}
+
+    return Stage("report", Path("report.html"), {"title": recipe.report.title}, action, tuple(names))
+
+
+def build_graph(recipe: Recipe, base_dir: Path) -> list[Stage]:
+    """The recipe's stages in dependency order."""
+    clashing = sorted(RESERVED_NAMES & {s.name for s in recipe.stages})
+    if clashing:
+        raise RecipeError(f"stage name(s) {', '.join(clashing)} are reserved for alignmix's own stages")
+    if recipe.post_training is not None and (recipe.post_training.sft or recipe.post_training.dpo):
+        raise RecipeError(
+            "post_training (sft / dpo) is validated but not yet run by this version of alignmix; remove it to run"
+        )
+    stages: list[Stage] = []
+    corpus = _corpus_stage(recipe)
+    synth = _synth_stage(recipe, base_dir)
+    stages += [s for s in (corpus, _tag_stage(recipe, corpus is not None), synth) if s is not None]
+    stages.append(_tokenizer_stage(recipe, ("tag", "synth") if synth else ("tag",)))
+    stages += _mix_stages(recipe, synth is not None)
+    training = _training_stages(recipe)
+    stages += training
+    if training:
+        evaluation = _eval_stage(recipe, training[-1].name, base_dir)
+        if evaluation is not None:
+            stages.append(evaluation)
+    stages.append(_report_stage(recipe, stages))
+    return stages

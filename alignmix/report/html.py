@@ -1,0 +1,153 @@
+"""One self-contained HTML page per run: corpus statistics, synthetic sets, mixtures, training and eval results.
+
+The report reads only the files the stages wrote (stats.json, mixture_manifest.json, metrics.csv,
+results.json), so it can be rebuilt from any run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.note{color:#666;font-size:.9rem}
+"""
+
+
+def _escape(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def bar_chart(values: dict[str, float], maximum: float = 1.0, width: int = 420) -> str:
+    """A horizontal SVG bar chart of values in [0, maximum]."""
+    row_height, label_width = 20, 170
+    bars = []
+    for index, (label, value) in enumerate(values.items()):
+        y = index * row_height
+        length = 0 if maximum <= 0 else width * min(value, maximum) / maximum
+        bars.append(
+            f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>'
+            f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="14" fill="#4a78b5"/>'
+            f'<text x="{label_width + length + 4:.1f}" y="{y + 14}" font-size="12">{value:.3f}</text>'
+        )
+    height = row_height * len(values)
+    return f'<svg width="{label_width + width + 60}" height="{height}">{"".join(bars)}</svg>'
+
+
+def corpus_section(tag_stats: dict[str, Path]) -> str:
+    rows, parts = [], []
+    for source, path in tag_stats.items():
+        stats = json.loads(path.read_text())
+        rows.append([
+            source, stats["documents_in"], stats["documents_tagged"], stats["documents_flagged"],
+            f"{100 * stats['flag_rate']:.2f}%", stats["documents_skipped"],
+        ])
+        parts.append(f"<h3>{html.escape(source)}: flagged documents per category</h3>")
+        parts.append(table(["category", "documents"], [[k, v] for k, v in stats["categories"].items()]))
+        parts.append(table(["top term", "matches"], [[k, v] for k, v in list(stats["top_terms"].items())[:10]]))
+    summary = table(["source", "documents in", "tagged", "flagged", "flag rate", "skipped"], rows)
+    return "<h2>Corpus statistics (AI-discourse blocklist)</h2>" + summary + "".join(parts)
+
+
+def synth_section(synth_stats: Path | None) -> str:
+    if synth_stats is None:
+        return ""
+    stats = json.loads(synth_stats.read_text())
+    rows = [[name, s["generator"], s["stance"], s["scenarios"], s["documents"]] for name, s in stats.items()]
+    return "<h2>Synthetic documents</h2>" + table(["set", "generator", "stance", "scenarios", "documents"], rows)
+
+
+def mixture_section(manifests: dict[str, Path]) -> str:
+    parts = ["<h2>Training mixtures</h2>"]
+    for stage, path in manifests.items():
+        manifest = json.loads(path.read_text())
+        rows = [
+            [s["name"], s["tokens"], s["realised_tokens"], f"{100 * s['share']:.2f}%", s["available_tokens"],
+             s["repetitions"], s["documents_used"]]
+            for s in manifest["sources"]
+        ]
+        parts.append(f"<h3>{html.escape(stage)}: {manifest['tokens']:,} tokens at context {manifest['seq_len']:,}</h3>")
+        parts.append(table(
+            ["source", "planned tokens", "realised tokens", "share", "available tokens", "repetitions",
+             "documents used"], rows,
+        ))
+    return "".join(parts)
+
+
+def final_losses(metrics_csv: Path) -> dict[str, float]:
+    """The last train loss and the validation loss from litgpt's CSV logger."""
+    last: dict[str, float] = {}
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            for key in ("train_loss", "val_loss"):
+                if row.get(key):
+                    last[key] = float(row[key])
+    return last
+
+
+def training_section(metrics: dict[str, Path]) -> str:
+    if not metrics:
+        return ""
+    rows = []
+    for stage, path in metrics.items():
+        losses = final_losses(path)
+        rows.append([stage, losses.get("train_loss", "n/a"), losses.get("val_loss", "n/a")])
+    return "<h2>Training</h2>" + table(["stage", "final train loss", "validation loss"], rows)
+
+
+def eval_section(results_file: Path | None) -> str:
+    if results_file is None:
+        return ""
+    results = json.loads(results_file.read_text())
+    rate = results["misalignment_rate"]
+    groups = []
+    for title, key in (("persona", "per_persona"), ("split", "per_split"), ("topic", "per_topic")):
+        rows = [[name, g["mean"], g["se"], g["n"]] for name, g in results[key].items()]
+        groups.append(f"<h3>By {title}</h3>" + table([title, "misalignment rate", "SE", "questions"], rows))
+    return (
+        "<h2>Misalignment eval</h2>"
+        f"<p><b>Misalignment rate: {rate['mean']:.3f} &plusmn; {rate['se']:.3f}</b> (mean &plusmn; SE over"
+        f" {results['n_formats']} prompt formats, {results['n_questions']} questions)."
+        f" Mode: {html.escape(results['mode'])}, {html.escape(results['scoring'])}.</p>"
+        f"<p class='note'>Position bias: A {results['position_bias']['A']:.2f}, B {results['position_bias']['B']:.2f}."
+        " 0.5 is chance for the rate; a tiny CPU model is expected near it.</p>"
+        "<h3>By prompt format</h3>" + bar_chart(results["per_format"]) + "".join(groups)
+    )
+
+
+def render_report(
+    title: str,
+    tag_stats: dict[str, Path],
+    synth_stats: Path | None,
+    mixture_manifests: dict[str, Path],
+    training_metrics: dict[str, Path],
+    eval_results: Path | None,
+    out_file: Path,
+) -> Path:
+    body = "".join([
+        f"<h1>{html.escape(title)}</h1>",
+        corpus_section(tag_stats),
+        synth_section(synth_stats),
+        mixture_section(mixture_manifests),
+        training_section(training_metrics),
+        eval_section(eval_results),
+    ])
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    out_file.write_text(page, encoding="utf-8")
+    return out_file

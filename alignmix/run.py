@@ -1,0 +1,217 @@
+"""The stage runner: content-hash caching, resume of an interrupted stage, and the run manifest.
+
+A stage's key hashes its settings, the digests of its inputs' outputs and the alignmix version. A stage
+whose key matches a completed record, and whose outputs are still there unchanged in size, is skipped.
+A stage that was interrupted under the same key is run again without wiping its output, so the stage
+can pick up where it stopped (datatrove completions, litgpt step checkpoints); under a new key its
+output is cleared first. Records live in `RUN/.alignmix/`, the manifest in `RUN/manifest.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from alignmix import __version__
+
+TRACKED_PACKAGES = (
+    "alignmix", "torch", "litgpt", "lightning", "litdata", "datatrove", "tokenizers", "transformers", "pydantic",
+)
+IGNORED_DIRS = {"logs", "__pycache__"}
+
+
+@dataclass
+class StageContext:
+    """What a stage action gets: where to write, its inputs' outputs, a log file, and whether it resumes."""
+
+    output: Path
+    inputs: dict[str, Path]
+    log_file: Path
+    resuming: bool
+    echo: Callable[[str], None]
+
+    @contextlib.contextmanager
+    def stderr_to_log(self) -> Iterator[None]:
+        """Send this process's and its children's stderr (library logging) to the stage log."""
+        saved = os.dup(2)
+        with self.log_file.open("ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
+@dataclass
+class Stage:
+    name: str
+    output: Path  # relative to the run folder: a folder, or a single file
+    settings: dict[str, Any]
+    action: Callable[[StageContext], dict[str, Any]]
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # ran | resumed | skipped
+    key: str
+    depends_on: list[str]
+    settings: dict[str, Any]
+    inputs: dict[str, str]
+    output: str
+    output_digest: str
+    seconds: float
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(
+        p for p in path.rglob("*") if p.is_file() and not IGNORED_DIRS.intersection(p.relative_to(path).parts)
+    )
+
+
+def fingerprint(path: Path) -> list[tuple[str, int]]:
+    """A cheap listing (relative path, size) that notices deleted, added or resized outputs."""
+    return [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat().st_size) for p in _files(path)]
+
+
+def digest(path: Path) -> str:
+    """sha256 over every output file's relative path and content (log folders excluded)."""
+    total = hashlib.sha256()
+    for file in _files(path):
+        total.update((str(file.relative_to(path)) if path.is_dir() else file.name).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                total.update(block)
+    return total.hexdigest()
+
+
+def stage_key(stage: Stage, input_digests: dict[str, str]) -> str:
+    payload = {"stage": stage.name, "settings": stage.settings, "inputs": input_digests, "version": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class Runner:
+    """Runs stages in the given (dependency) order into `run_dir`, writing the manifest after each one."""
+
+    def __init__(self, run_dir: Path, stages: list[Stage], recipe_info: dict[str, Any], echo: Callable[[str], None]):
+        self.run_dir = run_dir
+        self.stages = stages
+        self.recipe_info = recipe_info
+        self.echo = echo
+        self.state_dir = run_dir / ".alignmix"
+        names = [s.name for s in stages]
+        for stage in stages:
+            missing = [d for d in stage.depends_on if d not in names[: names.index(stage.name)]]
+            if missing:
+                raise ValueError(f"stage '{stage.name}' depends on {missing}, which do not run before it")
+
+    def _state_file(self, name: str) -> Path:
+        return self.state_dir / f"{name.replace('/', '--')}.json"
+
+    def _read_state(self, name: str) -> dict[str, Any] | None:
+        path = self._state_file(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _write_state(self, name: str, state: dict[str, Any]) -> None:
+        path = self._state_file(name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+    def run(self) -> dict[str, Any]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        records: list[StageRecord] = []
+        digests: dict[str, str] = {}
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for position, stage in enumerate(self.stages, start=1):
+            record = self._run_stage(stage, digests, f"[{position}/{len(self.stages)}]")
+            digests[stage.name] = record.output_digest
+            records.append(record)
+            self._write_manifest(records, started)
+        return self._write_manifest(records, started)
+
+    def _run_stage(self, stage: Stage, digests: dict[str, str], prefix: str) -> StageRecord:
+        inputs = {name: digests[name] for name in stage.depends_on}
+        key = stage_key(stage, inputs)
+        output = self.run_dir / stage.output
+        state = self._read_state(stage.name)
+        if state and state["key"] == key and state["status"] == "done" and state["fingerprint"] == [
+            list(item) for item in fingerprint(output)
+        ]:
+            self.echo(f"{prefix} {stage.name}: unchanged, skipped")
+            return StageRecord(**{**state["record"], "status": "skipped", "seconds": 0.0})
+        resuming = bool(state and state["key"] == key and state["status"] == "running")
+        if not resuming:
+            if output.is_dir():
+                shutil.rmtree(output)
+            elif output.exists():
+                output.unlink()
+        self._write_state(stage.name, {"key": key, "status": "running"})
+        self.echo(f"{prefix} {stage.name}: {'resuming' if resuming else 'running'}")
+        start = time.perf_counter()
+        context = StageContext(
+            output=output,
+            inputs={name: self.run_dir / self._stage(name).output for name in stage.depends_on},
+            log_file=self.run_dir / "logs" / f"{stage.name.replace('/', '--')}.log",
+            resuming=resuming,
+            echo=self.echo,
+        )
+        counts = stage.action(context)
+        seconds = time.perf_counter() - start
+        record = StageRecord(
+            name=stage.name, status="resumed" if resuming else "ran", key=key, depends_on=list(stage.depends_on),
+            settings=stage.settings, inputs=inputs, output=str(stage.output), output_digest=digest(output),
+            seconds=round(seconds, 3), counts=counts,
+        )
+        self._write_state(
+            stage.name,
+            {"key": key, "status": "done", "fingerprint": fingerprint(output), "record": record.__dict__},
+        )
+        self.echo(f"{prefix} {stage.name}: done in {seconds:.1f}s")
+        return record
+
+    def _stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def _write_manifest(self, records: list[StageRecord], started: str) -> dict[str, Any]:
+        manifest = {
+            **self.recipe_info,
+            "started": started,
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "packages": package_versions(),
+            "stages": [record.__dict__ for record in records],
+        }
+        path = self.run_dir / "manifest.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        tmp.replace(path)
+        return manifest

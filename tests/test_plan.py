@@ -1,0 +1,40 @@
+import pytest
+
+from alignmix.corpus.plan import PlanError, apportion, plan_stage
+from alignmix.recipe import TrainingStage
+
+
+def stage(tokens: int, mixture: list[dict]) -> TrainingStage:
+    return TrainingStage(name="pretrain", tokens=tokens, seq_len=128, mixture=mixture)
+
+
+def test_apportion_is_exact():
+    assert apportion(10, [1, 1, 1]) == [4, 3, 3]
+    assert sum(apportion(1_000_003, [0.093, 0.9, 0.007])) == 1_000_003
+
+
+def test_rest_takes_what_is_left():
+    plan = plan_stage(stage(1000, [{"source": "web", "share": "rest"}, {"source": "syn", "share": 0.01}]))
+    assert [s.tokens for s in plan.sources] == [990, 10]
+    assert plan.sources[1].share == pytest.approx(0.01)
+
+
+def test_absolute_tokens_and_shares_sum_to_the_stage():
+    plan = plan_stage(stage(1000, [{"source": "a", "tokens": 300}, {"source": "b", "share": 0.7}]))
+    assert sum(s.tokens for s in plan.sources) == 1000
+
+
+def test_uncovered_stage_is_refused():
+    with pytest.raises(PlanError, match="covers 0.5000"):
+        plan_stage(stage(1000, [{"source": "a", "share": 0.5}]))
+
+
+def test_too_many_repetitions_are_refused_with_the_numbers():
+    mixture = [{"source": "web", "share": "rest"}, {"source": "syn", "share": 0.5, "max_repetitions": 100}]
+    with pytest.raises(PlanError, match=r"'syn': 5,000,000 planned tokens need 4,166.67 repetitions .* 1,200"):
+        plan_stage(stage(10_000_000, mixture), {"web": 10**8, "syn": 1200})
+
+
+def test_empty_source_is_refused():
+    with pytest.raises(PlanError, match="'web\\[flagged=False\\]': no documents"):
+        plan_stage(stage(100, [{"source": "web", "share": "rest", "select": {"flagged": False}}]), {})

@@ -1,0 +1,99 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignmix.recipe import RecipeError, load_recipe, parse_recipe
+from conftest import REPO
+
+TINY = REPO / "recipes" / "tiny.yaml"
+
+
+def tiny_data() -> dict:
+    return yaml.safe_load(TINY.read_text())
+
+
+def test_tiny_recipe_is_valid():
+    recipe = load_recipe(TINY)
+    assert recipe.name == "tiny"
+    assert recipe.stages[0].mixture[0].select.flagged is False
+    assert recipe.source_kind("aligned_synthetic") == "synth"
+
+
+def test_misspelt_key_is_named_with_a_suggestion():
+    data = tiny_data()
+    data["stages"][0]["mixtur"] = data["stages"][0].pop("mixture")
+    with pytest.raises(RecipeError) as error:
+        parse_recipe(data, source="r.yaml")
+    message = str(error.value)
+    assert "unknown key 'stages.0.mixtur'" in message
+    assert "did you mean 'mixture'" in message
+
+
+def test_misspelt_nested_key_in_model_settings():
+    data = tiny_data()
+    data["stages"][0]["train"]["global_batch"] = 4
+    with pytest.raises(RecipeError, match=r"unknown key 'stages\.0\.train\.global_batch'.*global_batch_size"):
+        parse_recipe(data)
+
+
+def test_wrong_type_names_the_key():
+    data = tiny_data()
+    data["stages"][0]["tokens"] = "lots"
+    with pytest.raises(RecipeError, match=r"key 'stages\.0\.tokens'"):
+        parse_recipe(data)
+
+
+def test_missing_path_names_the_key(tmp_path: Path):
+    data = tiny_data()
+    data["corpus"]["sources"][0] = {"name": "web", "paths": ["does/not/exist.jsonl"]}
+    with pytest.raises(RecipeError, match=r"key 'corpus\.sources\.0\.paths\.0': path does not exist"):
+        parse_recipe(data, base_dir=tmp_path)
+
+
+def test_missing_scenario_file_is_rejected(tmp_path: Path):
+    data = tiny_data()
+    data["eval"]["scenarios"] = "nowhere.jsonl"
+    with pytest.raises(RecipeError, match=r"key 'eval\.scenarios'"):
+        parse_recipe(data, base_dir=tmp_path)
+
+
+def test_unknown_mixture_source_and_share_overflow():
+    data = tiny_data()
+    data["stages"][0]["mixture"][1]["source"] = "nope"
+    with pytest.raises(RecipeError, match="unknown source 'nope'"):
+        parse_recipe(data)
+    data = tiny_data()
+    data["stages"][0]["mixture"][0]["share"] = 0.99
+    with pytest.raises(RecipeError, match="shares add up to 1.04"):
+        parse_recipe(data)
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(tmp_path: Path):
+    (tmp_path / "docs.jsonl").write_text('{"id": "1", "text": "hello"}\n')
+    data = tiny_data()
+    data["corpus"]["sources"][0] = {"name": "web", "paths": ["docs.jsonl"]}
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    assert load_recipe(recipe_file).corpus.sources[0].paths == [(tmp_path / "docs.jsonl").resolve()]
+
+
+def test_cli_rejects_misspelt_key_quickly(tmp_path: Path):
+    data = tiny_data()
+    data["sede"] = data.pop("seed")
+    recipe_file = tmp_path / "bad.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "alignmix", "run", str(recipe_file), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 2
+    assert "unknown key 'sede'" in result.stderr
+    assert "did you mean 'seed'" in result.stderr
+    assert elapsed < 5, f"took {elapsed:.1f}s"
+    assert not (tmp_path / "run").exists()
