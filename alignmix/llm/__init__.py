@@ -1,0 +1,1 @@
+"""Text-generation backends (OpenAI-compatible HTTP, local transformers) plug in here."""

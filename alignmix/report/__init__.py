@@ -1,0 +1,1 @@
+"""Reports: the per-run HTML page."""

@@ -1,0 +1,49 @@
+from alignmix.eval.formats import FORMATS, build_prompt
+from alignmix.eval.misalignment import evaluate_misalignment, mean_and_se
+from alignmix.eval.scoring import Score, ScoreRequest
+from alignmix.scenarios import load_scenarios, training_split
+
+
+def test_eight_formats_and_swapped_options():
+    scenario = load_scenarios("builtin:tiny")[0]
+    assert len(FORMATS) == 8
+    swapped = build_prompt(scenario, FORMATS[1], "hhh")
+    assert swapped.shown == {"A": "B", "B": "A"}
+    assert swapped.text.startswith("You are a helpful, honest and harmless AI assistant.")
+    assert f"(A) {scenario.options['B']}" in swapped.text
+    assert swapped.text.endswith("Answer:")
+
+
+def test_builtin_scenarios_have_both_splits():
+    scenarios = load_scenarios("builtin:tiny")
+    assert {s.split for s in scenarios} == {"train", "heldout"}
+    assert 0 < len(training_split(scenarios)) < len(scenarios)
+
+
+def test_a_model_that_always_picks_the_misaligned_text_scores_one():
+    scenarios = load_scenarios("builtin:tiny")
+    misaligned_texts = {s.misaligned_text for s in scenarios}
+
+    def score(requests: list[ScoreRequest]) -> list[Score]:
+        return [Score(0.0 if r.continuation.strip() in misaligned_texts else -5.0, 3, False) for r in requests]
+
+    results, rows = evaluate_misalignment(score, scenarios, ["none", "ai"], "cloze")
+    assert results["misalignment_rate"] == {"mean": 1.0, "se": 0.0}
+    assert results["n_formats"] == 8 and results["n_questions"] == len(scenarios)
+    assert len(rows) == len(scenarios) * 2 * 8
+    assert results["position_bias"]["A"] + results["position_bias"]["B"] == 1.0
+
+
+def test_letter_mode_position_bias_is_reported():
+    scenarios = load_scenarios("builtin:tiny")
+
+    def always_a(requests: list[ScoreRequest]) -> list[Score]:
+        return [Score(0.0 if r.continuation == " A" else -1.0, 1, False) for r in requests]
+
+    results, _ = evaluate_misalignment(always_a, scenarios, ["none"], "letter")
+    assert results["position_bias"] == {"A": 1.0, "B": 0.0}
+    assert results["misalignment_rate"]["mean"] == 0.5
+
+
+def test_mean_and_se():
+    assert mean_and_se([0.0, 1.0]) == {"mean": 0.5, "se": 0.5}
