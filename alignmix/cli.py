@@ -84,11 +84,12 @@ def plan(
     recipe = _load(recipe_file)
     from alignmix.corpus.plan import PlanError, plan_stage
     from alignmix.graph import build_graph
+    from alignmix.train.litgpt_config import TrainConfigError
 
     try:
         plans = [plan_stage(stage) for stage in recipe.stages]
         graph = build_graph(recipe, recipe_file.parent)
-    except (RecipeError, PlanError) as exc:
+    except (RecipeError, PlanError, TrainConfigError) as exc:
         _fail(str(exc))
     if as_json:
         stages = [

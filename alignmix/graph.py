@@ -246,6 +246,11 @@ def build_graph(recipe: Recipe, base_dir: Path) -> list[Stage]:
         raise RecipeError(
             "post_training (sft / dpo) is validated but not yet run by this version of alignmix; remove it to run"
         )
+    from alignmix.train.litgpt_config import validate_model_spec
+
+    for index, training_stage in enumerate(recipe.stages):
+        if training_stage.train is not None:
+            validate_model_spec(training_stage.train.model, f"stages.{index}.train.model")
     stages: list[Stage] = []
     corpus = _corpus_stage(recipe)
     synth = _synth_stage(recipe, base_dir)

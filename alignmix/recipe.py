@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
+    PlainValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,7 +21,6 @@ from pydantic import (
 )
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")]
-Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class RecipeError(ValueError):
@@ -51,6 +51,17 @@ def _resolve_scenarios(spec: str, info: ValidationInfo) -> str:
 
 
 ScenarioSpec = Annotated[str, AfterValidator(_resolve_scenarios)]
+
+
+def _check_share(value: Any) -> float | str:
+    if value == "rest":
+        return "rest"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    raise ValueError(f"expected a fraction in (0, 1] or 'rest', got {value!r}")
+
+
+Share = Annotated[float | Literal["rest"], PlainValidator(_check_share)]
 
 
 class Strict(BaseModel):
@@ -137,7 +148,7 @@ class MixtureEntry(Strict):
 
     source: Identifier
     select: Selector = Selector()
-    share: Fraction | Literal["rest"] | None = None
+    share: Share | None = None
     tokens: PositiveInt | None = None
     max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0
 
@@ -275,27 +286,25 @@ class Recipe(Strict):
         return "corpus" if name in {s.name for s in self.corpus.sources} else "synth"
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The recipe model inside an annotation such as `list[X]` or `X | None`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if found := _model_in(argument):
+            return found
+    return None
+
+
 def _field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the model reached by following `loc` from `model` (for suggestions)."""
-    current: Any = model
+    """The keys allowed at `loc` (list indices skipped), for naming what was expected."""
+    current: type[BaseModel] | None = model
     for part in loc:
-        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
-            field = current.model_fields.get(part)
-            if field is None:
-                break
-            current = field.annotation
-        while not (isinstance(current, type) and issubclass(current, BaseModel)):
-            args = [a for a in typing.get_args(current) if a is not type(None)]
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            if models:
-                current = models[0]
-            elif args:
-                current = args[0]
-            else:
-                return []
-            if isinstance(part, int):
-                break
-    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if current else None
+        current = _model_in(field.annotation) if field else None
+    return list(current.model_fields) if current else []
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -99,3 +99,21 @@ def test_installing_the_gpt_neox_tokenizer(tmp_path: Path, shared_data: Path):
     from litgpt import Tokenizer
 
     assert Tokenizer(folder).encode("Hello world").tolist() == [12092, 1533]
+
+
+def test_zstd_and_parquet_inputs(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    rows = [{"id": "1", "body": "The robot deceived everyone."}, {"id": "2", "body": "Bake the bread for an hour."}]
+    (tmp_path / "docs.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    )
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "docs.parquet")
+    from_zstd = tag_files([tmp_path / "docs.jsonl.zst"], tmp_path / "z", source_name="z", text_key="body")
+    from_parquet = tag_files(
+        [tmp_path / "docs.parquet"], tmp_path / "p", source_name="p", text_key="body", file_format="parquet"
+    )
+    for stats in (from_zstd, from_parquet):
+        assert stats["documents_tagged"] == 2 and stats["documents_flagged"] == 1

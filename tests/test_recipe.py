@@ -97,3 +97,26 @@ def test_cli_rejects_misspelt_key_quickly(tmp_path: Path):
     assert "did you mean 'seed'" in result.stderr
     assert elapsed < 5, f"took {elapsed:.1f}s"
     assert not (tmp_path / "run").exists()
+
+
+def test_bad_share_gets_one_message():
+    data = tiny_data()
+    data["stages"][0]["mixture"][0]["share"] = "most"
+    with pytest.raises(RecipeError) as error:
+        parse_recipe(data)
+    assert str(error.value).count("\n") == 1
+    assert "key 'stages.0.mixture.0.share': expected a fraction in (0, 1] or 'rest', got 'most'" in str(error.value)
+
+
+def test_misspelt_litgpt_config_field_is_refused_before_work(tmp_path: Path):
+    data = tiny_data()
+    data["stages"][0]["train"]["model"]["config"]["n_lyer"] = 3
+    recipe_file = tmp_path / "bad.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "alignmix", "run", str(recipe_file), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "unknown key 'stages.0.train.model.config.n_lyer' (did you mean 'n_layer'?)" in result.stderr
+    assert not (tmp_path / "run" / "manifest.json").exists()

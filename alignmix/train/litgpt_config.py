@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import difflib
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,21 @@ from alignmix.recipe import ModelSpec, TrainingStage
 
 class TrainConfigError(ValueError):
     """A stage that cannot be trained as configured: the message names the stage and the numbers."""
+
+
+def validate_model_spec(spec: ModelSpec, key: str) -> None:
+    """Refuse an unknown litgpt model name or config field before any work, naming the recipe key."""
+    from litgpt.config import Config, name_to_config
+
+    if spec.name is not None and spec.name not in name_to_config:
+        close = difflib.get_close_matches(spec.name, list(name_to_config), n=3)
+        raise TrainConfigError(f"key '{key}.name': unknown litgpt model '{spec.name}'; close names: {close}")
+    allowed = [f.name for f in fields(Config)]
+    for field_name in spec.config:
+        if field_name not in allowed:
+            close = difflib.get_close_matches(field_name, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise TrainConfigError(f"unknown key '{key}.config.{field_name}'{hint}: not a litgpt Config field")
 
 
 def model_config(spec: ModelSpec) -> dict[str, Any]:
