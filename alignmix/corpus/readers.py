@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import orjson
@@ -22,7 +23,9 @@ class CountingJsonlReader(JsonlReader):
         logger.warning(f"{filepath}:{line_number}: skipped ({reason}): {detail}")
 
     def read_file(self, filepath: str) -> Iterator[Document]:
-        with self.data_folder.open(filepath, "rb", compression=self.compression) as handle:
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as stream:
+            # zstd's decompressing reader is not line-iterable; a buffered reader over it is
+            handle = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream)
             for index, raw in enumerate(handle):
                 line_number = index + 1
                 with self.track_time():
