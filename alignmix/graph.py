@@ -173,15 +173,16 @@ def _training_stages(recipe: Recipe) -> list[Stage]:
 
         def action(ctx: StageContext, training_stage=training_stage, previous=previous) -> dict[str, Any]:
             from alignmix.corpus.tokenizer import load_tokenizer
+            from alignmix.train.litgpt_config import StageFiles
             from alignmix.train.pretrain import run_pretrain
 
             tokenizer, _ = load_tokenizer(ctx.inputs["tokenizer"])
-            return run_pretrain(
-                training_stage, data_dir=ctx.inputs[f"mix/{training_stage.name}"],
-                tokenizer_dir=ctx.inputs["tokenizer"], out_dir=ctx.output, seed=recipe.seed,
-                vocab_size=tokenizer.get_vocab_size(),
-                initial_checkpoint_dir=ctx.inputs[previous] / "final" if previous else None, log_file=ctx.log_file,
+            files = StageFiles(
+                data_dir=ctx.inputs[f"mix/{training_stage.name}"], tokenizer_dir=ctx.inputs["tokenizer"],
+                out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(),
+                initial_checkpoint_dir=ctx.inputs[previous] / "final" if previous else None,
             )
+            return run_pretrain(training_stage, files, recipe.seed, ctx.log_file)
 
         settings = {"seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"mixture"})}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +46,24 @@ def check_vocabulary(stage_name: str, config: dict[str, Any], vocab_size: int) -
         )
 
 
-def pretrain_config(
-    stage: TrainingStage,
-    *,
-    data_dir: Path,
-    tokenizer_dir: Path,
-    out_dir: Path,
-    seed: int,
-    vocab_size: int,
-    initial_checkpoint_dir: Path | None,
-    resume: bool,
-) -> dict[str, Any]:
-    """The `litgpt pretrain --config` mapping for one stage."""
+@dataclass(frozen=True)
+class StageFiles:
+    """Where a training stage reads its data, tokenizer and starting weights, and where it writes."""
+
+    data_dir: Path
+    tokenizer_dir: Path
+    out_dir: Path
+    vocab_size: int
+    initial_checkpoint_dir: Path | None
+
+
+def pretrain_config(stage: TrainingStage, files: StageFiles, seed: int, resume: bool) -> dict[str, Any]:
+    """The `litgpt pretrain --config` mapping for one stage; `resume` continues from its last step checkpoint."""
     settings = stage.train
     if settings is None:
         raise TrainConfigError(f"stage '{stage.name}' has no `train` settings")
     config = model_config(settings.model)
-    check_vocabulary(stage.name, config, vocab_size)
+    check_vocabulary(stage.name, config, files.vocab_size)
     if stage.seq_len > config["block_size"]:
         raise TrainConfigError(
             f"stage '{stage.name}': seq_len {stage.seq_len:,} exceeds the model's block_size {config['block_size']:,}"
@@ -70,13 +71,14 @@ def pretrain_config(
     return {
         "model_name": config["name"],
         "model_config": config,
-        "out_dir": str(out_dir),
+        "out_dir": str(files.out_dir),
         "precision": settings.precision,
-        "initial_checkpoint_dir": None if resume or initial_checkpoint_dir is None else str(initial_checkpoint_dir),
+        "initial_checkpoint_dir": None if resume or files.initial_checkpoint_dir is None
+        else str(files.initial_checkpoint_dir),
         "resume": "auto" if resume else False,
         "data": {
             "class_path": "litgpt.data.LitData",
-            "init_args": {"data_path": str(data_dir), "seed": seed, "num_workers": 0},
+            "init_args": {"data_path": str(files.data_dir), "seed": seed, "num_workers": 0},
         },
         "train": {
             "save_interval": settings.save_interval,
@@ -101,7 +103,7 @@ def pretrain_config(
         },
         "devices": settings.devices,
         "num_nodes": settings.num_nodes,
-        "tokenizer_dir": str(tokenizer_dir),
+        "tokenizer_dir": str(files.tokenizer_dir),
         "logger_name": "csv",
         "seed": seed,
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from alignmix.recipe import TrainingStage
-from alignmix.train.litgpt_config import pretrain_config
+from alignmix.train.litgpt_config import StageFiles, pretrain_config
 
 
 _STEP = re.compile(r"\bstep (\d+) \|")
@@ -29,24 +29,12 @@ def latest_step_checkpoint(out_dir: Path) -> Path | None:
     return steps[-1].parent if steps else None
 
 
-def run_pretrain(
-    stage: TrainingStage,
-    *,
-    data_dir: Path,
-    tokenizer_dir: Path,
-    out_dir: Path,
-    seed: int,
-    vocab_size: int,
-    initial_checkpoint_dir: Path | None,
-    log_file: Path,
-) -> dict:
-    """Write `out_dir/pretrain.yaml` and run litgpt on it; returns what was resumed and where the model is."""
+def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: Path) -> dict:
+    """Write `OUT/pretrain.yaml` and run litgpt on it; returns what was resumed and where the model is."""
+    out_dir = files.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed_from = latest_step_checkpoint(out_dir)
-    config = pretrain_config(
-        stage, data_dir=data_dir, tokenizer_dir=tokenizer_dir, out_dir=out_dir, seed=seed, vocab_size=vocab_size,
-        initial_checkpoint_dir=initial_checkpoint_dir, resume=resumed_from is not None,
-    )
+    config = pretrain_config(stage, files, seed, resume=resumed_from is not None)
     config_file = out_dir / "pretrain.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)]
