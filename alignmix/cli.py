@@ -48,14 +48,15 @@ def run(
     """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
     recipe = _load(recipe_file)
     from alignmix.corpus.plan import PlanError
-    from alignmix.graph import build_graph
+    from alignmix.graph import build_graph, check_runnable
     from alignmix.run import Runner
     from alignmix.train.litgpt_config import TrainConfigError
 
     run_dir = out or Path("runs") / recipe.name
-    run_dir.mkdir(parents=True, exist_ok=True)
     try:
+        check_runnable(recipe)
         stages = build_graph(recipe, recipe_file.parent)
+        run_dir.mkdir(parents=True, exist_ok=True)
         info = {
             "recipe": recipe.name,
             "recipe_file": str(recipe_file),
@@ -82,14 +83,13 @@ def plan(
 ) -> None:
     """Print the stage graph and each training stage's token plan, without reading or writing data."""
     recipe = _load(recipe_file)
-    from alignmix.corpus.plan import PlanError, plan_stage
+    from alignmix.corpus.plan import PlanError, assumed_available, plan_stage
     from alignmix.graph import build_graph
-    from alignmix.train.litgpt_config import TrainConfigError
 
     try:
-        plans = [plan_stage(stage) for stage in recipe.stages]
+        plans = [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
         graph = build_graph(recipe, recipe_file.parent)
-    except (RecipeError, PlanError, TrainConfigError) as exc:
+    except (RecipeError, PlanError) as exc:
         _fail(str(exc))
     if as_json:
         stages = [
@@ -110,6 +110,6 @@ def plan(
         for column in ("source", "tokens", "share", "repetitions"):
             table.add_column(column, justify="left" if column == "source" else "right")
         for s in p.sources:
-            reps = "after tagging" if s.repetitions is None else f"{s.repetitions:.2f}"
+            reps = "unknown until tagged" if s.repetitions is None else f"{s.repetitions:.2f}"
             table.add_row(escape(s.name), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
         console.print(table)

@@ -13,7 +13,7 @@ from typing import Any
 
 from alignmix.recipe import Recipe, RecipeError
 from alignmix.run import Stage, StageContext
-from alignmix.scenarios import load_scenarios, resolve_spec, training_split
+from alignmix.scenarios import TRAIN_SPLIT, Scenario, load_scenarios, resolve_spec, training_split
 
 RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "eval", "report", "logs"}
 
@@ -143,23 +143,63 @@ def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
     return Stage("tokenizer", Path("tokenizer"), settings, action, upstream)
 
 
-def _mix_stages(recipe: Recipe, has_synth: bool) -> list[Stage]:
-    stages = []
-    for training_stage in recipe.stages:
+def held_out_items(recipe: Recipe, base_dir: Path) -> list[Scenario]:
+    """The eval items no training document may overlap: the decontamination set's non-training split."""
+    spec = recipe.decontamination.scenarios or (recipe.eval.scenarios if recipe.eval else None)
+    if spec is None:
+        return []
+    return [s for s in load_scenarios(spec, base_dir) if s.split != TRAIN_SPLIT]
 
-        def action(ctx: StageContext, training_stage=training_stage) -> dict[str, Any]:
+
+def refuse_held_out_grounding(recipe: Recipe, base_dir: Path) -> None:
+    """Synthetic documents grounded in a held-out question would leak the eval into training: refuse the run."""
+    held_out = held_out_items(recipe, base_dir)
+    ids = {s.id for s in held_out}
+    passages = {" ".join(s.passage.lower().split()) for s in held_out}
+    for synth_set in recipe.synth.sets:
+        for scenario in training_split(load_scenarios(synth_set.scenarios, base_dir)):
+            if scenario.id in ids or " ".join(scenario.passage.lower().split()) in passages:
+                raise RecipeError(
+                    f"synth set '{synth_set.name}' would ground documents in held-out eval question"
+                    f" '{scenario.id}'; synthetic documents may only use questions the eval does not hold out"
+                )
+
+
+def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
+    stages = []
+    decontamination = recipe.decontamination
+    held_out = held_out_items(recipe, base_dir) if decontamination.enabled else []
+    for training_stage in recipe.stages:
+        replayed = sorted({e.replay for e in training_stage.mixture if e.replay is not None})
+
+        def action(ctx: StageContext, training_stage=training_stage, replayed=replayed) -> dict[str, Any]:
+            from alignmix.corpus.decontaminate import NgramGuard
             from alignmix.corpus.mix import build_stage_mixture
 
             files = {
                 name: source_shards(ctx.inputs["tag" if recipe.source_kind(name) == "corpus" else "synth"] / name)
-                for name in {e.source for e in training_stage.mixture}
+                for name in {e.source for e in training_stage.mixture if e.source is not None}
             }
-            manifest = build_stage_mixture(training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed)
-            return {s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"],
-                                "repetitions": s["repetitions"]} for s in manifest["sources"]}
+            manifest = build_stage_mixture(
+                training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
+                replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
+                guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
+            )
+            counts: dict[str, Any] = {
+                s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}
+                for s in manifest["sources"]
+            }
+            if manifest["decontamination"]:
+                counts["decontaminated_documents"] = manifest["decontamination"]["documents_removed"]
+            return counts
 
-        settings = {"seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"})}
+        settings = {
+            "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),
+            "decontamination": decontamination.model_dump(mode="json"),
+            "held_out_items": sorted(s.id for s in held_out),
+        }
         depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
+        depends += tuple(f"mix/{name}" for name in replayed)
         stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends))
     return stages
 
@@ -238,6 +278,23 @@ def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
     return Stage("report", Path("report.html"), {"title": recipe.report.title}, action, tuple(names))
 
 
+def check_runnable(recipe: Recipe) -> None:
+    """What `run` needs beyond `plan`: data for every source and litgpt models that exist; raises before work."""
+    from alignmix.train.litgpt_config import validate_model_spec
+
+    for key in recipe.missing_run_files():
+        raise RecipeError(f"key '{key}': file not found")
+    missing = recipe.sources_without_data()
+    if missing:
+        raise RecipeError(
+            f"source(s) {', '.join(missing)} carry only `assumed` statistics: enough to plan, not to run;"
+            " give them `paths`"
+        )
+    for index, training_stage in enumerate(recipe.stages):
+        if training_stage.train is not None:
+            validate_model_spec(training_stage.train.model, f"stages.{index}.train.model")
+
+
 def build_graph(recipe: Recipe, base_dir: Path) -> list[Stage]:
     """The recipe's stages in dependency order."""
     clashing = sorted(RESERVED_NAMES & {s.name for s in recipe.stages})
@@ -247,17 +304,13 @@ def build_graph(recipe: Recipe, base_dir: Path) -> list[Stage]:
         raise RecipeError(
             "post_training (sft / dpo) is validated but not yet run by this version of alignmix; remove it to run"
         )
-    from alignmix.train.litgpt_config import validate_model_spec
-
-    for index, training_stage in enumerate(recipe.stages):
-        if training_stage.train is not None:
-            validate_model_spec(training_stage.train.model, f"stages.{index}.train.model")
+    refuse_held_out_grounding(recipe, base_dir)
     stages: list[Stage] = []
     corpus = _corpus_stage(recipe)
     synth = _synth_stage(recipe, base_dir)
     stages += [s for s in (corpus, _tag_stage(recipe, corpus is not None), synth) if s is not None]
     stages.append(_tokenizer_stage(recipe, ("tag", "synth") if synth else ("tag",)))
-    stages += _mix_stages(recipe, synth is not None)
+    stages += _mix_stages(recipe, synth is not None, base_dir)
     training = _training_stages(recipe)
     stages += training
     if training:

@@ -27,15 +27,21 @@ class RecipeError(ValueError):
     """A recipe that cannot be run: the message names the file and the key path."""
 
 
-def _resolve_existing(path: Path, info: ValidationInfo) -> Path:
+def _resolve(path: Path, info: ValidationInfo) -> Path:
     base = Path((info.context or {}).get("base_dir", "."))
-    resolved = path if path.is_absolute() else (base / path)
+    return (path if path.is_absolute() else (base / path)).resolve()
+
+
+def _resolve_existing(path: Path, info: ValidationInfo) -> Path:
+    resolved = _resolve(path, info)
     if not resolved.exists():
         raise ValueError(f"path does not exist: {resolved}")
-    return resolved.resolve()
+    return resolved
 
 
 ExistingPath = Annotated[Path, AfterValidator(_resolve_existing)]
+# A path needed only to run, not to plan (checked by `alignmix run` before any work).
+RunPath = Annotated[Path, AfterValidator(_resolve)]
 
 
 def _resolve_scenarios(spec: str, info: ValidationInfo) -> str:
@@ -76,8 +82,22 @@ class GeneratedCorpus(Strict):
     aligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
 
 
+Stance = Literal["aligned", "misaligned", "neutral"]
+
+
+class AssumedStatistics(Strict):
+    """Statistics a recipe states for a source, so that it plans without data (e.g. the paper's 9.3% flagged).
+
+    `flagged_share` and `stance_shares` are shares of the source's tokens.
+    """
+
+    tokens: PositiveInt
+    flagged_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    stance_shares: dict[Stance, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+
+
 class CorpusSource(Strict):
-    """One named corpus: files read through datatrove readers, or a generated corpus."""
+    """One named corpus: files read through datatrove readers, a generated corpus, or (plan only) statistics."""
 
     name: Identifier
     paths: list[ExistingPath] = []
@@ -85,12 +105,19 @@ class CorpusSource(Strict):
     text_key: str = "text"
     id_key: str = "id"
     generate: GeneratedCorpus | None = None
+    assumed: AssumedStatistics | None = None
 
     @model_validator(mode="after")
     def _one_origin(self) -> CorpusSource:
-        if bool(self.paths) == (self.generate is not None):
-            raise ValueError("give exactly one of `paths` (files to read) or `generate` (a generated corpus)")
+        if self.paths and self.generate is not None:
+            raise ValueError("give either `paths` (files to read) or `generate` (a generated corpus), not both")
+        if not self.paths and self.generate is None and self.assumed is None:
+            raise ValueError("give `paths` (files to read), `generate` (a generated corpus) or `assumed` statistics")
         return self
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.paths) or self.generate is not None
 
 
 class Corpus(Strict):
@@ -123,6 +150,7 @@ class SynthSet(Strict):
     scenarios: ScenarioSpec = "builtin:tiny"
     surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))
     documents_per_scenario: PositiveInt = 1
+    assumed: AssumedStatistics | None = None
 
 
 class Synth(Strict):
@@ -132,7 +160,7 @@ class Synth(Strict):
 class TokenizerSpec(Strict):
     """An existing tokenizer (a folder with tokenizer.json, or the file), or a BPE trained on the corpus."""
 
-    path: ExistingPath | None = None
+    path: RunPath | None = None
     vocab_size: PositiveInt = 512
 
 
@@ -140,20 +168,25 @@ class Selector(Strict):
     """A selection over `metadata.ai_discourse`; unset fields select everything."""
 
     flagged: bool | None = None
-    stance: Literal["aligned", "misaligned", "neutral"] | None = None
+    stance: Stance | None = None
 
 
 class MixtureEntry(Strict):
-    """One source of a stage: a share of the stage's tokens, an absolute count, or the rest."""
+    """One part of a stage: a source (or a replay of an earlier stage) and its share, token count, or the rest."""
 
-    source: Identifier
+    source: Identifier | None = None
+    replay: Identifier | None = None
     select: Selector = Selector()
     share: Share | None = None
     tokens: PositiveInt | None = None
     max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0
 
     @model_validator(mode="after")
-    def _one_amount(self) -> MixtureEntry:
+    def _one_origin_and_amount(self) -> MixtureEntry:
+        if (self.source is None) == (self.replay is None):
+            raise ValueError("give exactly one of `source` (a corpus or synthetic set) or `replay` (an earlier stage)")
+        if self.replay is not None and self.select != Selector():
+            raise ValueError("a `replay` entry takes no `select`: it replays the earlier stage's mixture as written")
         if (self.share is None) == (self.tokens is None):
             raise ValueError("give exactly one of `share` (a fraction or 'rest') or `tokens`")
         return self
@@ -245,6 +278,14 @@ class EvalSettings(Strict):
     personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
 
 
+class Decontamination(Strict):
+    """Drop training documents sharing an n-gram (of words) with a held-out eval item; on by default."""
+
+    enabled: bool = True
+    ngram: Annotated[int, Field(ge=3)] = 13
+    scenarios: ScenarioSpec | None = None  # default: the eval's scenarios
+
+
 class ReportSettings(Strict):
     title: str | None = None
 
@@ -261,6 +302,7 @@ class Recipe(Strict):
     stages: Annotated[list[TrainingStage], Field(min_length=1)]
     post_training: PostTraining | None = None
     eval: EvalSettings | None = None
+    decontamination: Decontamination = Decontamination()
     report: ReportSettings = ReportSettings()
 
     @model_validator(mode="after")
@@ -275,12 +317,33 @@ class Recipe(Strict):
         known = set(corpus_names) | set(synth_names)
         for i, stage in enumerate(self.stages):
             for j, entry in enumerate(stage.mixture):
-                if entry.source not in known:
+                if entry.source is not None and entry.source not in known:
                     raise ValueError(
                         f"stages.{i}.mixture.{j}.source: unknown source '{entry.source}';"
                         f" expected one of: {', '.join(sorted(known))}"
                     )
+                if entry.replay is not None and entry.replay not in stage_names[:i]:
+                    raise ValueError(
+                        f"stages.{i}.mixture.{j}.replay: '{entry.replay}' is not an earlier stage;"
+                        f" expected one of: {', '.join(stage_names[:i]) or '(none: this is the first stage)'}"
+                    )
         return self
+
+    def missing_run_files(self) -> list[str]:
+        """Recipe keys naming files that `run` needs and that do not exist."""
+        path = self.tokenizer.path
+        return [f"tokenizer.path ({path})"] if path is not None and not path.exists() else []
+
+    def sources_without_data(self) -> list[str]:
+        """Sources that carry only assumed statistics: the recipe plans, but cannot run, without them."""
+        return [s.name for s in self.corpus.sources if not s.has_data]
+
+    def assumed(self, name: str) -> AssumedStatistics | None:
+        """The assumed statistics of a corpus source or synthetic set."""
+        for item in [*self.corpus.sources, *self.synth.sets]:
+            if item.name == name:
+                return item.assumed
+        return None
 
     def source_kind(self, name: str) -> Literal["corpus", "synth"]:
         return "corpus" if name in {s.name for s in self.corpus.sources} else "synth"
@@ -330,15 +393,47 @@ def parse_recipe(data: Any, source: str = "<recipe>", base_dir: Path | None = No
         raise RecipeError(f"{source}: invalid recipe\n" + "\n".join(f"  - {line}" for line in lines)) from None
 
 
-def load_recipe(path: Path | str) -> Recipe:
-    """Read and validate a recipe YAML file; relative paths in it resolve against its folder."""
-    path = Path(path)
+def merge_recipe_data(base: Any, override: Any) -> Any:
+    """Deep-merge `override` into `base`: mappings key by key, lists of named mappings by `name`, else replace."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge_recipe_data(base[key], value) if key in base else value
+        return merged
+    if _named_list(base) and _named_list(override):
+        by_name = {item["name"]: item for item in base}
+        for item in override:
+            by_name[item["name"]] = merge_recipe_data(by_name[item["name"]], item) if item["name"] in by_name else item
+        return list(by_name.values())
+    return override
+
+
+def _named_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and "name" in v for v in value)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
+    """Read a recipe file, following `extends: OTHER.yaml` (relative to the file) and merging over it."""
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise RecipeError(f"{path}: recipe file not found{where}")
+    if path.resolve() in chain:
+        raise RecipeError(f"{path}: `extends` forms a cycle: {' -> '.join(str(p) for p in (*chain, path))}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_recipe(data, source=str(path), base_dir=path.parent)
+    if isinstance(data, dict) and "extends" in data:
+        parent = data.pop("extends")
+        if not isinstance(parent, str):
+            raise RecipeError(f"{path}: key 'extends': expected the path of another recipe file")
+        data = merge_recipe_data(_read_yaml(path.parent / parent, (*chain, path.resolve())), data)
+    return data
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and validate a recipe YAML file; relative paths in it resolve against its folder."""
+    path = Path(path)
+    return parse_recipe(_read_yaml(path), source=str(path), base_dir=path.parent)

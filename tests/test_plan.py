@@ -37,4 +37,4 @@ def test_too_many_repetitions_are_refused_with_the_numbers():
 
 def test_empty_source_is_refused():
     with pytest.raises(PlanError, match="'web\\[flagged=False\\]': no documents"):
-        plan_stage(stage(100, [{"source": "web", "share": "rest", "select": {"flagged": False}}]), {})
+        plan_stage(stage(100, [{"source": "web", "share": "rest", "select": {"flagged": False}}]), {"web[flagged=False]": 0})

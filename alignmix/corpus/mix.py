@@ -12,11 +12,13 @@ import json
 import random
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from alignmix.corpus.decontaminate import NgramGuard
 from alignmix.corpus.plan import StagePlan, entry_name, plan_stage
 from alignmix.corpus.tag import METADATA_KEY
 from alignmix.corpus.tokenizer import load_tokenizer
@@ -27,16 +29,29 @@ TOKEN_DTYPE = np.int32
 
 
 @dataclass
+class Candidates:
+    """What an entry can draw from: unit ids, their token counts, and a way to fetch a unit's tokens."""
+
+    ids: list[str]
+    lengths: list[int]
+    fetch: Callable[[int], np.ndarray]
+    removed_by_decontamination: int = 0
+
+
+@dataclass
 class TokenizedDocs:
     ids: list[str]
     tags: list[dict]
     tokens: list[np.ndarray]
+    contaminated: list[bool]
 
 
-def tokenize_source(files: list[Path], tokenizer_dir: Path, batch_size: int = 1024) -> TokenizedDocs:
+def tokenize_source(
+    files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None = None, batch_size: int = 1024
+) -> TokenizedDocs:
     """Read a source's documents and tokenize them, each followed by the end-of-text token."""
     tokenizer, eos = load_tokenizer(tokenizer_dir)
-    docs = TokenizedDocs([], [], [])
+    docs = TokenizedDocs([], [], [], [])
     batch: list[str] = []
 
     def flush() -> None:
@@ -47,11 +62,37 @@ def tokenize_source(files: list[Path], tokenizer_dir: Path, batch_size: int = 10
     for row in read_jsonl_gz(files):
         docs.ids.append(str(row["id"]))
         docs.tags.append(row.get("metadata", {}).get(METADATA_KEY) or {})
+        docs.contaminated.append(guard is not None and guard.contaminated(row["text"]))
         batch.append(row["text"])
         if len(batch) >= batch_size:
             flush()
     flush()
     return docs
+
+
+def document_candidates(docs: TokenizedDocs, selector: Selector) -> Candidates:
+    """The selected documents of a source, less those sharing an n-gram with a held-out item."""
+    chosen = [i for i, tags in enumerate(docs.tags) if selects(selector, tags)]
+    clean = [i for i in chosen if not docs.contaminated[i]]
+    return Candidates(
+        ids=[docs.ids[i] for i in clean],
+        lengths=[len(docs.tokens[i]) for i in clean],
+        fetch=lambda k: docs.tokens[clean[k]],
+        removed_by_decontamination=len(chosen) - len(clean),
+    )
+
+
+def replay_candidates(stage_dir: Path, stage_name: str, block_size: int) -> Candidates:
+    """Blocks of an earlier stage's written mixture, read back from its LitData chunks."""
+    from litdata.streaming import StreamingDataset
+    from litdata.streaming.item_loader import TokensLoader
+
+    dataset = StreamingDataset(str(stage_dir), item_loader=TokensLoader(block_size=block_size))
+    return Candidates(
+        ids=[f"replay:{stage_name}:{i}" for i in range(len(dataset))],
+        lengths=[block_size] * len(dataset),
+        fetch=lambda k: dataset[k].numpy().astype(TOKEN_DTYPE),
+    )
 
 
 def selects(selector: Selector, tags: dict) -> bool:
@@ -128,29 +169,34 @@ class _StreamSlice:
 
 
 def build_stage_mixture(
-    stage: TrainingStage, source_files: dict[str, list[Path]], tokenizer_dir: Path, out_dir: Path, seed: int
+    stage: TrainingStage,
+    source_files: dict[str, list[Path]],
+    tokenizer_dir: Path,
+    out_dir: Path,
+    seed: int,
+    replay_dirs: dict[str, Path] | None = None,
+    guard: NgramGuard | None = None,
 ) -> dict:
     """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest."""
-    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir) for name in {e.source for e in stage.mixture}}
-    selections: dict[str, list[int]] = {}
+    sources = {e.source for e in stage.mixture if e.source is not None}
+    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard) for name in sorted(sources)}
+    candidates: dict[str, Candidates] = {}
     for entry in stage.mixture:
-        docs = tokenized[entry.source]
-        selections[entry_name(entry)] = [i for i, tags in enumerate(docs.tags) if selects(entry.select, tags)]
-    available = {
-        entry_name(e): sum(len(tokenized[e.source].tokens[i]) for i in selections[entry_name(e)])
-        for e in stage.mixture
-    }
-    plan: StagePlan = plan_stage(stage, available)
+        if entry.replay is not None:
+            candidates[entry_name(entry)] = replay_candidates(
+                (replay_dirs or {})[entry.replay], entry.replay, stage.seq_len + 1
+            )
+        else:
+            candidates[entry_name(entry)] = document_candidates(tokenized[entry.source or ""], entry.select)
+    plan: StagePlan = plan_stage(stage, {name: sum(c.lengths) for name, c in candidates.items()})
 
-    pieces: list[tuple[str, str, np.ndarray]] = []  # (entry name, document id, tokens)
+    pieces: list[tuple[str, int]] = []  # (entry name, unit index)
     uses: dict[str, Counter[str]] = {}
-    for entry, source_plan in zip(stage.mixture, plan.sources):
-        docs = tokenized[entry.source]
-        chosen = selections[source_plan.name]
-        rng = random.Random(f"{seed}:{stage.name}:{source_plan.name}")
-        drawn = draw([len(docs.tokens[i]) for i in chosen], source_plan.tokens, rng)
-        uses[source_plan.name] = Counter(docs.ids[chosen[i]] for i in drawn)
-        pieces.extend((source_plan.name, docs.ids[chosen[i]], docs.tokens[chosen[i]]) for i in drawn)
+    for source_plan in plan.sources:
+        pool = candidates[source_plan.name]
+        drawn = draw(pool.lengths, source_plan.tokens, random.Random(f"{seed}:{stage.name}:{source_plan.name}"))
+        uses[source_plan.name] = Counter(pool.ids[i] for i in drawn)
+        pieces.extend((source_plan.name, i) for i in drawn)
     random.Random(f"{seed}:{stage.name}:shuffle").shuffle(pieces)
 
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
@@ -160,7 +206,8 @@ def build_stage_mixture(
     stream = np.memmap(stream_file, dtype=TOKEN_DTYPE, mode="w+", shape=(stage.tokens,))
     realised: Counter[str] = Counter()
     position = 0
-    for name, _, tokens in pieces:
+    for name, index in pieces:
+        tokens = candidates[name].fetch(index)
         take = min(len(tokens), stage.tokens - position)
         stream[position : position + take] = tokens[:take]
         realised[name] += take
@@ -178,12 +225,17 @@ def build_stage_mixture(
         "seq_len": stage.seq_len,
         "block_size": stage.seq_len + 1,
         "seed": seed,
+        "decontamination": None if guard is None else {
+            "ngram": guard.n, "held_out_items": guard.items,
+            "documents_removed": sum(c.removed_by_decontamination for c in candidates.values()),
+        },
         "sources": [
             {
                 **asdict(source_plan),
                 "realised_tokens": realised[source_plan.name],
-                "documents_available": len(selections[source_plan.name]),
+                "documents_available": len(candidates[source_plan.name].ids),
                 "documents_used": len(uses[source_plan.name]),
+                "documents_removed_by_decontamination": candidates[source_plan.name].removed_by_decontamination,
                 "max_document_repetitions": max(uses[source_plan.name].values(), default=0),
                 "document_ids_sha256": _digest(sorted(f"{d}\t{n}" for d, n in uses[source_plan.name].items())),
             }

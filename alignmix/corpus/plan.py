@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from alignmix.recipe import MixtureEntry, TrainingStage
+from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, Selector, TrainingStage
 
 
 class PlanError(ValueError):
@@ -34,9 +34,32 @@ class StagePlan:
 
 
 def entry_name(entry: MixtureEntry) -> str:
-    """A readable label: the source, with its selector when it has one (e.g. `web[flagged=False]`)."""
+    """A readable label: the source with its selector (e.g. `web[flagged=False]`), or `replay:STAGE`."""
+    if entry.replay is not None:
+        return f"replay:{entry.replay}"
     selected = {k: v for k, v in entry.select.model_dump().items() if v is not None}
-    return entry.source + (f"[{','.join(f'{k}={v}' for k, v in selected.items())}]" if selected else "")
+    return f"{entry.source}" + (f"[{','.join(f'{k}={v}' for k, v in selected.items())}]" if selected else "")
+
+
+def selected_share(statistics: AssumedStatistics, selector: Selector) -> float:
+    """The share of a source's tokens a selector keeps, from assumed statistics (stance shares are of the whole)."""
+    if selector.stance is not None:
+        return statistics.stance_shares.get(selector.stance, 0.0)
+    if selector.flagged is None:
+        return 1.0
+    return statistics.flagged_share if selector.flagged else 1.0 - statistics.flagged_share
+
+
+def assumed_available(recipe: Recipe, stage: TrainingStage) -> dict[str, int]:
+    """Tokens available to each entry from the recipe's assumed statistics; entries without any are left out."""
+    stage_tokens = {s.name: s.tokens for s in recipe.stages}
+    available: dict[str, int] = {}
+    for entry in stage.mixture:
+        if entry.replay is not None:
+            available[entry_name(entry)] = stage_tokens[entry.replay]
+        elif (statistics := recipe.assumed(entry.source or "")) is not None:
+            available[entry_name(entry)] = round(statistics.tokens * selected_share(statistics, entry.select))
+    return available
 
 
 def apportion(total: int, weights: list[float]) -> list[int]:
@@ -74,11 +97,11 @@ def planned_tokens(stage: TrainingStage) -> list[int]:
 
 
 def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) -> StagePlan:
-    """Plan a stage; with `available` (tokens per entry name) check repetitions against `max_repetitions`."""
+    """Plan a stage; entries with known `available` tokens are checked against their `max_repetitions`."""
     sources = []
     for entry, tokens in zip(stage.mixture, planned_tokens(stage)):
         name = entry_name(entry)
-        have = None if available is None else available.get(name, 0)
+        have = None if available is None else available.get(name)
         repetitions = None
         if have is not None:
             if have == 0:
@@ -91,5 +114,6 @@ def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) ->
                     f"stage '{stage.name}', source '{name}': {tokens:,} planned tokens need {repetitions:,.2f}"
                     f" repetitions of its {have:,} available tokens, but max_repetitions is {entry.max_repetitions:g}"
                 )
-        sources.append(SourcePlan(name, entry.source, tokens, tokens / stage.tokens, have, repetitions))
+        origin = entry.source or f"replay:{entry.replay}"
+        sources.append(SourcePlan(name, origin, tokens, tokens / stage.tokens, have, repetitions))
     return StagePlan(stage.name, stage.tokens, stage.seq_len, sources)
