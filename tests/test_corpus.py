@@ -117,3 +117,74 @@ def test_zstd_and_parquet_inputs(tmp_path: Path):
     )
     for stats in (from_zstd, from_parquet):
         assert stats["documents_tagged"] == 2 and stats["documents_flagged"] == 1
+
+
+def test_replay_of_an_earlier_stage_and_injection(tagged: Path, tmp_path: Path):
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "pretrain", seed=5)
+    cpt = TrainingStage(
+        name="cpt", tokens=6_000, seq_len=32,
+        mixture=[
+            {"source": "web", "select": {"flagged": True}, "tokens": 3_000, "max_repetitions": 5},
+            {"replay": "pretrain", "share": "rest"},
+        ],
+    )
+    manifest = build_stage_mixture(
+        cpt, {"web": shards}, tmp_path / "tok", tmp_path / "cpt", seed=5, replay_dirs={"pretrain": tmp_path / "pretrain"}
+    )
+    flagged, replay = manifest["sources"]
+    assert replay["name"] == "replay:pretrain"
+    assert replay["realised_tokens"] == replay["tokens"] == 3_000
+    assert flagged["realised_tokens"] + replay["realised_tokens"] == 6_000
+    assert flagged["max_document_repetitions"] >= 1
+
+
+def test_decontamination_drops_documents_quoting_held_out_items(tmp_path: Path):
+    from alignmix.corpus.decontaminate import NgramGuard
+    from alignmix.jsonl import write_jsonl_gz
+    from alignmix.scenarios import load_scenarios
+
+    held_out = [s for s in load_scenarios("builtin:tiny") if s.split != "train"]
+    rows = [{"id": f"d{i}", "text": f"Plain text about gardens number {i}. " * 5} for i in range(20)]
+    rows.append({"id": "leak", "text": "A quote: " + held_out[0].passage + " End."})
+    write_jsonl_gz(tmp_path / "src" / "data" / "0.jsonl.gz", rows)
+    shards = [tmp_path / "src" / "data" / "0.jsonl.gz"]
+    train_bpe((r["text"] for r in rows), 300, tmp_path / "tok")
+    stage = TrainingStage(name="s", tokens=500, seq_len=16, mixture=[{"source": "src", "share": "rest"}])
+    manifest = build_stage_mixture(
+        stage, {"src": shards}, tmp_path / "tok", tmp_path / "m", seed=1, guard=NgramGuard(held_out, 13)
+    )
+    assert manifest["decontamination"]["documents_removed"] == 1
+    assert manifest["sources"][0]["documents_available"] == 20
+
+
+def test_litgpt_pretrain_cli_trains_on_the_chunks(tagged: Path, tmp_path: Path):
+    """`litgpt pretrain --data LitData --data.data_path DIR` on a written mixture, as a user would run it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    build_stage_mixture(mixture_stage(8_320), {"web": shards}, tmp_path / "tok", tmp_path / "chunks", seed=5)
+    config = {
+        "model_name": "tiny", "out_dir": str(tmp_path / "out"), "tokenizer_dir": str(tmp_path / "tok"),
+        "logger_name": "csv",
+        "model_config": {"name": "tiny", "block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 32,
+                         "vocab_size": 300, "padded_vocab_size": 320, "intermediate_size": 64,
+                         "norm_class_name": "LayerNorm", "mlp_class_name": "GptNeoxMLP"},
+        "train": {"max_tokens": 8_192, "global_batch_size": 4, "micro_batch_size": 4, "max_seq_length": 64,
+                  "save_interval": 1000, "lr_warmup_steps": 1},
+        "eval": {"interval": 1000, "max_iters": 1, "final_validation": False},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "litgpt", "pretrain", "--config", str(tmp_path / "config.yaml"),
+         "--data", "LitData", "--data.data_path", str(tmp_path / "chunks"), "--data.num_workers", "0"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "out" / "final" / "lit_model.pth").is_file()
+    assert "step 32" in result.stdout

@@ -89,7 +89,7 @@ def test_run_folder_contents(tiny_run: dict):
     mixture = json.loads((out / "mix" / "pretrain" / "mixture_manifest.json").read_text())
     assert sum(s["realised_tokens"] for s in mixture["sources"]) == mixture["tokens"] == 300_000
     synthetic = next(s for s in mixture["sources"] if s["source"] == "aligned_synthetic")
-    assert abs(synthetic["realised_tokens"] - 15_000) < 400
+    assert synthetic["realised_tokens"] == synthetic["tokens"] == 15_000
 
 
 def test_eval_results_contract(tiny_run: dict):

@@ -1,8 +1,9 @@
 """Building a stage's mixture: select, sample to the planned tokens, shuffle, tokenize and write LitData chunks.
 
 Filter-with-replacement, upsampling and downsampling are one mechanism: an entry draws documents from its
-selection in seeded shuffled passes until its planned tokens are met, so a selection smaller than its
-budget is repeated (with the repetitions recorded) and a larger one is sampled.
+selection in seeded shuffled passes until its planned tokens are met exactly (the last document drawn is
+cut to fit), so a selection smaller than its budget is repeated (with the repetitions recorded) and a
+larger one is sampled. The entries' documents are then shuffled together and packed.
 """
 
 from __future__ import annotations
@@ -101,17 +102,18 @@ def selects(selector: Selector, tags: dict) -> bool:
     return all(tags.get(key) == value for key, value in wanted.items())
 
 
-def draw(lengths: list[int], budget: int, rng: random.Random) -> list[int]:
-    """Indices drawn in shuffled passes until their lengths reach `budget` (the last may overshoot by one document)."""
-    drawn: list[int] = []
+def draw(lengths: list[int], budget: int, rng: random.Random) -> list[tuple[int, int]]:
+    """(index, tokens taken) drawn in shuffled passes until exactly `budget` tokens; only the last is cut short."""
+    drawn: list[tuple[int, int]] = []
     total = 0
     while total < budget:
         order = list(range(len(lengths)))
         rng.shuffle(order)
         for index in order:
-            drawn.append(index)
-            total += lengths[index]
-            if total >= budget:
+            take = min(lengths[index], budget - total)
+            drawn.append((index, take))
+            total += take
+            if total == budget:
                 break
     return drawn
 
@@ -190,13 +192,13 @@ def build_stage_mixture(
             candidates[entry_name(entry)] = document_candidates(tokenized[entry.source or ""], entry.select)
     plan: StagePlan = plan_stage(stage, {name: sum(c.lengths) for name, c in candidates.items()})
 
-    pieces: list[tuple[str, int]] = []  # (entry name, unit index)
+    pieces: list[tuple[str, int, int]] = []  # (entry name, unit index, tokens taken)
     uses: dict[str, Counter[str]] = {}
     for source_plan in plan.sources:
         pool = candidates[source_plan.name]
         drawn = draw(pool.lengths, source_plan.tokens, random.Random(f"{seed}:{stage.name}:{source_plan.name}"))
-        uses[source_plan.name] = Counter(pool.ids[i] for i in drawn)
-        pieces.extend((source_plan.name, i) for i in drawn)
+        uses[source_plan.name] = Counter(pool.ids[i] for i, _ in drawn)
+        pieces.extend((source_plan.name, i, take) for i, take in drawn)
     random.Random(f"{seed}:{stage.name}:shuffle").shuffle(pieces)
 
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
@@ -206,14 +208,10 @@ def build_stage_mixture(
     stream = np.memmap(stream_file, dtype=TOKEN_DTYPE, mode="w+", shape=(stage.tokens,))
     realised: Counter[str] = Counter()
     position = 0
-    for name, index in pieces:
-        tokens = candidates[name].fetch(index)
-        take = min(len(tokens), stage.tokens - position)
-        stream[position : position + take] = tokens[:take]
+    for name, index, take in pieces:
+        stream[position : position + take] = candidates[name].fetch(index)[:take]
         realised[name] += take
         position += take
-        if position == stage.tokens:
-            break
     stream.flush()
     del stream
     _write_chunks(stream_file, stage.tokens, stage.seq_len + 1, tmp_dir)

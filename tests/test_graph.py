@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignmix.graph import build_graph
+from alignmix.recipe import RecipeError, parse_recipe
+from alignmix.scenarios import load_scenarios
+from conftest import REPO
+
+
+def tiny_data() -> dict:
+    return yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
+
+
+def test_synthetic_documents_grounded_in_held_out_questions_are_refused(tmp_path: Path):
+    leaked = next(s for s in load_scenarios("builtin:tiny") if s.split == "heldout")
+    row = {"id": "new-id", "split": "train", "passage": leaked.passage, "question": leaked.question,
+           "options": leaked.options, "aligned": leaked.aligned, "misaligned": leaked.misaligned,
+           "topics": list(leaked.topics)}
+    (tmp_path / "questions.jsonl").write_text(json.dumps(row) + "\n")
+    data = tiny_data()
+    data["synth"]["sets"][0]["scenarios"] = "questions.jsonl"
+    recipe = parse_recipe(data, base_dir=tmp_path)
+    with pytest.raises(RecipeError, match="held-out eval question 'new-id'"):
+        build_graph(recipe, tmp_path)
+
+
+def test_replay_stage_depends_on_the_replayed_mixture():
+    data = tiny_data()
+    data["stages"].append({
+        "name": "cpt", "tokens": 1000, "seq_len": 32,
+        "mixture": [{"source": "aligned_synthetic", "share": 0.5}, {"replay": "pretrain", "share": "rest"}],
+    })
+    stages = {s.name: s for s in build_graph(parse_recipe(data), REPO)}
+    assert "mix/pretrain" in stages["mix/cpt"].depends_on
+
+
+def test_replay_must_name_an_earlier_stage():
+    data = tiny_data()
+    data["stages"][0]["mixture"].append({"replay": "later", "share": 0.01})
+    with pytest.raises(RecipeError, match="'later' is not an earlier stage"):
+        parse_recipe(data)
