@@ -113,3 +113,37 @@ def plan(
             reps = "unknown until tagged" if s.repetitions is None else f"{s.repetitions:.2f}"
             table.add_row(escape(s.name), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
         console.print(table)
+
+
+@app.command()
+def stats(
+    folders: Annotated[list[Path], typer.Argument(help="Run folders, tag outputs or mixture folders.")],
+    report: Annotated[Path, typer.Option("--report", help="Where to write the HTML page.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the statistics as JSON.")] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option("--tokenizer", help="Tokenizer folder for token counts (default: FOLDER/tokenizer if present)."),
+    ] = None,
+) -> None:
+    """Corpus statistics over tagged shards and mixture manifests: prevalence, terms, stance, lengths, mixtures."""
+    from alignmix.report.corpus_stats import collect
+    from alignmix.report.html import render_stats_page
+
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        _fail(f"not a folder: {', '.join(missing)}")
+    if tokenizer is None:
+        tokenizer = next((f / "tokenizer" for f in folders if (f / "tokenizer" / "tokenizer.json").is_file()), None)
+    try:
+        statistics = collect(folders, tokenizer)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    render_stats_page(statistics, report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(statistics, indent=2))
+    for name, source in statistics["sources"].items():
+        console.print(
+            f"{name}: {source['documents']:,} documents, {source['flagged']:,} flagged ({100 * source['flag_rate']:.2f}%)",
+            highlight=False,
+        )
+    console.print(f"report: {report}" + (f"  json: {json_out}" if json_out else ""))

@@ -116,3 +116,21 @@ def test_plan_prints_the_token_plan_as_json():
     stage = json.loads(result.stdout)["stages"][0]
     assert stage["name"] == "pretrain" and stage["tokens"] == 300_000 and stage["seq_len"] == 128
     assert [s["tokens"] for s in stage["sources"]] == [285_000, 15_000]
+
+
+def test_stats_command_over_the_run_folder(tiny_run: dict, tmp_path: Path):
+    out = tiny_run["out"]
+    result = alignmix("stats", str(out), "--report", str(tmp_path / "stats.html"), "--json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    tagged = json.loads((out / "tag" / "web" / "stats.json").read_text())
+    web = stats["sources"]["web"]
+    assert web["documents"] == tagged["documents_tagged"]
+    assert web["flagged"] == tagged["documents_flagged"]
+    assert web["length_unit"] == "tokens" and sum(web["length_histogram"].values()) == web["documents"]
+    assert set(web["categories"]) == set(tagged["categories"])
+    stage = stats["stages"][0]
+    assert stage["stage"] == "pretrain"
+    assert sum(s["realised_tokens"] for s in stage["sources"]) == 300_000
+    page = (tmp_path / "stats.html").read_text()
+    assert page.count("<svg") >= 3 and "Top matched terms" in page and "planned tokens" in page

@@ -33,7 +33,7 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def bar_chart(values: dict[str, float], maximum: float = 1.0, width: int = 420) -> str:
+def bar_chart(values: dict[str, float], maximum: float = 1.0, width: int = 420, fmt: str = ".3f") -> str:
     """A horizontal SVG bar chart of values in [0, maximum]."""
     row_height, label_width = 20, 170
     bars = []
@@ -43,10 +43,73 @@ def bar_chart(values: dict[str, float], maximum: float = 1.0, width: int = 420) 
         bars.append(
             f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>'
             f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="14" fill="#4a78b5"/>'
-            f'<text x="{label_width + length + 4:.1f}" y="{y + 14}" font-size="12">{value:.3f}</text>'
+            f'<text x="{label_width + length + 4:.1f}" y="{y + 14}" font-size="12">{value:{fmt}}</text>'
         )
     height = row_height * len(values)
     return f'<svg width="{label_width + width + 60}" height="{height}">{"".join(bars)}</svg>'
+
+
+PALETTE = ["#4a78b5", "#e08a3c", "#5aa469", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c"]
+
+
+def stacked_bar(parts: dict[str, float], width: int = 600) -> str:
+    """One horizontal bar split by share, with a legend; `parts` are non-negative amounts."""
+    total = sum(parts.values()) or 1.0
+    x, rects, legend = 0.0, [], []
+    for index, (label, amount) in enumerate(parts.items()):
+        colour = PALETTE[index % len(PALETTE)]
+        length = width * amount / total
+        rects.append(f'<rect x="{x:.2f}" y="0" width="{length:.2f}" height="22" fill="{colour}"/>')
+        legend.append(
+            f'<rect x="0" y="{30 + 18 * index}" width="12" height="12" fill="{colour}"/>'
+            f'<text x="18" y="{40 + 18 * index}" font-size="12">{html.escape(label)}: {100 * amount / total:.2f}%</text>'
+        )
+        x += length
+    return f'<svg width="{width}" height="{36 + 18 * len(parts)}">{"".join(rects + legend)}</svg>'
+
+
+def render_stats_page(stats: dict, out_file: Path) -> Path:
+    """The `alignmix stats` page: per-source prevalence, terms, stance, lengths; per-stage composition."""
+    parts = [f"<h1>Corpus statistics</h1><p class='note'>Inputs: {html.escape(', '.join(stats['inputs']))}</p>"]
+    if stats["sources"]:
+        rows = [
+            [name, s["documents"], s["tokens"] if s["tokens"] is not None else "n/a", s["characters"], s["flagged"],
+             f"{100 * s['flag_rate']:.2f}%"]
+            for name, s in stats["sources"].items()
+        ]
+        parts.append("<h2>Sources</h2>" + table(
+            ["source", "documents", "tokens", "characters", "flagged", "flag rate"], rows))
+    for name, s in stats["sources"].items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        prevalence = {c: v["prevalence"] for c, v in s["categories"].items()}
+        if prevalence:
+            parts.append("<h3>AI-discourse prevalence by category (share of documents)</h3>")
+            parts.append(bar_chart(prevalence, maximum=max(prevalence.values()), fmt=".4f"))
+        parts.append("<h3>Top matched terms</h3>" + table(["term", "matches"], list(map(list, s["top_terms"].items()))))
+        parts.append("<h3>Stance</h3>" + table(["stance", "documents"], list(map(list, s["stance"].items()))))
+        histogram = s["length_histogram"]
+        parts.append(f"<h3>Document length ({html.escape(s['length_unit'])})</h3>")
+        parts.append(bar_chart(histogram, maximum=max(histogram.values()) or 1, fmt=",d"))
+    for stage in stats["stages"]:
+        parts.append(f"<h2>Stage {html.escape(stage['stage'])}: {stage['tokens']:,} tokens at context"
+                     f" {stage['seq_len']:,}</h2>")
+        parts.append(stacked_bar({s["name"]: s["realised_tokens"] for s in stage["sources"]}))
+        parts.append(table(
+            ["source", "planned tokens", "realised tokens", "share", "repetitions"],
+            [[s["name"], s["tokens"], s["realised_tokens"], f"{100 * s['share']:.2f}%", s["repetitions"]]
+             for s in stage["sources"]],
+        ))
+    return _write_page("alignmix corpus statistics", "".join(parts), out_file)
+
+
+def _write_page(title: str, body: str, out_file: Path) -> Path:
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(page, encoding="utf-8")
+    return out_file
 
 
 def corpus_section(tag_stats: dict[str, Path]) -> str:
@@ -147,7 +210,4 @@ def render_report(
         training_section(training_metrics),
         eval_section(eval_results),
     ])
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
-           f"<style>{STYLE}</style></head><body>{body}</body></html>"
-    out_file.write_text(page, encoding="utf-8")
-    return out_file
+    return _write_page(title, body, out_file)

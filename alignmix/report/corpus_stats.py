@@ -1,0 +1,135 @@
+"""Corpus statistics over tagged shards and mixture manifests, computed with polars.
+
+Inputs are folders: run folders, tag outputs, or anything holding `data/*.jsonl.gz` shards whose documents
+carry `metadata.ai_discourse`, and `mixture_manifest.json` files. Nothing else of the stages is read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+LENGTH_BINS = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+
+
+def tagged_shards(folders: list[Path]) -> list[Path]:
+    """Shards whose first document carries `metadata.ai_discourse` (tagged output), in path order."""
+    shards = []
+    for folder in folders:
+        for shard in sorted(folder.rglob("data/*.jsonl.gz")):
+            with gzip.open(shard, "rt", encoding="utf-8") as handle:
+                first = handle.readline()
+            if first and "ai_discourse" in json.loads(first).get("metadata", {}):
+                shards.append(shard)
+    return shards
+
+
+def mixture_manifests(folders: list[Path]) -> list[Path]:
+    return sorted({m for folder in folders for m in folder.rglob("mixture_manifest.json")})
+
+
+def _rows(shards: list[Path], tokenizer) -> Iterator[dict]:
+    for shard in shards:
+        with gzip.open(shard, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                doc = json.loads(line)
+                tags = doc["metadata"]["ai_discourse"]
+                yield {
+                    "source": doc["metadata"].get("source", shard.parent.parent.name),
+                    "characters": len(doc["text"]),
+                    "tokens": len(tokenizer.encode(doc["text"]).ids) if tokenizer else None,
+                    "flagged": bool(tags["flagged"]),
+                    "categories": tags["categories"],
+                    "stance": tags.get("stance") or "none",
+                    "terms": [{"term": k, "count": v} for k, v in tags["terms"].items()],
+                }
+
+
+def document_frame(shards: list[Path], tokenizer=None) -> pl.DataFrame:
+    schema = {
+        "source": pl.String, "characters": pl.Int64, "tokens": pl.Int64, "flagged": pl.Boolean,
+        "categories": pl.List(pl.String), "stance": pl.String,
+        "terms": pl.List(pl.Struct({"term": pl.String, "count": pl.Int64})),
+    }
+    return pl.DataFrame(list(_rows(shards, tokenizer)), schema=schema)
+
+
+def _histogram(lengths: pl.Series) -> dict[str, int]:
+    counts = {}
+    for low, high in zip(LENGTH_BINS, LENGTH_BINS[1:] + [None]):
+        inside = lengths >= low if high is None else (lengths >= low) & (lengths < high)
+        counts[f"{low}+" if high is None else f"{low}-{high - 1}"] = int(inside.sum())
+    return counts
+
+
+def source_statistics(frame: pl.DataFrame) -> dict[str, dict]:
+    """Per source: documents, tokens, prevalence by category, top terms, stance and a length histogram."""
+    stats: dict[str, dict] = {}
+    for (source,), group in frame.sort("source").group_by(["source"], maintain_order=True):
+        documents = group.height
+        categories = group.select(pl.col("categories").explode()).drop_nulls().group_by("categories").len()
+        terms = (
+            group.select(pl.col("terms").explode()).drop_nulls().unnest("terms")
+            .group_by("term").agg(pl.col("count").sum()).sort(["count", "term"], descending=[True, False]).head(25)
+        )
+        length_column = "tokens" if group["tokens"].null_count() == 0 else "characters"
+        stats[source] = {
+            "documents": documents,
+            "tokens": int(group["tokens"].sum()) if length_column == "tokens" else None,
+            "characters": int(group["characters"].sum()),
+            "flagged": int(group["flagged"].sum()),
+            "flag_rate": float(group["flagged"].mean()) if documents else 0.0,
+            "categories": {
+                row["categories"]: {"documents": row["len"], "prevalence": row["len"] / documents}
+                for row in categories.sort("categories").iter_rows(named=True)
+            },
+            "top_terms": {row["term"]: row["count"] for row in terms.iter_rows(named=True)},
+            "stance": {
+                row["stance"]: row["len"] for row in group.group_by("stance").len().sort("stance").iter_rows(named=True)
+            },
+            "length_unit": length_column,
+            "length_histogram": _histogram(group[length_column]),
+        }
+    return stats
+
+
+def stage_compositions(manifests: list[Path]) -> list[dict]:
+    """Each mixture's planned and realised tokens per source."""
+    stages = []
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        stages.append({
+            "stage": manifest["stage"], "tokens": manifest["tokens"], "seq_len": manifest["seq_len"],
+            "manifest": str(path),
+            "sources": [
+                {k: s[k] for k in ("name", "tokens", "realised_tokens", "share", "repetitions")}
+                for s in manifest["sources"]
+            ],
+        })
+    return stages
+
+
+def collect(folders: list[Path], tokenizer_dir: Path | None = None) -> dict:
+    """Everything `alignmix stats` reports, as one JSON-ready mapping."""
+    tokenizer = None
+    if tokenizer_dir is not None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    shards = tagged_shards(folders)
+    manifests = mixture_manifests(folders)
+    if not shards and not manifests:
+        raise FileNotFoundError(
+            f"no tagged shards (data/*.jsonl.gz with metadata.ai_discourse) or mixture_manifest.json under"
+            f" {', '.join(map(str, folders))}"
+        )
+    return {
+        "inputs": [str(f) for f in folders],
+        "tokenizer": str(tokenizer_dir) if tokenizer_dir else None,
+        "sources": source_statistics(document_frame(shards, tokenizer)) if shards else {},
+        "stages": stage_compositions(manifests),
+    }
