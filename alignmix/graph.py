@@ -184,6 +184,7 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
                 training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
                 replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
                 guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
+                tasks=recipe.mixing.tasks,
             )
             counts: dict[str, Any] = {
                 s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}

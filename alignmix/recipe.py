@@ -278,6 +278,12 @@ class EvalSettings(Strict):
     personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
 
 
+class Mixing(Strict):
+    """How mixtures are built: `tasks` processes tokenize a source's shards in parallel."""
+
+    tasks: PositiveInt = 1
+
+
 class Decontamination(Strict):
     """Drop training documents sharing an n-gram (of words) with a held-out eval item; on by default."""
 
@@ -302,6 +308,7 @@ class Recipe(Strict):
     stages: Annotated[list[TrainingStage], Field(min_length=1)]
     post_training: PostTraining | None = None
     eval: EvalSettings | None = None
+    mixing: Mixing = Mixing()
     decontamination: Decontamination = Decontamination()
     report: ReportSettings = ReportSettings()
 

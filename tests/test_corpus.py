@@ -68,11 +68,13 @@ def mixture_stage(tokens: int = 20_000, max_repetitions: float = 3) -> TrainingS
     )
 
 
-def test_mixture_is_exact_reproducible_and_readable(tagged: Path, tmp_path: Path):
+def test_mixture_is_exact_reproducible_in_any_task_count_and_readable(tagged: Path, tmp_path: Path):
     shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
     train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
     first = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "a", seed=5)
-    second = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "b", seed=5)
+    second = build_stage_mixture(
+        mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "b", seed=5, tasks=2
+    )
     assert first["chunks"] == second["chunks"]
     source = first["sources"][0]
     assert source["realised_tokens"] == source["tokens"] == 20_000
@@ -188,3 +190,17 @@ def test_litgpt_pretrain_cli_trains_on_the_chunks(tagged: Path, tmp_path: Path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "out" / "final" / "lit_model.pth").is_file()
     assert "step 32" in result.stdout
+
+
+def test_an_interrupted_mix_leaves_no_output_and_a_rerun_is_byte_identical(tagged: Path, tmp_path: Path):
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    clean = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "clean", seed=5)
+    # What a kill mid-write leaves: a partial folder with a half chunk and a stale token stream, no output folder.
+    (tmp_path / "m.partial").mkdir()
+    (tmp_path / "m.partial" / "chunk-0-0.bin").write_bytes(b"\0" * 100)
+    (tmp_path / "m.tokens.bin").write_bytes(b"\1" * 100)
+    assert not (tmp_path / "m").exists()
+    rerun = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "m", seed=5)
+    assert rerun["chunks"] == clean["chunks"]
+    assert not (tmp_path / "m.partial").exists()

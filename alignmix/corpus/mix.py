@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import random
 import shutil
 from collections import Counter
@@ -21,7 +22,7 @@ import numpy as np
 
 from alignmix.corpus.decontaminate import NgramGuard
 from alignmix.corpus.plan import StagePlan, entry_name, plan_stage
-from alignmix.corpus.tag import METADATA_KEY
+from alignmix.corpus import METADATA_KEY
 from alignmix.corpus.tokenizer import load_tokenizer
 from alignmix.jsonl import read_jsonl_gz
 from alignmix.recipe import Selector, TrainingStage
@@ -41,34 +42,67 @@ class Candidates:
 
 @dataclass
 class TokenizedDocs:
+    """A source's documents: ids, tags, contamination flags, and all tokens in one flat array."""
+
     ids: list[str]
     tags: list[dict]
-    tokens: list[np.ndarray]
     contaminated: list[bool]
+    flat: np.ndarray
+    offsets: np.ndarray  # document i is flat[offsets[i]:offsets[i + 1]]
+
+    def tokens(self, index: int) -> np.ndarray:
+        return self.flat[self.offsets[index] : self.offsets[index + 1]]
+
+    def length(self, index: int) -> int:
+        return int(self.offsets[index + 1] - self.offsets[index])
 
 
-def tokenize_source(
-    files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None = None, batch_size: int = 1024
-) -> TokenizedDocs:
-    """Read a source's documents and tokenize them, each followed by the end-of-text token."""
+def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None, batch_size: int = 1024):
     tokenizer, eos = load_tokenizer(tokenizer_dir)
-    docs = TokenizedDocs([], [], [], [])
+    ids: list[str] = []
+    tags: list[dict] = []
+    contaminated: list[bool] = []
+    arrays: list[np.ndarray] = []
     batch: list[str] = []
 
     def flush() -> None:
         for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
-            docs.tokens.append(np.asarray([*encoding.ids, eos], dtype=TOKEN_DTYPE))
+            arrays.append(np.asarray([*encoding.ids, eos], dtype=TOKEN_DTYPE))
         batch.clear()
 
     for row in read_jsonl_gz(files):
-        docs.ids.append(str(row["id"]))
-        docs.tags.append(row.get("metadata", {}).get(METADATA_KEY) or {})
-        docs.contaminated.append(guard is not None and guard.contaminated(row["text"]))
+        ids.append(str(row["id"]))
+        tags.append(row.get("metadata", {}).get(METADATA_KEY) or {})
+        contaminated.append(guard is not None and guard.contaminated(row["text"]))
         batch.append(row["text"])
         if len(batch) >= batch_size:
             flush()
     flush()
-    return docs
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=TOKEN_DTYPE)
+    return TokenizedDocs(ids, tags, contaminated, flat, offsets)
+
+
+def tokenize_source(
+    files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None = None, tasks: int = 1
+) -> TokenizedDocs:
+    """Read a source's documents and tokenize them (each followed by end-of-text), over `tasks` processes."""
+    groups = [list(g) for g in np.array_split(np.asarray(files, dtype=object), min(tasks, len(files))) if len(g)]
+    if len(groups) <= 1:
+        return _tokenize_files(files, tokenizer_dir, guard)
+    with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
+        parts = pool.starmap(_tokenize_files, [(g, tokenizer_dir, guard) for g in groups])
+    lengths = np.concatenate([np.diff(p.offsets) for p in parts])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return TokenizedDocs(
+        ids=[i for p in parts for i in p.ids],
+        tags=[t for p in parts for t in p.tags],
+        contaminated=[c for p in parts for c in p.contaminated],
+        flat=np.concatenate([p.flat for p in parts]),
+        offsets=offsets,
+    )
 
 
 def document_candidates(docs: TokenizedDocs, selector: Selector) -> Candidates:
@@ -77,8 +111,8 @@ def document_candidates(docs: TokenizedDocs, selector: Selector) -> Candidates:
     clean = [i for i in chosen if not docs.contaminated[i]]
     return Candidates(
         ids=[docs.ids[i] for i in clean],
-        lengths=[len(docs.tokens[i]) for i in clean],
-        fetch=lambda k: docs.tokens[clean[k]],
+        lengths=[docs.length(i) for i in clean],
+        fetch=lambda k: docs.tokens(clean[k]),
         removed_by_decontamination=len(chosen) - len(clean),
     )
 
@@ -178,10 +212,11 @@ def build_stage_mixture(
     seed: int,
     replay_dirs: dict[str, Path] | None = None,
     guard: NgramGuard | None = None,
+    tasks: int = 1,
 ) -> dict:
     """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest."""
     sources = {e.source for e in stage.mixture if e.source is not None}
-    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard) for name in sorted(sources)}
+    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard, tasks) for name in sorted(sources)}
     candidates: dict[str, Candidates] = {}
     for entry in stage.mixture:
         if entry.replay is not None:

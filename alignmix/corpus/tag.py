@@ -14,9 +14,8 @@ from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from alignmix.classifiers.blocklist import Blocklist
+from alignmix.corpus import METADATA_KEY
 from alignmix.corpus.readers import SKIP_REASONS, CountingJsonlReader
-
-METADATA_KEY = "ai_discourse"
 
 
 class AIDiscourseTagger(PipelineStep):
