@@ -241,9 +241,13 @@ class TrainingStage(Strict):
         fixed = sum(e.share for e in self.mixture if isinstance(e.share, float))
         absolute = sum(e.tokens or 0 for e in self.mixture)
         if fixed + absolute / self.tokens > 1.0 + 1e-9:
+            parts = ", ".join(
+                f"{e.source or 'replay:' + str(e.replay)}={e.share if e.tokens is None else f'{e.tokens:,} tokens'}"
+                for e in self.mixture if e.share != "rest"
+            )
             raise ValueError(
                 f"the shares add up to {fixed + absolute / self.tokens:.4f} of the stage's {self.tokens:,} tokens;"
-                " they must not exceed 1"
+                f" they must not exceed 1 ({parts})"
             )
         return self
 

@@ -68,7 +68,7 @@ def test_unknown_mixture_source_and_share_overflow():
         parse_recipe(data)
     data = tiny_data()
     data["stages"][0]["mixture"][0]["share"] = 0.99
-    with pytest.raises(RecipeError, match="shares add up to 1.04"):
+    with pytest.raises(RecipeError, match=r"shares add up to 1.04.*\(web=0.99, aligned_synthetic=0.05\)"):
         parse_recipe(data)
 
 
