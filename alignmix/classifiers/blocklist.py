@@ -2,7 +2,8 @@
 
 Term lists are data: one file per category in `blocklists/`, a term per line, `#` comments, and a
 `# stage: instant|entity|second` line saying how the category flags. Matching is case-insensitive,
-on word boundaries, with inflections generated from each term, in one pass of one compiled pattern.
+on word boundaries, with inflections generated from each term, in one pass of one compiled Hyperscan
+database (all patterns scanned together; only whole-word matches are reported).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import ahocorasick
+import hyperscan
 
 Stage = Literal["instant", "entity", "second"]
 _STAGE_LINE = re.compile(r"^#\s*stage:\s*(\w+)\s*$")
@@ -106,8 +107,16 @@ def inflections(term: str) -> set[str]:
     return {" ".join([form, *words[1:]]) for form in _inflect_word(words[0])} | {" ".join(words)}
 
 
+def word_pattern(form: str) -> bytes:
+    """A case-insensitive whole-word pattern: any run of whitespace between words, boundaries at word ends."""
+    body = re.escape(form).replace(r"\ ", r"\s+")
+    start = r"\b" if _is_word_char(form[0]) else ""
+    end = r"\b" if _is_word_char(form[-1]) else ""
+    return f"{start}{body}{end}".encode()
+
+
 class Blocklist:
-    """One Aho-Corasick automaton over every category's terms and their inflections."""
+    """One Hyperscan database over every category's terms and their inflections."""
 
     def __init__(self, categories: list[Category]):
         self.categories = categories
@@ -117,10 +126,14 @@ class Blocklist:
                 for form in inflections(term):
                     self._owners.setdefault(form, []).append((category.name, term))
         self._stage = {c.name: c.stage for c in categories}
-        self._automaton = ahocorasick.Automaton()
-        for form in self._owners:
-            self._automaton.add_word(form, form)
-        self._automaton.make_automaton()
+        self._forms = list(self._owners)
+        self._database = hyperscan.Database()
+        self._database.compile(
+            expressions=[word_pattern(form) for form in self._forms],
+            ids=list(range(len(self._forms))),
+            elements=len(self._forms),
+            flags=[hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST] * len(self._forms),
+        )
 
     @classmethod
     def from_lists(cls, lists_dir: Path | None = None, names: list[str] | None = None) -> Blocklist:
@@ -129,26 +142,25 @@ class Blocklist:
     def match_terms(self, text: str) -> dict[str, Counter[str]]:
         """Matched terms (as written in the list) per category, with counts."""
         found: dict[str, Counter[str]] = {}
-        for form in self._whole_word_matches(_normalise(text)):
+        for form in self._whole_word_matches(text):
             for category, term in self._owners[form]:
                 found.setdefault(category, Counter())[term] += 1
         return found
 
     def _whole_word_matches(self, text: str) -> list[str]:
-        """Longest leftmost matches that start and end on word boundaries."""
-        spans = []
-        for end, form in self._automaton.iter(text):
-            start = end - len(form) + 1
-            if (start == 0 or not _is_word_char(text[start - 1])) and (
-                end + 1 == len(text) or not _is_word_char(text[end + 1])
-            ):
-                spans.append((start, end, form))
-        spans.sort(key=lambda span: (span[0], -span[1]))
+        """Leftmost-longest, non-overlapping whole-word matches."""
+        spans: list[tuple[int, int, int]] = []
+
+        def on_match(form_id: int, start: int, end: int, flags: int, context: object) -> None:
+            spans.append((start, -end, form_id))
+
+        self._database.scan(text.encode("utf-8", "replace"), match_event_handler=on_match)
+        spans.sort()
         kept, covered_to = [], -1
-        for start, end, form in spans:
-            if start > covered_to:
-                kept.append(form)
-                covered_to = end
+        for start, negative_end, form_id in spans:
+            if start >= covered_to:
+                kept.append(self._forms[form_id])
+                covered_to = -negative_end
         return kept
 
     def tag(self, text: str) -> TagResult:
@@ -158,7 +170,8 @@ class Blocklist:
         flagging = [
             c for c in found if self._stage[c] == "instant" or (self._stage[c] == "second" and has_entity)
         ]
-        terms = Counter[str]()
-        for counts in found.values():
-            terms.update(counts)
+        terms: dict[str, int] = {}
+        for counts in found.values():  # a term listed in two categories is one match, not two
+            for term, count in counts.items():
+                terms[term] = max(terms.get(term, 0), count)
         return TagResult(flagged=bool(flagging), categories=sorted(flagging), terms=dict(sorted(terms.items())))
