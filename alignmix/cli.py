@@ -147,3 +147,64 @@ def stats(
             highlight=False,
         )
     console.print(f"report: {report}" + (f"  json: {json_out}" if json_out else ""))
+
+
+@app.command()
+def tag(
+    inputs: Annotated[list[Path], typer.Argument(help="Files or folders: jsonl(.gz/.zst), parquet, warc(.gz).")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the tagged jsonl.gz shards and stats.json.")],
+    tasks: Annotated[int, typer.Option("--tasks", min=1, help="Parallel tasks (a task reads whole files).")] = 1,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local, or ray (a cluster at RAY_ADDRESS, else a local one).")
+    ] = "local",
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="fail: stop at the first bad line, naming it; skip: count and skip.")
+    ] = "fail",
+    text_key: Annotated[str, typer.Option("--text-key", help="Field holding the text (jsonl, parquet).")] = "text",
+    id_key: Annotated[str, typer.Option("--id-key", help="Field holding the document id.")] = "id",
+    source: Annotated[str, typer.Option("--source", help="Name written to metadata.source.")] = "corpus",
+    lists_dir: Annotated[
+        Path | None, typer.Option("--lists-dir", help="Folder of term lists (default: the shipped ones).")
+    ] = None,
+    max_document_bytes: Annotated[
+        int, typer.Option("--max-document-bytes", help="Longer jsonl lines are errors or skips (too_large).")
+    ] = 10_000_000,
+) -> None:
+    """Tag documents with the AI-discourse blocklist: every document gains metadata.ai_discourse."""
+    from alignmix.corpus.readers import InputError
+    from alignmix.corpus.tag import SUFFIXES, detect_format, input_files, tag_files, write_stats
+
+    if executor not in ("local", "ray"):
+        _fail(f"--executor must be local or ray, got {executor!r}")
+    if on_error not in ("fail", "skip"):
+        _fail(f"--on-error must be fail or skip, got {on_error!r}")
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        _fail(f"input not found: {', '.join(missing)}")
+    every_suffix = tuple(s for suffixes in SUFFIXES.values() for s in suffixes)
+    groups: dict[str, list[Path]] = {}
+    try:
+        for file in input_files(inputs, every_suffix):
+            groups.setdefault(detect_format(file), []).append(file)
+    except ValueError as exc:
+        _fail(str(exc))
+    if not groups:
+        _fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}")
+    counters = []
+    try:
+        for file_format, files in groups.items():
+            counters.append(tag_files(
+                files, output, shards_dir=output, file_format=file_format, text_key=text_key, id_key=id_key,
+                source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
+                max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
+            ))
+    except (InputError, RuntimeError) as exc:
+        _fail(str(exc))
+    stats = write_stats(output, counters)
+    console.print(
+        f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"
+        f" flagged ({100 * stats['flag_rate']:.2f}%), {stats['documents_skipped']:,} skipped"
+        f" {stats['skipped_by_reason'] or ''}",
+        highlight=False,
+    )
+    console.print(f"shards and stats.json in {output}")

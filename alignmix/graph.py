@@ -58,22 +58,22 @@ def _corpus_stage(recipe: Recipe) -> Stage | None:
 
 def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
     def action(ctx: StageContext) -> dict[str, Any]:
-        from alignmix.corpus.tag import input_files, tag_files
+        from alignmix.corpus.tag import SUFFIXES, input_files, tag_files, write_stats
 
         stats = {}
         for source in recipe.corpus.sources:
             if source.generate is not None:
                 files = sorted((ctx.inputs["corpus"] / source.name).glob("*.jsonl.gz"))
             else:
-                suffixes = (".parquet",) if source.format == "parquet" else (".jsonl", ".jsonl.gz", ".jsonl.zst")
-                files = input_files(source.paths, suffixes)
+                files = input_files(source.paths, SUFFIXES[source.format])
             with ctx.stderr_to_log():
-                stats[source.name] = tag_files(
+                counts = tag_files(
                     files, ctx.output / source.name, file_format=source.format, text_key=source.text_key,
                     id_key=source.id_key, source_name=source.name, lists_dir=recipe.tagging.blocklist.lists_dir,
                     categories=recipe.tagging.blocklist.categories, tasks=recipe.tagging.tasks,
+                    on_error=recipe.tagging.on_error,
                 )
-            s = stats[source.name]
+            s = stats[source.name] = write_stats(ctx.output / source.name, [counts])
             ctx.echo(
                 f"  {source.name}: {s['documents_in']:,} documents in, {s['documents_flagged']:,} flagged"
                 f" ({100 * s['flag_rate']:.2f}%), {s['documents_skipped']:,} skipped {s['skipped_by_reason'] or ''}"

@@ -101,7 +101,7 @@ class CorpusSource(Strict):
 
     name: Identifier
     paths: list[ExistingPath] = []
-    format: Literal["jsonl", "parquet"] = "jsonl"
+    format: Literal["jsonl", "parquet", "warc"] = "jsonl"
     text_key: str = "text"
     id_key: str = "id"
     generate: GeneratedCorpus | None = None
@@ -132,8 +132,11 @@ class Blocklist(Strict):
 
 
 class Tagging(Strict):
+    """Blocklist tagging; a bad input line fails the run (`on_error: fail`) or is counted and skipped."""
+
     blocklist: Blocklist = Blocklist()
     tasks: PositiveInt = 1
+    on_error: Literal["fail", "skip"] = "fail"
 
 
 SurfaceForm = Literal[

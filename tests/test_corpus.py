@@ -9,7 +9,7 @@ import pytest
 from alignmix.corpus.generate import write_generated_corpus
 from alignmix.corpus.mix import build_stage_mixture
 from alignmix.corpus.plan import PlanError
-from alignmix.corpus.tag import tag_files
+from alignmix.corpus.tag import tag_files, write_stats
 from alignmix.corpus.tokenizer import install_tokenizer, train_bpe
 from alignmix.jsonl import read_jsonl_gz
 from alignmix.recipe import TrainingStage
@@ -27,8 +27,8 @@ def tagged(tmp_path_factory) -> Path:
         b"\xff\xfe not utf-8\n"
         b"[1, 2]\n"
     )
-    stats = tag_files(files + [bad], root / "tag", source_name="web", tasks=2)
-    (root / "stats_returned.json").write_text(json.dumps(stats))
+    counts = tag_files(files + [bad], root / "tag", source_name="web", tasks=2, on_error="skip")
+    write_stats(root / "tag", [counts])
     return root
 
 
@@ -37,6 +37,7 @@ def test_every_document_is_counted(tagged: Path):
     assert stats["documents_in"] == 605
     assert stats["documents_tagged"] == 601
     assert stats["skipped_by_reason"] == {"bad_encoding": 1, "malformed_json": 1, "not_an_object": 1, "missing_text": 1}
+    assert stats["documents_in"] == stats["documents_kept"] + stats["documents_flagged"] + stats["documents_skipped"]
     rows = list(read_jsonl_gz(sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))))
     assert len(rows) == 601
     flagged = [r for r in rows if r["metadata"]["ai_discourse"]["flagged"]]
@@ -57,7 +58,7 @@ def test_generated_ai_stories_are_flagged_and_plain_web_text_is_not(tagged: Path
 
 def test_tagging_a_real_common_crawl_sample(tmp_path: Path, shared_data: Path):
     files = sorted((shared_data / "dolma-test-data" / "multiple_files").glob("*.jsonl"))
-    stats = tag_files(files, tmp_path / "tag", source_name="cc", tasks=1)
+    stats = write_stats(tmp_path / "tag", [tag_files(files, tmp_path / "tag", source_name="cc", tasks=1)])
     assert stats["documents_in"] == 20 and stats["documents_skipped"] == 0
 
 
@@ -117,7 +118,8 @@ def test_zstd_and_parquet_inputs(tmp_path: Path):
     from_parquet = tag_files(
         [tmp_path / "docs.parquet"], tmp_path / "p", source_name="p", text_key="body", file_format="parquet"
     )
-    for stats in (from_zstd, from_parquet):
+    for counts in (from_zstd, from_parquet):
+        stats = write_stats(tmp_path, [counts])
         assert stats["documents_tagged"] == 2 and stats["documents_flagged"] == 1
 
 

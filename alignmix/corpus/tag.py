@@ -1,4 +1,9 @@
-"""Tagging as a datatrove pipeline: read -> AI-discourse tagger -> jsonl.gz shards, with merged statistics."""
+"""Tagging as a datatrove pipeline: read -> (extract) -> AI-discourse tagger -> jsonl.gz shards, with statistics.
+
+Formats: jsonl (plain, .gz, .zst) through a reader that counts or refuses bad lines, parquet through
+datatrove's ParquetReader, WARC through datatrove's WarcReader followed by Trafilatura text extraction.
+Executors: datatrove's LocalPipelineExecutor, or RayPipelineExecutor on a running Ray cluster.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,30 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 from datatrove.data import DocumentsPipeline
-from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import JsonlWriter
 
 from alignmix.classifiers.blocklist import Blocklist
 from alignmix.corpus import METADATA_KEY
-from alignmix.corpus.readers import SKIP_REASONS, CountingJsonlReader
+from alignmix.corpus.readers import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    SKIP_REASONS,
+    CountingJsonlReader,
+    CountingWarcReader,
+    OnError,
+)
+
+FileFormat = Literal["jsonl", "parquet", "warc"]
+Executor = Literal["local", "ray"]
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz"),
+    "parquet": (".parquet",),
+    "warc": (".warc", ".warc.gz"),
+}
+EXTRACTOR_NAME = "Trafilatura"
 
 
 class AIDiscourseTagger(PipelineStep):
@@ -45,6 +64,14 @@ class AIDiscourseTagger(PipelineStep):
             yield document
 
 
+def detect_format(path: Path) -> FileFormat:
+    for name, suffixes in SUFFIXES.items():
+        if path.name.endswith(suffixes):
+            return name  # type: ignore[return-value]
+    known = ", ".join(s for suffixes in SUFFIXES.values() for s in suffixes)
+    raise ValueError(f"{path}: unknown input format; expected a file ending in one of {known}")
+
+
 def input_files(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
     """Expand folders into the files beneath them with one of `suffixes`; files are kept as given."""
     files: list[Path] = []
@@ -56,57 +83,109 @@ def input_files(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
     return files
 
 
+def _readers(
+    file_format: FileFormat, root: str, paths_file: str, text_key: str, id_key: str, source_name: str,
+    on_error: OnError, max_document_bytes: int,
+) -> list[PipelineStep]:
+    common = {"paths_file": paths_file, "default_metadata": {"source": source_name}}
+    if file_format == "jsonl":
+        return [CountingJsonlReader(
+            root, text_key=text_key, id_key=id_key, on_error=on_error, max_document_bytes=max_document_bytes,
+            **common,
+        )]
+    if file_format == "parquet":
+        from datatrove.pipeline.readers import ParquetReader
+
+        return [ParquetReader(root, text_key=text_key, id_key=id_key, **common)]
+    from datatrove.pipeline.extractors import Trafilatura
+
+    return [CountingWarcReader(root, **common), Trafilatura(favour_precision=True)]
+
+
+def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path):
+    if executor == "ray":
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError("--executor ray needs Ray: pip install 'ray==2.60.0'") from exc
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=str(logging_dir), skip_completed=True)
+    from datatrove.executor import LocalPipelineExecutor
+
+    return LocalPipelineExecutor(
+        pipeline=pipeline, tasks=tasks, workers=tasks, logging_dir=str(logging_dir), skip_completed=True
+    )
+
+
 def tag_files(
     files: list[Path],
     out_dir: Path,
     *,
-    file_format: str = "jsonl",
+    shards_dir: Path | None = None,
+    file_format: FileFormat = "jsonl",
     text_key: str = "text",
     id_key: str = "id",
     source_name: str,
     lists_dir: Path | None = None,
     categories: list[str] | None = None,
     tasks: int = 1,
-) -> dict:
-    """Tag `files` into `out_dir/data`; resumes per task (datatrove completions); returns the stage statistics."""
+    executor: Executor = "local",
+    on_error: OnError = "fail",
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    shard_prefix: str = "",
+) -> Counter[str]:
+    """Tag `files` into jsonl.gz shards (default `out_dir/data`); resumes per task; returns the raw counts.
+
+    datatrove's logs go to `out_dir/logs`; `write_stats` turns the counts into `stats.json`.
+    """
     if not files:
         raise ValueError(f"source '{source_name}': no input files")
-    root = Path(os.path.commonpath([f.parent for f in files]))
+    root = Path(os.path.commonpath([f.resolve().parent for f in files]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths_file = out_dir / "input_paths.txt"
-    paths_file.write_text("".join(f"{f.relative_to(root)}\n" for f in files))
-    reader_class = ParquetReader if file_format == "parquet" else CountingJsonlReader
-    reader = reader_class(
-        str(root), paths_file=str(paths_file), text_key=text_key, id_key=id_key,
-        default_metadata={"source": source_name},
-    )
+    logs = out_dir / "logs" / (shard_prefix.rstrip("-") or "")
+    logs.mkdir(parents=True, exist_ok=True)
+    paths_file = logs / "input_paths.txt"
+    paths_file.write_text("".join(f"{f.resolve().relative_to(root)}\n" for f in files))
     pipeline = [
-        reader,
+        *_readers(file_format, str(root), str(paths_file), text_key, id_key, source_name, on_error,
+                  max_document_bytes),
         AIDiscourseTagger(lists_dir=lists_dir, categories=categories),
-        JsonlWriter(str(out_dir / "data"), output_filename="${rank}.jsonl.gz"),
+        JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
-    executor = LocalPipelineExecutor(
-        pipeline=pipeline, tasks=min(tasks, len(files)), workers=min(tasks, len(files)),
-        logging_dir=str(out_dir / "logs"), skip_completed=True,
-    )
-    executor.run()
-    stats = summarise_stats(json.loads((out_dir / "logs" / "stats.json").read_text()))
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
-    return stats
+    _executor(executor, pipeline, min(tasks, len(files)), logs).run()
+    return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 
 
-def summarise_stats(pipeline_stats: list[dict]) -> dict:
-    """Turn datatrove's merged per-step stats into documents in / kept / skipped, flag rate, categories and terms."""
+def pipeline_counts(pipeline_stats: list[dict]) -> Counter[str]:
+    """The counts alignmix reports, from datatrove's merged per-step stats."""
     counts: Counter[str] = Counter()
     for step in pipeline_stats:
-        for key, value in step.get("stats", {}).items():
-            counts[key] += value["total"] if isinstance(value, dict) else value
+        step_counts = {k: (v["total"] if isinstance(v, dict) else v) for k, v in step.get("stats", {}).items()}
+        if EXTRACTOR_NAME in step.get("name", ""):
+            counts["skipped/extraction_failed"] += step_counts.get("total", 0) - step_counts.get("forwarded", 0)
+            continue
+        for key in ("flagged", "not_flagged"):
+            counts[key] += step_counts.get(key, 0)
+        for key, value in step_counts.items():
+            if key.startswith(("skipped/", "category/", "term/")):
+                counts[key] += value
+    return counts
+
+
+def write_stats(out_dir: Path, counters: list[Counter[str]]) -> dict:
+    """Write `out_dir/stats.json`: documents in = kept + flagged + skipped (by reason), categories, top terms."""
+    counts: Counter[str] = Counter()
+    for counter in counters:
+        counts.update(counter)
     skipped = {reason: counts[f"skipped/{reason}"] for reason in SKIP_REASONS if counts[f"skipped/{reason}"]}
     tagged = counts["flagged"] + counts["not_flagged"]
-    documents_in = tagged + sum(skipped.values())
-    return {
-        "documents_in": documents_in,
+    stats = {
+        "documents_in": tagged + sum(skipped.values()),
         "documents_tagged": tagged,
+        "documents_kept": counts["not_flagged"],
         "documents_flagged": counts["flagged"],
         "documents_skipped": sum(skipped.values()),
         "skipped_by_reason": skipped,
@@ -119,3 +198,5 @@ def summarise_stats(pipeline_stats: list[dict]) -> dict:
             )[:25]
         ),
     }
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
