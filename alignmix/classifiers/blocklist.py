@@ -8,6 +8,8 @@ database (all patterns scanned together; only whole-word matches are reported).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -115,6 +117,31 @@ def word_pattern(form: str) -> bytes:
     return f"{start}{body}{end}".encode()
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alignmix" / "hyperscan"
+
+
+def compiled_database(patterns: list[bytes]) -> hyperscan.Database:
+    """A caseless block-mode database of `patterns`, compiled once and then loaded from a content-addressed cache
+    (compiling thousands of patterns takes seconds; loading takes milliseconds, in every datatrove task)."""
+    key = hashlib.sha256(b"\n".join([hyperscan.__version__.encode(), *patterns])).hexdigest()
+    cached = cache_dir() / f"{key}.hsdb"
+    if cached.is_file():
+        database = hyperscan.loadb(cached.read_bytes(), hyperscan.HS_MODE_BLOCK)
+        database.scratch = hyperscan.Scratch(database)
+        return database
+    database = hyperscan.Database()
+    database.compile(
+        expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
+        flags=[hyperscan.HS_FLAG_CASELESS] * len(patterns),
+    )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(hyperscan.dumpb(database))
+    partial.replace(cached)
+    return database
+
+
 class Blocklist:
     """One Hyperscan database over every category's terms and their inflections."""
 
@@ -123,17 +150,11 @@ class Blocklist:
         self._owners: dict[str, list[tuple[str, str]]] = {}
         for category in categories:
             for term in category.terms:
-                for form in inflections(term):
+                for form in sorted(inflections(term)):  # a fixed order keeps the compiled database's cache key
                     self._owners.setdefault(form, []).append((category.name, term))
         self._stage = {c.name: c.stage for c in categories}
         self._forms = list(self._owners)
-        self._database = hyperscan.Database()
-        self._database.compile(
-            expressions=[word_pattern(form) for form in self._forms],
-            ids=list(range(len(self._forms))),
-            elements=len(self._forms),
-            flags=[hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST] * len(self._forms),
-        )
+        self._database = compiled_database([word_pattern(form) for form in self._forms])
 
     @classmethod
     def from_lists(cls, lists_dir: Path | None = None, names: list[str] | None = None) -> Blocklist:
@@ -148,11 +169,11 @@ class Blocklist:
         return found
 
     def _whole_word_matches(self, text: str) -> list[str]:
-        """Leftmost-longest, non-overlapping whole-word matches."""
+        """Leftmost-longest, non-overlapping whole-word matches (a match's start is taken as end - len(form))."""
         spans: list[tuple[int, int, int]] = []
 
         def on_match(form_id: int, start: int, end: int, flags: int, context: object) -> None:
-            spans.append((start, -end, form_id))
+            spans.append((end - len(self._forms[form_id]), -end, form_id))
 
         self._database.scan(text.encode("utf-8", "replace"), match_event_handler=on_match)
         spans.sort()

@@ -52,16 +52,18 @@ class AIDiscourseTagger(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if self._blocklist is None:
             self._blocklist = Blocklist.from_lists(self.lists_dir, self.categories)
+        counts: Counter[str] = Counter()  # reported once at the end: a stat update per term per document is slow
         for document in data:
             with self.track_time():
                 result = self._blocklist.tag(document.text)
                 document.metadata[METADATA_KEY] = result.as_metadata()
-                self.stat_update("flagged" if result.flagged else "not_flagged")
-                for category in result.categories:
-                    self.stat_update(f"category/{category}")
+                counts["flagged" if result.flagged else "not_flagged"] += 1
+                counts.update(f"category/{category}" for category in result.categories)
                 for term, count in result.terms.items():
-                    self.stat_update(f"term/{term}", value=count)
+                    counts[f"term/{term}"] += count
             yield document
+        for key, value in sorted(counts.items()):
+            self.stat_update(key, value=value)
 
 
 def detect_format(path: Path) -> FileFormat:
