@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,ray]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,ray,embedding]'
 	$(PY) -m pip uninstall --quiet -y torchvision
 	touch $(STAMP)
 

@@ -169,6 +169,10 @@ def tag(
     max_document_bytes: Annotated[
         int, typer.Option("--max-document-bytes", help="Longer jsonl lines are errors or skips (too_large).")
     ] = 10_000_000,
+    classifier: Annotated[
+        Path | None, typer.Option("--classifier", help="A trained classifier that must confirm blocklist flags.")
+    ] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="The classifier's flagging threshold.")] = 0.5,
 ) -> None:
     """Tag documents with the AI-discourse blocklist: every document gains metadata.ai_discourse."""
     from alignmix.corpus.readers import InputError
@@ -197,6 +201,7 @@ def tag(
                 files, output, shards_dir=output, file_format=file_format, text_key=text_key, id_key=id_key,
                 source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
                 max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
+                classifier_dir=classifier, threshold=threshold,
             ))
     except (InputError, RuntimeError) as exc:
         _fail(str(exc))

@@ -72,6 +72,8 @@ def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
                     id_key=source.id_key, source_name=source.name, lists_dir=recipe.tagging.blocklist.lists_dir,
                     categories=recipe.tagging.blocklist.categories, tasks=recipe.tagging.tasks,
                     on_error=recipe.tagging.on_error,
+                    classifier_dir=recipe.tagging.classifier.model if recipe.tagging.classifier else None,
+                    threshold=recipe.tagging.classifier.threshold if recipe.tagging.classifier else 0.5,
                 )
             s = stats[source.name] = write_stats(ctx.output / source.name, [counts])
             ctx.echo(

@@ -131,10 +131,20 @@ class Blocklist(Strict):
     lists_dir: ExistingPath | None = None
 
 
+class ClassifierSpec(Strict):
+    """A trained classifier folder (`alignmix classifiers train`); blocklist-flagged documents scoring below
+    `threshold` are unflagged."""
+
+    model: ExistingPath
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+
+
 class Tagging(Strict):
-    """Blocklist tagging; a bad input line fails the run (`on_error: fail`) or is counted and skipped."""
+    """Blocklist tagging, optionally confirmed by a classifier; a bad input line fails the run (`on_error:
+    fail`) or is counted and skipped."""
 
     blocklist: Blocklist = Blocklist()
+    classifier: ClassifierSpec | None = None
     tasks: PositiveInt = 1
     on_error: Literal["fail", "skip"] = "fail"
 

