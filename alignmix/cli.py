@@ -294,3 +294,34 @@ def classifiers_evaluate(
     Console(width=max(console.width, 140)).print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=2))
+
+
+@classifiers_app.command("label")
+def classifiers_label(
+    input_file: Annotated[Path, typer.Argument(help="Documents to label, jsonl.")],
+    server: Annotated[str, typer.Option("--server", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000.")],
+    model: Annotated[str, typer.Option("--model", help="Model name the server serves.")],
+    out: Annotated[Path, typer.Option("--out", help="Labelled jsonl (text, label, stance) for `train`.")],
+    text_key: Annotated[str, typer.Option("--text-key")] = "text",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 16,
+) -> None:
+    """Label documents with an LLM judge (AI discourse and stance), as training labels for a classifier."""
+    from alignmix.classifiers.llm_judge import label_documents
+    from alignmix.llm.openai_compat import BackendError, ChatClient
+
+    rows = []
+    for number, line in enumerate(input_file.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                _fail(f"{input_file}:{number}: not valid JSON ({exc.msg})")
+            if not isinstance(row, dict) or not isinstance(row.get(text_key), str):
+                _fail(f"{input_file}:{number}: expected an object with a '{text_key}' string")
+            rows.append(row)
+    try:
+        labelled, unparseable = label_documents(rows, ChatClient(server, model, concurrency=concurrency), text_key)
+    except BackendError as exc:
+        _fail(str(exc))
+    out.write_text("".join(json.dumps(row) + "\n" for row in labelled))
+    console.print(f"{len(labelled):,} labelled, {unparseable:,} unparseable replies skipped: {out}")
