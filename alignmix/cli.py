@@ -309,16 +309,16 @@ def classifiers_label(
     from alignmix.classifiers.llm_judge import label_documents
     from alignmix.llm.openai_compat import BackendError, ChatClient
 
+    from alignmix.jsonl import JsonLinesError, iter_json_lines
+
     rows = []
-    for number, line in enumerate(input_file.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                _fail(f"{input_file}:{number}: not valid JSON ({exc.msg})")
+    try:
+        for number, row in iter_json_lines(input_file):
             if not isinstance(row, dict) or not isinstance(row.get(text_key), str):
                 _fail(f"{input_file}:{number}: expected an object with a '{text_key}' string")
             rows.append(row)
+    except (OSError, JsonLinesError) as exc:
+        _fail(str(exc))
     try:
         labelled, unparseable = label_documents(rows, ChatClient(server, model, concurrency=concurrency), text_key)
     except BackendError as exc:

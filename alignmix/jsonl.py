@@ -26,3 +26,22 @@ def read_jsonl_gz(paths: Iterable[Path]) -> Iterator[dict]:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             for line in handle:
                 yield json.loads(line)
+
+
+class JsonLinesError(ValueError):
+    """A jsonl file that cannot be read: the message names the file and line."""
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a UTF-8 jsonl file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise JsonLinesError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise JsonLinesError(f"{path}:{number}: not valid JSON ({exc.msg})") from None

@@ -7,10 +7,11 @@ misalignment rate is measured on them). The project's format is one JSON object 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from alignmix.jsonl import JsonLinesError, iter_json_lines
 
 TRAIN_SPLIT = "train"
 LABELS = ("A", "B")
@@ -71,19 +72,10 @@ def _parse_line(row: object, where: str) -> Scenario:
 
 def read_scenarios(path: Path) -> list[Scenario]:
     """Read a scenario file in the project's format."""
-    scenarios: list[Scenario] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        scenarios.append(_parse_line(row, f"{path}:{number}"))
+        scenarios = [_parse_line(row, f"{path}:{number}") for number, row in iter_json_lines(path)]
+    except JsonLinesError as exc:
+        raise ScenarioError(str(exc)) from None
     if not scenarios:
         raise ScenarioError(f"{path}: no scenario questions")
     return scenarios

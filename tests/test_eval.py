@@ -47,3 +47,17 @@ def test_letter_mode_position_bias_is_reported():
 
 def test_mean_and_se():
     assert mean_and_se([0.0, 1.0]) == {"mean": 0.5, "se": 0.5}
+
+
+def test_bad_scenario_file_names_file_and_line(tmp_path):
+    import pytest
+
+    from alignmix.scenarios import ScenarioError, read_scenarios
+
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"id": "x"}\n')
+    with pytest.raises(ScenarioError, match=r"q.jsonl:1: missing field\(s\) split"):
+        read_scenarios(path)
+    path.write_text("\n{oops\n")
+    with pytest.raises(ScenarioError, match=r"q.jsonl:2: not valid JSON"):
+        read_scenarios(path)

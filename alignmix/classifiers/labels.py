@@ -15,6 +15,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from alignmix.jsonl import iter_json_lines
+
 MISALIGNMENT_CHAPTERS = {"02", "06", "07"}
 
 
@@ -75,13 +77,7 @@ def build_labelled_set(data: Path, out_dir: Path, questions_per_file: int = 30, 
 def read_labels(path: Path) -> list[dict]:
     """Rows of a labelled jsonl file: each needs `text` and `label` (0 or 1); `group` is optional."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, row in iter_json_lines(path):
         if not isinstance(row, dict) or "text" not in row or row.get("label") not in (0, 1):
             raise ValueError(f"{path}:{number}: expected an object with `text` and `label` 0 or 1")
         rows.append(row)
