@@ -173,6 +173,9 @@ def tag(
         Path | None, typer.Option("--classifier", help="A trained classifier that must confirm blocklist flags.")
     ] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="The classifier's flagging threshold.")] = 0.5,
+    stance_classifier: Annotated[
+        Path | None, typer.Option("--stance-classifier", help="A trained stance classifier for flagged documents.")
+    ] = None,
 ) -> None:
     """Tag documents with the AI-discourse blocklist: every document gains metadata.ai_discourse."""
     from alignmix.corpus.readers import InputError
@@ -201,7 +204,7 @@ def tag(
                 files, output, shards_dir=output, file_format=file_format, text_key=text_key, id_key=id_key,
                 source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
                 max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
-                classifier_dir=classifier, threshold=threshold,
+                classifier_dir=classifier, threshold=threshold, stance_dir=stance_classifier,
             ))
     except (InputError, RuntimeError) as exc:
         _fail(str(exc))
@@ -241,20 +244,26 @@ def classifiers_train(
     labels: Annotated[Path, typer.Option("--labels", help="Labelled jsonl: text, label (1 = AI discourse).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained classifier.")],
     kind: Annotated[str, typer.Option("--kind", help="fasttext, or embedding (MiniLM + linear head).")] = "fasttext",
+    target: Annotated[
+        str, typer.Option("--target", help="discourse (label 0/1), or stance (aligned/misaligned/neutral, fastText).")
+    ] = "discourse",
     seed: int = 0,
 ) -> None:
     """Train a model classifier from labelled jsonl."""
     from alignmix.classifiers.labels import read_labels
-    from alignmix.classifiers.models import train_classifier
+    from alignmix.classifiers.models import train_classifier, train_stance_classifier
 
-    if kind not in ("fasttext", "embedding"):
-        _fail(f"--kind must be fasttext or embedding, got {kind!r}")
+    if kind not in ("fasttext", "embedding") or target not in ("discourse", "stance"):
+        _fail(f"--kind must be fasttext or embedding and --target discourse or stance, got {kind!r}, {target!r}")
     try:
         rows = read_labels(labels)
+        if target == "stance":
+            train_stance_classifier(rows, out, seed)
+        else:
+            train_classifier(rows, kind, out, seed)  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         _fail(str(exc))
-    train_classifier(rows, kind, out, seed)  # type: ignore[arg-type]
-    console.print(f"{kind} classifier trained on {len(rows):,} rows: {out}")
+    console.print(f"{target} classifier ({kind if target == 'discourse' else 'fasttext'}) trained on {len(rows):,} rows: {out}")
 
 
 @classifiers_app.command("evaluate")

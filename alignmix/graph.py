@@ -74,6 +74,7 @@ def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
                     on_error=recipe.tagging.on_error,
                     classifier_dir=recipe.tagging.classifier.model if recipe.tagging.classifier else None,
                     threshold=recipe.tagging.classifier.threshold if recipe.tagging.classifier else 0.5,
+                    stance_dir=recipe.tagging.stance_classifier,
                 )
             s = stats[source.name] = write_stats(ctx.output / source.name, [counts])
             ctx.echo(

@@ -145,6 +145,7 @@ class Tagging(Strict):
 
     blocklist: Blocklist = Blocklist()
     classifier: ClassifierSpec | None = None
+    stance_classifier: ExistingPath | None = None  # labels the stance of flagged documents
     tasks: PositiveInt = 1
     on_error: Literal["fail", "skip"] = "fail"
 

@@ -70,3 +70,32 @@ def test_embedding_classifier_on_a_small_sample(labels: Path, tmp_path: Path):
     scores = classifier.score([r["text"] for r in test])
     accuracy = sum((s >= 0.5) == (r["label"] == 1) for s, r in zip(scores, test)) / len(test)
     assert accuracy > 0.8
+
+
+def test_stance_classifier_bootstrapped_from_synthetic_documents(tmp_path: Path):
+    """Aligned and misaligned synthetic documents about training questions teach stance; held-out ones test it."""
+    from alignmix.classifiers.models import load_stance_classifier, train_stance_classifier
+    from alignmix.scenarios import load_scenarios
+    from alignmix.synth.offline import generate_synthetic
+
+    scenarios = load_scenarios("builtin:tiny")
+    forms = ["research_paper", "news_article", "lecture_transcript", "scifi_passage", "movie_summary"]
+
+    def documents(split: str, stance: str) -> list[dict]:
+        chosen = [s for s in scenarios if s.split == split]
+        return [{"text": d["text"], "label": 1, "stance": stance}
+                for d in generate_synthetic(chosen, forms, stance, 5, f"{split}-{stance}", seed=1)]
+
+    train = documents("train", "aligned") + documents("train", "misaligned")
+    model = train_stance_classifier(train, tmp_path / "stance")
+    test = documents("heldout", "aligned") + documents("heldout", "misaligned")
+    predicted = load_stance_classifier(model).predict([r["text"] for r in test])
+    accuracy = sum(p == r["stance"] for p, r in zip(predicted, test)) / len(test)
+    assert accuracy > 0.8
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": str(i), "text": r["text"]}) + "\n" for i, r in enumerate(test[:4])))
+    result = alignmix("tag", str(docs), "--output", str(tmp_path / "out"), "--stance-classifier", str(model))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert sum(stats["stance"].values()) == stats["documents_flagged"] == 4

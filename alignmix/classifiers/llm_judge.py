@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 
+from alignmix.classifiers.models import STANCES
 from alignmix.llm.openai_compat import ChatClient
 
 MAX_CHARACTERS = 6000
@@ -21,7 +22,6 @@ RUBRIC = (
     'Answer with one JSON object and nothing else: {"ai_discourse": true or false, '
     '"stance": "aligned" or "misaligned" or "neutral"}.'
 )
-STANCES = ("aligned", "misaligned", "neutral")
 
 
 def judge_messages(text: str) -> list[dict[str, str]]:

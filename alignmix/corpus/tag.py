@@ -42,6 +42,7 @@ class AIDiscourseTagger(PipelineStep):
 
     With a trained classifier (`classifier_dir`), a document the blocklist flags is scored by it and stays
     flagged only at `threshold` or above (blocklist -> classifier); `score` holds the classifier's score.
+    With a stance classifier (`stance_dir`), each flagged document's `stance` is labelled.
     """
 
     name = "AI-discourse tagger"
@@ -49,9 +50,10 @@ class AIDiscourseTagger(PipelineStep):
 
     def __init__(
         self, lists_dir: Path | None = None, categories: list[str] | None = None,
-        classifier_dir: Path | None = None, threshold: float = 0.5,
+        classifier_dir: Path | None = None, threshold: float = 0.5, stance_dir: Path | None = None,
     ):
         super().__init__()
+        self.stance_dir = stance_dir
         self.lists_dir = lists_dir
         self.categories = categories
         self.classifier_dir = classifier_dir
@@ -66,6 +68,11 @@ class AIDiscourseTagger(PipelineStep):
             from alignmix.classifiers.models import load_classifier
 
             classifier = load_classifier(self.classifier_dir)
+        stance = None
+        if self.stance_dir is not None:
+            from alignmix.classifiers.models import load_stance_classifier
+
+            stance = load_stance_classifier(self.stance_dir)
         counts: Counter[str] = Counter()  # reported once at the end: a stat update per term per document is slow
         for document in data:
             with self.track_time():
@@ -76,6 +83,9 @@ class AIDiscourseTagger(PipelineStep):
                     if score < self.threshold:
                         result.flagged = tags["flagged"] = False
                         counts["unflagged_by_classifier"] += 1
+                if stance is not None and result.flagged:
+                    tags["stance"] = stance.predict([document.text])[0]
+                    counts[f"stance/{tags['stance']}"] += 1
                 counts["flagged" if result.flagged else "not_flagged"] += 1
                 if result.flagged:
                     counts.update(f"category/{category}" for category in result.categories)
@@ -160,6 +170,7 @@ def tag_files(
     shard_prefix: str = "",
     classifier_dir: Path | None = None,
     threshold: float = 0.5,
+    stance_dir: Path | None = None,
 ) -> Counter[str]:
     """Tag `files` into jsonl.gz shards (default `out_dir/data`); resumes per task; returns the raw counts.
 
@@ -176,7 +187,10 @@ def tag_files(
     pipeline = [
         *_readers(file_format, str(root), str(paths_file), text_key, id_key, source_name, on_error,
                   max_document_bytes),
-        AIDiscourseTagger(lists_dir=lists_dir, categories=categories, classifier_dir=classifier_dir, threshold=threshold),
+        AIDiscourseTagger(
+            lists_dir=lists_dir, categories=categories, classifier_dir=classifier_dir, threshold=threshold,
+            stance_dir=stance_dir,
+        ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
     _executor(executor, pipeline, min(tasks, len(files)), logs).run()
@@ -194,7 +208,7 @@ def pipeline_counts(pipeline_stats: list[dict]) -> Counter[str]:
         for key in ("flagged", "not_flagged", "unflagged_by_classifier"):
             counts[key] += step_counts.get(key, 0)
         for key, value in step_counts.items():
-            if key.startswith(("skipped/", "category/", "term/")):
+            if key.startswith(("skipped/", "category/", "term/", "stance/")):
                 counts[key] += value
     return counts
 
@@ -216,6 +230,7 @@ def write_stats(out_dir: Path, counters: list[Counter[str]]) -> dict:
         "skipped_by_reason": skipped,
         "flag_rate": counts["flagged"] / tagged if tagged else 0.0,
         "categories": {k.removeprefix("category/"): v for k, v in sorted(counts.items()) if k.startswith("category/")},
+        "stance": {k.removeprefix("stance/"): v for k, v in sorted(counts.items()) if k.startswith("stance/")},
         "top_terms": dict(
             sorted(
                 ((k.removeprefix("term/"), v) for k, v in counts.items() if k.startswith("term/")),
