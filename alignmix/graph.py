@@ -87,8 +87,10 @@ def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
             for name, s in stats.items()
         }
 
+    models = [recipe.tagging.classifier.model] if recipe.tagging.classifier else []
+    models += [recipe.tagging.stance_classifier] if recipe.tagging.stance_classifier else []
     user_files = [
-        _file_identity(f) for s in recipe.corpus.sources for p in s.paths
+        _file_identity(f) for p in [*(p for s in recipe.corpus.sources for p in s.paths), *models]
         for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))
     ]
     settings = {"tagging": recipe.tagging.model_dump(mode="json"), "input_files": user_files,
@@ -286,8 +288,9 @@ def check_runnable(recipe: Recipe) -> None:
     """What `run` needs beyond `plan`: data for every source and litgpt models that exist; raises before work."""
     from alignmix.train.litgpt_config import validate_model_spec
 
-    for key in recipe.missing_run_files():
-        raise RecipeError(f"key '{key}': file not found")
+    missing_files = recipe.missing_run_files()
+    if missing_files:
+        raise RecipeError(f"file(s) not found: key {', key '.join(missing_files)}")
     missing = recipe.sources_without_data()
     if missing:
         raise RecipeError(
