@@ -193,6 +193,7 @@ def tag_files(
         ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
+    Blocklist.from_lists(lists_dir, categories)  # compile (and cache) the term database once, not in every task
     _executor(executor, pipeline, min(tasks, len(files)), logs).run()
     return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 
