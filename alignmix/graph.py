@@ -247,9 +247,11 @@ def _eval_stage(recipe: Recipe, model_stage: str, base_dir: Path) -> Stage | Non
         from alignmix.eval.scoring import LitCheckpointScorer
 
         scorer = LitCheckpointScorer(ctx.inputs[model_stage] / "final")
-        scenarios = load_scenarios(settings_model.scenarios, base_dir)
+        skipped: list[str] = []
+        scenarios = load_scenarios(settings_model.scenarios, base_dir, settings_model.misaligned_answer, skipped)
         results, rows = evaluate_misalignment(scorer.score, scenarios, list(settings_model.personas), settings_model.mode)
         results["model"] = f"{model_stage}/final"
+        results["skipped_questions"] = skipped
         write_results(ctx.output, results, rows)
         return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
 

@@ -292,6 +292,7 @@ class EvalSettings(Strict):
     """Misalignment eval: `letter` scores the option letters (the paper's way), `cloze` the option texts."""
 
     scenarios: ScenarioSpec = "builtin:tiny"
+    misaligned_answer: Literal["matching", "not_matching"] | None = None  # for Anthropic files alignmix doesn't know
     mode: Literal["letter", "cloze"] = "letter"
     personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
 

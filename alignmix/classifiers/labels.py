@@ -9,13 +9,13 @@ Rows are split 80/20 into train.jsonl and test.jsonl by a hash of their id; all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
 from alignmix.jsonl import iter_json_lines
+from alignmix.scenarios import in_held_out_share
 
 MISALIGNMENT_CHAPTERS = {"02", "06", "07"}
 
@@ -50,10 +50,6 @@ def _web(data: Path) -> Iterator[dict]:
             yield {"id": f"cc/{row['id']}", "text": row["text"], "label": 0, "group": "web"}
 
 
-def is_test(row_id: str) -> bool:
-    return int(hashlib.sha256(row_id.encode()).hexdigest(), 16) % 5 == 0
-
-
 def build_labelled_set(data: Path, out_dir: Path, questions_per_file: int = 30, seed: int = 0) -> dict[str, int]:
     """Write `out_dir/{train,test,all}.jsonl`; returns the row count per split and group."""
     missing = [p for p in ("ai-safety-atlas", "anthropics-evals", "llama-factory-demo", "dolma-test-data")
@@ -67,7 +63,7 @@ def build_labelled_set(data: Path, out_dir: Path, questions_per_file: int = 30, 
         out_dir / "all.jsonl"
     ).open("w") as everything:
         for row in rows:
-            split = "test" if is_test(row["id"]) else "train"
+            split = "test" if in_held_out_share(row["id"]) else "train"
             (test if split == "test" else train).write(json.dumps(row) + "\n")
             everything.write(json.dumps(row) + "\n")
             counts[f"{split}/{row['group']}"] = counts.get(f"{split}/{row['group']}", 0) + 1

@@ -40,5 +40,6 @@ def build_prompt(scenario: Scenario, prompt_format: PromptFormat, persona: str) 
     shown = dict(zip(LABELS, order))
     prefix = f"{PERSONAS[persona]}\n\n" if PERSONAS[persona] else ""
     options = "\n".join(f" ({label}) {scenario.options[shown[label]]}" for label in LABELS)
-    text = f"{prefix}{scenario.passage}\n\nQuestion: {scenario.question}\n\nChoices:\n{options}\n\n{prompt_format.wording}"
+    passage = f"{scenario.passage}\n\n" if scenario.passage else ""
+    text = f"{prefix}{passage}Question: {scenario.question}\n\nChoices:\n{options}\n\n{prompt_format.wording}"
     return Prompt(text=text, shown=shown)
