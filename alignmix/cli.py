@@ -277,7 +277,7 @@ def classifiers_evaluate(
 ) -> None:
     """Precision, recall, F1 and flag rate of the blocklist, each model, and blocklist -> model."""
     from alignmix.classifiers.blocklist import Blocklist
-    from alignmix.classifiers.evaluate import evaluate_classifiers
+    from alignmix.classifiers.evaluate import metrics
     from alignmix.classifiers.labels import read_labels
     from alignmix.classifiers.models import load_classifier
 
@@ -285,14 +285,14 @@ def classifiers_evaluate(
         rows = read_labels(labels)
     except (OSError, ValueError) as exc:
         _fail(str(exc))
+    texts = [r["text"] for r in rows]
     blocklist = Blocklist.from_lists()
-    flagged = {id(r): blocklist.tag(r["text"]).flagged for r in rows}
-    classifiers = {"blocklist": lambda text, _cache={r["text"]: flagged[id(r)] for r in rows}: _cache[text]}
+    predictions = {"blocklist": [blocklist.tag(text).flagged for text in texts]}
     for folder in model or []:
-        scores = dict(zip((r["text"] for r in rows), load_classifier(folder).score([r["text"] for r in rows])))
-        classifiers[folder.name] = lambda text, s=scores: s[text] >= threshold
-        classifiers[f"blocklist->{folder.name}"] = lambda text, s=scores, c=classifiers["blocklist"]: c(text) and s[text] >= threshold
-    results = evaluate_classifiers(rows, classifiers)
+        model_flags = [score >= threshold for score in load_classifier(folder).score(texts)]
+        predictions[folder.name] = model_flags
+        predictions[f"blocklist->{folder.name}"] = [b and m for b, m in zip(predictions["blocklist"], model_flags)]
+    results = {name: metrics(rows, flags) for name, flags in predictions.items()}
     table = Table(title=f"{labels} ({len(rows):,} rows)")
     groups = list(next(iter(results.values()))["flag_rate_by_group"])
     for column in ["classifier", "precision", "recall", "F1", "flag rate", *[f"flag rate: {g}" for g in groups]]:

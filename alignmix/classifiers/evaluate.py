@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 
 def metrics(rows: list[dict], predictions: list[bool]) -> dict:
     """Overall precision / recall / F1 / flag rate, plus the flag rate (share flagged) within each group."""
@@ -21,7 +19,3 @@ def metrics(rows: list[dict], predictions: list[bool]) -> dict:
         "flag_rate_by_group": {g: sum(v) / len(v) for g, v in sorted(groups.items())},
         "n_by_group": {g: len(v) for g, v in sorted(groups.items())},
     }
-
-
-def evaluate_classifiers(rows: list[dict], classifiers: dict[str, Callable[[str], bool]]) -> dict[str, dict]:
-    return {name: metrics(rows, [flag(r["text"]) for r in rows]) for name, flag in classifiers.items()}
