@@ -47,9 +47,12 @@ def run(
 ) -> None:
     """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
     recipe = _load(recipe_file)
+    from alignmix.classifiers.blocklist import BlocklistError
     from alignmix.corpus.plan import PlanError
+    from alignmix.corpus.readers import InputError
     from alignmix.graph import build_graph, check_runnable
     from alignmix.run import Runner
+    from alignmix.scenarios import ScenarioError
     from alignmix.train.litgpt_config import TrainConfigError
 
     run_dir = out or Path("runs") / recipe.name
@@ -65,8 +68,8 @@ def run(
             "settings": recipe.model_dump(mode="json"),
         }
         manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
-    except (RecipeError, PlanError, TrainConfigError) as exc:
-        _fail(str(exc))
+    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError) as exc:
+        _fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
     results = run_dir / "eval" / "results.json"

@@ -134,3 +134,13 @@ def test_stats_command_over_the_run_folder(tiny_run: dict, tmp_path: Path):
     assert sum(s["realised_tokens"] for s in stage["sources"]) == 300_000
     page = (tmp_path / "stats.html").read_text()
     assert page.count("<svg") >= 3 and "Top matched terms" in page and "planned tokens" in page
+
+
+def test_a_bad_input_line_stops_the_run_naming_file_and_line(tmp_path: Path):
+    (tmp_path / "docs.jsonl").write_text('{"id": "1", "text": "An AI lies."}\n{broken\n')
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
+    recipe["corpus"]["sources"][0] = {"name": "web", "paths": ["docs.jsonl"]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = alignmix("run", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'docs.jsonl'}:2: malformed json" in result.stderr

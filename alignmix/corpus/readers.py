@@ -42,9 +42,9 @@ class CountingJsonlReader(JsonlReader):
         self.max_document_bytes = max_document_bytes
 
     def _skip(self, reason: str, filepath: str, line_number: int, detail: str) -> None:
-        message = f"{filepath}:{line_number}: {reason.replace('_', ' ')}: {detail}"
+        message = f"{self.data_folder.resolve_paths(filepath)}:{line_number}: {reason.replace('_', ' ')}: {detail}"
         if self.on_error == "fail":
-            raise InputError(message + " (use --on-error skip to count and skip such lines)")
+            raise InputError(message + " (on-error skip counts and skips such lines)")
         self.stat_update(f"skipped/{reason}")
         logger.warning(f"skipped {message}")
 
