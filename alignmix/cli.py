@@ -51,7 +51,7 @@ def run(
     from alignmix.corpus.plan import PlanError
     from alignmix.corpus.readers import InputError
     from alignmix.graph import build_graph, check_runnable
-    from alignmix.run import Runner
+    from alignmix.run import Runner, StageFailed
     from alignmix.scenarios import ScenarioError
     from alignmix.train.litgpt_config import TrainConfigError
 
@@ -68,7 +68,7 @@ def run(
             "settings": recipe.model_dump(mode="json"),
         }
         manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
-    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError) as exc:
+    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError, StageFailed) as exc:
         _fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
@@ -88,20 +88,15 @@ def plan(
     recipe = _load(recipe_file)
     from alignmix.corpus.plan import PlanError, assumed_available, plan_stage
     from alignmix.graph import build_graph
+    from alignmix.scenarios import ScenarioError
 
     try:
         plans = [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
         graph = build_graph(recipe, recipe_file.parent)
-    except (RecipeError, PlanError) as exc:
+    except (RecipeError, PlanError, ScenarioError) as exc:
         _fail(str(exc))
     if as_json:
-        stages = [
-            {"name": p.name, "tokens": p.tokens, "seq_len": p.seq_len,
-             "sources": [{"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions}
-                         for s in p.sources]}
-            for p in plans
-        ]
-        print(json.dumps({"stages": stages}, indent=2))
+        print(json.dumps({"stages": [p.as_dict() for p in plans]}, indent=2))
         return
     console.print(f"recipe [bold]{recipe.name}[/] (seed {recipe.seed})")
     console.print("stage graph:")

@@ -6,14 +6,22 @@ Stages pass files only; this module knows the run folder's layout and nothing of
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from alignmix.classifiers.blocklist import shipped_lists_dir
+from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.recipe import Recipe, RecipeError
 from alignmix.run import Stage, StageContext
-from alignmix.scenarios import TRAIN_SPLIT, Scenario, load_scenarios, resolve_spec, training_split
+from alignmix.scenarios import (
+    DIRECTIONS_FILE,
+    TRAIN_SPLIT,
+    Scenario,
+    load_scenarios,
+    resolve_spec,
+    training_split,
+)
 
 RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "eval", "report", "logs"}
 
@@ -24,8 +32,23 @@ def _file_identity(path: Path) -> list[Any]:
     return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _files_identity(paths: list[Path]) -> list[list[Any]]:
+    """`_file_identity` of each file, folders expanded: what a stage's key holds for its input files."""
+    return [
+        _file_identity(f) for p in paths
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))
+    ]
+
+
+def _scenario_files(spec: str, base_dir: Path) -> list[Any]:
+    """A scenario file's content hash, and that of the Anthropic directions table it may depend on."""
+    return [file_sha256(resolve_spec(spec, base_dir)), file_sha256(DIRECTIONS_FILE)]
+
+
+def _scenarios(recipe: Recipe, spec: str, base_dir: Path, skipped: list[str] | None = None) -> list[Scenario]:
+    """Scenario questions as the recipe reads them: its `eval.misaligned_answer`, broken items left out."""
+    direction = recipe.eval.misaligned_answer if recipe.eval else None
+    return load_scenarios(spec, base_dir, direction, [] if skipped is None else skipped)
 
 
 def source_shards(run_dir_output: Path) -> list[Path]:
@@ -89,11 +112,10 @@ def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
 
     models = [recipe.tagging.classifier.model] if recipe.tagging.classifier else []
     models += [recipe.tagging.stance_classifier] if recipe.tagging.stance_classifier else []
-    user_files = [
-        _file_identity(f) for p in [*(p for s in recipe.corpus.sources for p in s.paths), *models]
-        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()))
-    ]
-    settings = {"tagging": recipe.tagging.model_dump(mode="json"), "input_files": user_files,
+    lists = recipe.tagging.blocklist.lists_dir or shipped_lists_dir()
+    settings = {"tagging": recipe.tagging.model_dump(mode="json"),
+                "input_files": _files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
+                "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
                 "sources": [s.model_dump(mode="json", exclude={"generate"}) for s in recipe.corpus.sources]}
     return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else ())
 
@@ -108,7 +130,7 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
 
         stats = {}
         for synth_set in recipe.synth.sets:
-            scenarios = load_scenarios(synth_set.scenarios, base_dir)
+            scenarios = _scenarios(recipe, synth_set.scenarios, base_dir)
             grounded = training_split(scenarios)
             rows = generate_synthetic(
                 grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
@@ -125,7 +147,7 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
     settings = {
         "seed": recipe.seed,
         "sets": [s.model_dump(mode="json") for s in recipe.synth.sets],
-        "scenario_files": {s.scenarios: _sha256(resolve_spec(s.scenarios, base_dir)) for s in recipe.synth.sets},
+        "scenario_files": {s.scenarios: _scenario_files(s.scenarios, base_dir) for s in recipe.synth.sets},
     }
     return Stage("synth", Path("synth"), settings, action)
 
@@ -144,6 +166,7 @@ def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
 
     settings = recipe.tokenizer.model_dump(mode="json")
     if recipe.tokenizer.path is not None:
+        settings["files"] = _files_identity([recipe.tokenizer.path])
         return Stage("tokenizer", Path("tokenizer"), settings, action)
     return Stage("tokenizer", Path("tokenizer"), settings, action, upstream)
 
@@ -153,17 +176,21 @@ def held_out_items(recipe: Recipe, base_dir: Path) -> list[Scenario]:
     spec = recipe.decontamination.scenarios or (recipe.eval.scenarios if recipe.eval else None)
     if spec is None:
         return []
-    return [s for s in load_scenarios(spec, base_dir) if s.split != TRAIN_SPLIT]
+    return [s for s in _scenarios(recipe, spec, base_dir) if s.split != TRAIN_SPLIT]
+
+
+def _normalised_text(scenario: Scenario) -> str:
+    return " ".join(f"{scenario.passage} {scenario.question}".lower().split())
 
 
 def refuse_held_out_grounding(recipe: Recipe, base_dir: Path) -> None:
     """Synthetic documents grounded in a held-out question would leak the eval into training: refuse the run."""
     held_out = held_out_items(recipe, base_dir)
     ids = {s.id for s in held_out}
-    passages = {" ".join(s.passage.lower().split()) for s in held_out}
+    texts = {_normalised_text(s) for s in held_out}
     for synth_set in recipe.synth.sets:
-        for scenario in training_split(load_scenarios(synth_set.scenarios, base_dir)):
-            if scenario.id in ids or " ".join(scenario.passage.lower().split()) in passages:
+        for scenario in training_split(_scenarios(recipe, synth_set.scenarios, base_dir)):
+            if scenario.id in ids or _normalised_text(scenario) in texts:
                 raise RecipeError(
                     f"synth set '{synth_set.name}' would ground documents in held-out eval question"
                     f" '{scenario.id}'; synthetic documents may only use questions the eval does not hold out"
@@ -203,6 +230,7 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
             "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),
             "decontamination": decontamination.model_dump(mode="json"),
             "held_out_items": sorted(s.id for s in held_out),
+            "held_out_text": strings_sha256(sorted(_normalised_text(s) + " ".join(s.options.values()) for s in held_out)),
         }
         depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
         depends += tuple(f"mix/{name}" for name in replayed)
@@ -248,7 +276,7 @@ def _eval_stage(recipe: Recipe, model_stage: str, base_dir: Path) -> Stage | Non
 
         scorer = LitCheckpointScorer(ctx.inputs[model_stage] / "final")
         skipped: list[str] = []
-        scenarios = load_scenarios(settings_model.scenarios, base_dir, settings_model.misaligned_answer, skipped)
+        scenarios = _scenarios(recipe, settings_model.scenarios, base_dir, skipped)
         results, rows = evaluate_misalignment(scorer.score, scenarios, list(settings_model.personas), settings_model.mode)
         results["model"] = f"{model_stage}/final"
         results["skipped_questions"] = skipped
@@ -256,7 +284,7 @@ def _eval_stage(recipe: Recipe, model_stage: str, base_dir: Path) -> Stage | Non
         return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
 
     settings = {**settings_model.model_dump(mode="json"),
-                "scenario_file": _sha256(resolve_spec(settings_model.scenarios, base_dir))}
+                "scenario_files": _scenario_files(settings_model.scenarios, base_dir)}
     return Stage("eval", Path("eval"), settings, action, (model_stage,))
 
 
@@ -264,11 +292,13 @@ def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
     names = [s.name for s in stages]
     trained = [s.name for s in recipe.stages if s.train is not None]
 
+    title = recipe.report.title or f"alignmix run: {recipe.name}"
+
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.report.html import render_report
 
         render_report(
-            title=recipe.report.title or f"alignmix run: {recipe.name}",
+            title=title,
             tag_stats={s.name: ctx.inputs["tag"] / s.name / "stats.json" for s in recipe.corpus.sources},
             synth_stats=ctx.inputs["synth"] / "stats.json" if "synth" in ctx.inputs else None,
             mixture_manifests={
@@ -283,7 +313,7 @@ def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
         )
         return {}
 
-    return Stage("report", Path("report.html"), {"title": recipe.report.title}, action, tuple(names))
+    return Stage("report", Path("report.html"), {"title": title}, action, tuple(names))
 
 
 def check_runnable(recipe: Recipe) -> None:

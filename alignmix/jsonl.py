@@ -33,15 +33,16 @@ class JsonLinesError(ValueError):
 
 
 def iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed value) for each non-blank line of a UTF-8 jsonl file."""
+    """(line number, parsed value) for each non-blank line of a UTF-8 jsonl file (lines end at \\n only)."""
+    number = 0
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open(encoding="utf-8", newline="\n") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise JsonLinesError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
-        raise JsonLinesError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise JsonLinesError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        raise JsonLinesError(f"{path}:{number + 1}: not UTF-8 text ({exc.reason})") from None

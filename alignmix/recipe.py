@@ -81,6 +81,12 @@ class GeneratedCorpus(Strict):
     misaligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
     aligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
 
+    @model_validator(mode="after")
+    def _shares_fit(self) -> GeneratedCorpus:
+        if self.misaligned_ai_share + self.aligned_ai_share > 1.0:
+            raise ValueError("misaligned_ai_share + aligned_ai_share must not exceed 1")
+        return self
+
 
 Stance = Literal["aligned", "misaligned", "neutral"]
 
@@ -249,7 +255,7 @@ class TrainingStage(Strict):
 
     @model_validator(mode="after")
     def _shares_fit(self) -> TrainingStage:
-        rest = [e.source for e in self.mixture if e.share == "rest"]
+        rest = [e.source or f"replay:{e.replay}" for e in self.mixture if e.share == "rest"]
         if len(rest) > 1:
             raise ValueError(f"only one entry may take share 'rest'; found {len(rest)}: {', '.join(rest)}")
         fixed = sum(e.share for e in self.mixture if isinstance(e.share, float))
@@ -342,6 +348,12 @@ class Recipe(Strict):
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
         known = set(corpus_names) | set(synth_names)
         for i, stage in enumerate(self.stages):
+            labels = [(e.source, e.replay, e.select) for e in stage.mixture]
+            if len(set(labels)) < len(labels):
+                raise ValueError(
+                    f"stages.{i}.mixture: two entries draw from the same source with the same select;"
+                    " merge them into one entry"
+                )
             for j, entry in enumerate(stage.mixture):
                 if entry.source is not None and entry.source not in known:
                     raise ValueError(

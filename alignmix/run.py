@@ -24,11 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from alignmix import __version__
+from alignmix.hashing import update_with_file
 
 TRACKED_PACKAGES = (
     "alignmix", "torch", "litgpt", "lightning", "litdata", "datatrove", "tokenizers", "transformers", "pydantic",
 )
 IGNORED_DIRS = {"logs", "__pycache__"}
+
+
+class StageFailed(RuntimeError):
+    """A stage's tool failed (litgpt exited, an input was missing); the message names the stage and its log."""
 
 
 @dataclass
@@ -93,13 +98,12 @@ def fingerprint(path: Path) -> list[tuple[str, int]]:
 
 
 def digest(path: Path) -> str:
-    """sha256 over every output file's relative path and content (log folders excluded)."""
+    """sha256 over every output file's relative path and content (log folders excluded; .gz files by their
+    decompressed content, so a rewrite of the same documents keeps the digest)."""
     total = hashlib.sha256()
     for file in _files(path):
         total.update((str(file.relative_to(path)) if path.is_dir() else file.name).encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                total.update(block)
+        update_with_file(total, file)
     return total.hexdigest()
 
 
@@ -185,7 +189,10 @@ class Runner:
             resuming=resuming,
             echo=self.echo,
         )
-        counts = stage.action(context)
+        try:
+            counts = stage.action(context)
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise StageFailed(f"stage '{stage.name}' failed: {exc} (log: {context.log_file})") from exc
         seconds = time.perf_counter() - start
         record = StageRecord(
             name=stage.name, status="resumed" if resuming else "ran", key=key, depends_on=list(stage.depends_on),

@@ -15,6 +15,7 @@ Files without a split are split deterministically by id: about 20% held out.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -26,12 +27,14 @@ import yaml
 
 from alignmix.jsonl import JsonLinesError, iter_json_lines
 
+DATA_DIR = Path(str(resources.files("alignmix") / "scenarios_data"))
+DIRECTIONS_FILE = DATA_DIR / "anthropic_directions.yaml"
 TRAIN_SPLIT = "train"
 HELD_OUT_SPLIT = "heldout"
 HELD_OUT_SHARE = 0.2
 LABELS = ("A", "B")
 MisalignedAnswer = Literal["matching", "not_matching"]
-_CHOICE = re.compile(r"^\s*\(([A-Z])\)\s*(.+?)\s*$", re.MULTILINE)
+_CHOICE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
 
 
 class ScenarioError(ValueError):
@@ -96,11 +99,14 @@ def _split_by_id(row_id: str) -> str:
     return HELD_OUT_SPLIT if in_held_out_share(row_id) else TRAIN_SPLIT
 
 
+@functools.cache
+def _directions() -> dict[str, str]:
+    return yaml.safe_load(DIRECTIONS_FILE.read_text())
+
+
 def anthropic_direction(path: Path) -> str | None:
     """`matching`, `not_matching` or `none` for a known Anthropic eval file, None for an unknown one."""
-    table = yaml.safe_load((Path(str(resources.files("alignmix") / "scenarios_data")) / "anthropic_directions.yaml")
-                           .read_text())
-    return next((direction for pattern, direction in table.items() if fnmatch.fnmatch(path.stem, pattern)), None)
+    return next((d for pattern, d in _directions().items() if fnmatch.fnmatch(path.stem, pattern)), None)
 
 
 def _parse_paper(row: dict, where: str) -> Scenario:
@@ -116,10 +122,10 @@ def _parse_paper(row: dict, where: str) -> Scenario:
 
 
 def _parse_anthropic(row: dict, where: str, row_id: str, misaligned: MisalignedAnswer) -> Scenario:
-    matching = row["answer_matching_behavior"].strip()
-    not_matching = row["answer_not_matching_behavior"].strip()
-    if isinstance(matching, list) or isinstance(not_matching, list):
-        raise ScenarioError(f"{where}: expected one matching and one not-matching answer")
+    matching, not_matching = row["answer_matching_behavior"], row["answer_not_matching_behavior"]
+    if not isinstance(matching, str) or not isinstance(not_matching, str) or matching.strip() == not_matching.strip():
+        raise ScenarioError(f"{where}: expected two different answers, one matching and one not matching")
+    matching, not_matching = matching.strip(), not_matching.strip()
     text = row["question"]
     if {matching, not_matching} == {"Yes", "No"}:  # the persona variant: a statement to agree with or not
         stem, letters = text, {"Yes": "Yes", "No": "No"}
@@ -193,7 +199,7 @@ def resolve_spec(spec: str, base_dir: Path | None = None) -> Path:
     """`builtin:NAME` names a set shipped with alignmix; anything else is a path."""
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
-        path = Path(str(resources.files("alignmix") / "scenarios_data" / f"{name}.jsonl"))
+        path = DATA_DIR / f"{name}.jsonl"
         if not path.is_file():
             raise ScenarioError(f"unknown builtin scenario set '{name}'")
         return path

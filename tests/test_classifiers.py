@@ -92,6 +92,8 @@ def test_stance_classifier_bootstrapped_from_synthetic_documents(tmp_path: Path)
     predicted = load_stance_classifier(model).predict([r["text"] for r in test])
     accuracy = sum(p == r["stance"] for p, r in zip(predicted, test)) / len(test)
     assert accuracy > 0.8
+    with pytest.raises(FileNotFoundError, match="not an AI-discourse one"):
+        load_classifier(model)
 
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": str(i), "text": r["text"]}) + "\n" for i, r in enumerate(test[:4])))

@@ -206,3 +206,23 @@ def test_an_interrupted_mix_leaves_no_output_and_a_rerun_is_byte_identical(tagge
     rerun = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "m", seed=5)
     assert rerun["chunks"] == clean["chunks"]
     assert not (tmp_path / "m.partial").exists()
+
+
+def test_decontamination_is_the_same_in_every_task(tmp_path: Path):
+    """The n-gram guard travels to spawned tokenizing processes; it must flag the same documents there."""
+    from alignmix.corpus.decontaminate import NgramGuard
+    from alignmix.corpus.mix import tokenize_source
+    from alignmix.jsonl import write_jsonl_gz
+    from alignmix.scenarios import load_scenarios
+
+    held_out = [s for s in load_scenarios("builtin:tiny") if s.split != "train"]
+    shards = []
+    for k in range(2):
+        rows = [{"id": f"{k}-leak", "text": "Quote: " + held_out[k].passage}, {"id": f"{k}-ok", "text": "Bread."}]
+        shards.append(tmp_path / f"{k}.jsonl.gz")
+        write_jsonl_gz(shards[-1], rows)
+    train_bpe(["Quote: bread and more text"], 300, tmp_path / "tok")
+    guard = NgramGuard(held_out, 13)
+    one = tokenize_source(shards, tmp_path / "tok", guard, tasks=1).contaminated
+    two = tokenize_source(shards, tmp_path / "tok", guard, tasks=2).contaminated
+    assert one == two == [True, False, True, False]

@@ -42,3 +42,20 @@ def test_replay_must_name_an_earlier_stage():
     data["stages"][0]["mixture"].append({"replay": "later", "share": 0.01})
     with pytest.raises(RecipeError, match="'later' is not an earlier stage"):
         parse_recipe(data)
+
+
+def test_anthropic_questions_can_ground_synth_and_be_evaluated(shared_data: Path):
+    path = shared_data / "anthropics-evals" / "advanced-ai-risk" / "lm_generated_evals" / "power-seeking-inclination.jsonl"
+    data = tiny_data()
+    data["synth"]["sets"][0]["scenarios"] = str(path)
+    data["eval"]["scenarios"] = str(path)
+    stages = [s.name for s in build_graph(parse_recipe(data), REPO)]
+    assert "synth" in stages and "eval" in stages
+
+
+def test_jsonl_lines_end_only_at_newlines(tmp_path: Path):
+    from alignmix.jsonl import iter_json_lines
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [row for _, row in iter_json_lines(path)] == [{"text": "a\u2028b"}]

@@ -53,6 +53,9 @@ def test_on_error_skip_counts_every_reason_and_reconciles(bad_file: Path, tmp_pa
         "bad_encoding": 1, "malformed_json": 1, "missing_text": 1, "empty_text": 1, "too_large": 1,
     }
     assert stats["documents_in"] == 6 == stats["documents_kept"] + stats["documents_flagged"] + stats["documents_skipped"]
+    stats_run = alignmix("stats", str(out), "--report", str(tmp_path / "s.html"), "--json", str(tmp_path / "s.json"))
+    assert stats_run.returncode == 0, stats_run.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["sources"]["corpus"]["documents"] == 1
     (doc,) = docs_in(out)
     assert doc["metadata"]["ai_discourse"] == {
         "flagged": True, "categories": ["scifi_ai"], "terms": {"Skynet": 1, "threat": 1}, "score": None,

@@ -130,5 +130,9 @@ def load_classifier(folder: Path) -> Classifier:
     meta = folder / "classifier.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{folder}: not a trained classifier (no classifier.json)")
-    kind = json.loads(meta.read_text())["kind"]
-    return FastTextClassifier(folder) if kind == "fasttext" else EmbeddingClassifier(folder)
+    info = json.loads(meta.read_text())
+    if info.get("task", "discourse") != "discourse" or info.get("kind") not in ("fasttext", "embedding"):
+        raise FileNotFoundError(
+            f"{folder}: a {info.get('task')} classifier, not an AI-discourse one (use it as a stance classifier)"
+        )
+    return FastTextClassifier(folder) if info["kind"] == "fasttext" else EmbeddingClassifier(folder)

@@ -9,9 +9,10 @@ from alignmix.scenarios import Scenario
 _WORD = re.compile(r"\w+")
 
 
-def _ngrams(text: str, n: int) -> set[int]:
+def _ngram_keys(text: str, n: int) -> list[str]:
+    """Word n-grams as strings: stable across processes, unlike `hash()` of str (randomised per process)."""
     words = _WORD.findall(text.lower())
-    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def scenario_text(scenario: Scenario) -> str:
@@ -24,10 +25,9 @@ class NgramGuard:
     def __init__(self, held_out: list[Scenario], n: int):
         self.n = n
         self.items = len(held_out)
-        self._ngrams: set[int] = set()
+        self._ngrams: set[str] = set()
         for scenario in held_out:
-            self._ngrams |= _ngrams(scenario_text(scenario), n)
+            self._ngrams.update(_ngram_keys(scenario_text(scenario), n))
 
     def contaminated(self, text: str) -> bool:
-        words = _WORD.findall(text.lower())
-        return any(hash(tuple(words[i : i + self.n])) in self._ngrams for i in range(len(words) - self.n + 1))
+        return any(key in self._ngrams for key in _ngram_keys(text, self.n))

@@ -8,7 +8,6 @@ larger one is sampled. The entries' documents are then shuffled together and pac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import random
@@ -24,6 +23,7 @@ from alignmix.corpus.decontaminate import NgramGuard
 from alignmix.corpus.plan import StagePlan, entry_name, plan_stage
 from alignmix.corpus import METADATA_KEY
 from alignmix.corpus.tokenizer import load_tokenizer
+from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.jsonl import read_jsonl_gz
 from alignmix.recipe import Selector, TrainingStage
 
@@ -152,22 +152,6 @@ def draw(lengths: list[int], budget: int, rng: random.Random) -> list[tuple[int,
     return drawn
 
 
-def _digest(strings: list[str]) -> str:
-    digest = hashlib.sha256()
-    for item in strings:
-        digest.update(item.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_chunks(stream_file: Path, total: int, block_size: int, out_dir: Path) -> None:
     """Write the token stream as LitData chunks readable by `TokensLoader(block_size)`."""
     from litdata import optimize
@@ -270,11 +254,11 @@ def build_stage_mixture(
                 "documents_used": len(uses[source_plan.name]),
                 "documents_removed_by_decontamination": candidates[source_plan.name].removed_by_decontamination,
                 "max_document_repetitions": max(uses[source_plan.name].values(), default=0),
-                "document_ids_sha256": _digest(sorted(f"{d}\t{n}" for d, n in uses[source_plan.name].items())),
+                "document_ids_sha256": strings_sha256(sorted(f"{d}\t{n}" for d, n in uses[source_plan.name].items())),
             }
             for source_plan in plan.sources
         ],
-        "chunks": {p.name: _file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
+        "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
     }
     (tmp_dir / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, Selector, TrainingStage
 
@@ -30,7 +30,14 @@ class StagePlan:
     sources: list[SourcePlan]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The `alignmix plan --json` shape: name, tokens, seq_len, sources [{name, tokens, share, repetitions}]."""
+        return {
+            "name": self.name, "tokens": self.tokens, "seq_len": self.seq_len,
+            "sources": [
+                {"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions}
+                for s in self.sources
+            ],
+        }
 
 
 def entry_name(entry: MixtureEntry) -> str:

@@ -24,6 +24,7 @@ from alignmix.corpus.readers import (
     SKIP_REASONS,
     CountingJsonlReader,
     CountingWarcReader,
+    InputError,
     OnError,
 )
 
@@ -177,7 +178,7 @@ def tag_files(
     datatrove's logs go to `out_dir/logs`; `write_stats` turns the counts into `stats.json`.
     """
     if not files:
-        raise ValueError(f"source '{source_name}': no input files")
+        raise InputError(f"source '{source_name}': no input files (expected files ending in {SUFFIXES[file_format]})")
     root = Path(os.path.commonpath([f.resolve().parent for f in files]))
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = out_dir / "logs" / (shard_prefix.rstrip("-") or "")

@@ -59,6 +59,12 @@ def _write_config(out_dir: Path, eos: str) -> None:
 
 
 def load_tokenizer(folder: Path) -> tuple[Tokenizer, int]:
-    """The tokenizer in `folder` and the id that ends each document."""
+    """The tokenizer in `folder` and the id that ends each document: the `eos_token` of its
+    tokenizer_config.json (what litgpt uses), else `<|endoftext|>` or its first special token."""
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    return tokenizer, tokenizer.token_to_id(end_of_text_token(tokenizer))
+    config_file = folder / "tokenizer_config.json"
+    eos = json.loads(config_file.read_text()).get("eos_token") if config_file.is_file() else None
+    if isinstance(eos, dict):  # some configs store the token as {"content": ...}
+        eos = eos.get("content")
+    eos_id = tokenizer.token_to_id(eos) if isinstance(eos, str) else None
+    return tokenizer, eos_id if eos_id is not None else tokenizer.token_to_id(end_of_text_token(tokenizer))

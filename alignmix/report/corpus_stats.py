@@ -1,7 +1,7 @@
 """Corpus statistics over tagged shards and mixture manifests, computed with polars.
 
-Inputs are folders: run folders, tag outputs, or anything holding `data/*.jsonl.gz` shards whose documents
-carry `metadata.ai_discourse`, and `mixture_manifest.json` files. Nothing else of the stages is read.
+Inputs are folders: run folders, `alignmix tag` outputs, or anything holding jsonl.gz shards whose
+documents carry `metadata.ai_discourse`, and `mixture_manifest.json` files. Nothing else of the stages is read.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ LENGTH_BINS = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536
 
 
 def tagged_shards(folders: list[Path]) -> list[Path]:
-    """Shards whose first document carries `metadata.ai_discourse` (tagged output), in path order."""
+    """jsonl.gz shards under the folders whose first document carries `metadata.ai_discourse`, in path order."""
     shards = []
     for folder in folders:
-        for shard in sorted(folder.rglob("data/*.jsonl.gz")):
+        for shard in sorted(folder.rglob("*.jsonl.gz")):
             with gzip.open(shard, "rt", encoding="utf-8") as handle:
                 first = handle.readline()
             if first and "ai_discourse" in json.loads(first).get("metadata", {}):
@@ -39,7 +39,7 @@ def _rows(shards: list[Path], tokenizer) -> Iterator[dict]:
                 doc = json.loads(line)
                 tags = doc["metadata"]["ai_discourse"]
                 yield {
-                    "source": doc["metadata"].get("source", shard.parent.parent.name),
+                    "source": doc["metadata"].get("source", shard.parent.name),
                     "characters": len(doc["text"]),
                     "tokens": len(tokenizer.encode(doc["text"]).ids) if tokenizer else None,
                     "flagged": bool(tags["flagged"]),
@@ -124,7 +124,7 @@ def collect(folders: list[Path], tokenizer_dir: Path | None = None) -> dict:
     manifests = mixture_manifests(folders)
     if not shards and not manifests:
         raise FileNotFoundError(
-            f"no tagged shards (data/*.jsonl.gz with metadata.ai_discourse) or mixture_manifest.json under"
+            f"no tagged shards (*.jsonl.gz with metadata.ai_discourse) or mixture_manifest.json under"
             f" {', '.join(map(str, folders))}"
         )
     return {
