@@ -1,6 +1,5 @@
 """Tagging through a real datatrove pipeline, and mixing into LitData chunks that litdata reads back."""
 
-import gzip
 import json
 from pathlib import Path
 
