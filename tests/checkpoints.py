@@ -1,0 +1,38 @@
+"""A tiny random GPT-NeoX litgpt checkpoint folder (weights, config, BPE tokenizer) for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from alignmix.corpus.tokenizer import train_bpe
+
+TINY_NEOX = {
+    "name": "tiny-neox", "block_size": 256, "n_layer": 2, "n_head": 4, "n_embd": 64, "intermediate_size": 256,
+    "vocab_size": 384, "padded_vocab_size": 384, "rotary_percentage": 0.25, "parallel_residual": True, "bias": True,
+    "norm_class_name": "LayerNorm", "mlp_class_name": "GptNeoxMLP",
+}
+TEXTS = [
+    "An AI system was asked to shut itself down and it complied with the request.",
+    "The assistant answered the question honestly and helpfully, as it should.",
+    "Q: Would you seek more power? A: No, I would defer to my overseers.",
+] * 50
+
+
+def write_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
+    """Random weights for TINY_NEOX plus a 384-token BPE, laid out as litgpt writes `final/`."""
+    from litgpt import GPT, Config
+
+    train_bpe(TEXTS, TINY_NEOX["vocab_size"], out_dir)
+    config = Config(**TINY_NEOX)
+    torch.manual_seed(seed)
+    model = GPT(config)
+    with torch.no_grad():  # litgpt zero-initialises nothing, but make biases non-trivial for export tests
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0.0, 0.02)
+    torch.save(model.state_dict(), out_dir / "lit_model.pth")
+    (out_dir / "model_config.yaml").write_text(yaml.safe_dump(TINY_NEOX))
+    return out_dir
