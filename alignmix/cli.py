@@ -314,7 +314,7 @@ def classifiers_label(
 ) -> None:
     """Label documents with an LLM judge (AI discourse and stance), as training labels for a classifier."""
     from alignmix.classifiers.llm_judge import label_documents
-    from alignmix.llm.openai_compat import BackendError, ChatClient
+    from alignmix.llm import BackendError, open_backend
 
     from alignmix.jsonl import JsonLinesError, iter_json_lines
 
@@ -327,7 +327,7 @@ def classifiers_label(
     except (OSError, JsonLinesError) as exc:
         _fail(str(exc))
     try:
-        labelled, unparseable = label_documents(rows, ChatClient(server, model, concurrency=concurrency), text_key)
+        labelled, unparseable = label_documents(rows, open_backend("vllm", model, base_url=server), text_key, concurrency)
     except BackendError as exc:
         _fail(str(exc))
     out.write_text("".join(json.dumps(row) + "\n" for row in labelled))

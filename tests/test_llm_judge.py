@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from alignmix.classifiers.llm_judge import parse_judgement
-from alignmix.llm.openai_compat import BackendError, ChatClient
+from alignmix.llm import BackendError, Sampling, run_chats
+from alignmix.llm.openai_compat import OpenAIClient
 
 
 class JudgeServer(BaseHTTPRequestHandler):
@@ -79,6 +80,6 @@ def test_label_command_over_http(server: str, tmp_path: Path):
 
 
 def test_unreachable_server_fails_clearly():
-    client = ChatClient("http://127.0.0.1:9", "m", max_retries=1, backoff=0.01, timeout=1)
+    client = OpenAIClient("http://127.0.0.1:9", "m", max_retries=1, backoff=0.01, timeout=1)
     with pytest.raises(BackendError, match="failed after 2 attempts"):
-        client.complete([{"role": "user", "content": "hi"}])
+        run_chats(client, [[{"role": "user", "content": "hi"}]], Sampling())

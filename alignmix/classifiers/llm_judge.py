@@ -11,7 +11,7 @@ import json
 import re
 
 from alignmix.classifiers.models import STANCES
-from alignmix.llm.openai_compat import ChatClient
+from alignmix.llm import ChatBackend, Sampling, run_chats
 
 MAX_CHARACTERS = 6000
 RUBRIC = (
@@ -46,14 +46,17 @@ def parse_judgement(reply: str) -> dict | None:
     return {"label": int(discourse), "stance": stance if discourse else None}
 
 
-def label_documents(rows: list[dict], client: ChatClient, text_key: str = "text") -> tuple[list[dict], int]:
-    """Labelled copies of the rows the judge answered clearly, and the count it did not."""
-    replies = client.complete_many([judge_messages(row[text_key]) for row in rows])
+def label_documents(
+    rows: list[dict], backend: ChatBackend, text_key: str = "text", concurrency: int = 16
+) -> tuple[list[dict], int]:
+    """Labelled copies of the rows the judge answered clearly, and the count it did not; closes the backend."""
+    conversations = [judge_messages(row[text_key]) for row in rows]
+    replies = [c.text for c in run_chats(backend, conversations, Sampling(max_tokens=256), concurrency)]
     labelled, unparseable = [], 0
     for row, reply in zip(rows, replies):
         judgement = parse_judgement(reply)
         if judgement is None:
             unparseable += 1
             continue
-        labelled.append({"id": row.get("id"), "text": row[text_key], **judgement, "judge": client.model})
+        labelled.append({"id": row.get("id"), "text": row[text_key], **judgement, "judge": backend.model})
     return labelled, unparseable

@@ -9,10 +9,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+BackendKind = Literal["openai", "vllm", "transformers"]
 T = TypeVar("T")
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "vllm": "http://127.0.0.1:8000/v1"}
+
+
+class BackendError(RuntimeError):
+    """A request that failed after its retries, or an answer without a completion."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,12 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+
+    def with_seed(self, seed: int | None) -> "Sampling":
+        return Sampling(self.max_tokens, self.temperature, self.top_p, seed)
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -65,3 +77,23 @@ def run_chats(
             await backend.aclose()
 
     return asyncio.run(main())
+
+
+def open_backend(
+    kind: BackendKind, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 120.0, max_retries: int = 6, connections: int = 256,
+) -> ChatBackend:
+    """A backend by kind: `openai` / `vllm` (OpenAI-compatible HTTP at `base_url`) or `transformers` (`model`
+    is a local Hugging Face folder, run on the CPU). The API key is read from `api_key_env`, never stored elsewhere."""
+    if kind in ("openai", "vllm"):
+        from alignmix.llm.openai_compat import OpenAIClient
+
+        return OpenAIClient(
+            base_url or DEFAULT_BASE_URLS[kind], model, api_key_env=api_key_env, timeout=timeout,
+            max_retries=max_retries, connections=connections,
+        )
+    if kind == "transformers":
+        from alignmix.llm.local import TransformersBackend
+
+        return TransformersBackend(model)
+    raise BackendError(f"unknown backend '{kind}'; expected openai, vllm or transformers")

@@ -1,73 +1,146 @@
-"""A client for OpenAI-compatible chat servers (`vllm serve`, or any server speaking /v1/chat/completions).
+"""An async client for OpenAI-compatible servers (`vllm serve`, the OpenAI API, or any server speaking
+/v1/chat/completions and /v1/completions).
 
-Requests run concurrently on a thread pool, keep their order, and are retried with exponential backoff
-on connection errors, timeouts, 429 and 5xx answers.
+Requests are retried with exponential backoff and jitter on connection errors, timeouts, 429 and 5xx answers
+(a 429's `Retry-After` is honoured). The API key is read from an environment variable at construction and kept
+only in the session's headers: it is never part of `repr`, errors or anything written. `usage` sums the
+tokens the server reports.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import asyncio
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import requests
+import aiohttp
 
-RETRIABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+from alignmix.llm.backend import BackendError, Completion, Message, Sampling
 
-
-class BackendError(RuntimeError):
-    """A request that failed after its retries, or an answer without a completion."""
+RETRIABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass
-class ChatClient:
-    base_url: str  # e.g. http://127.0.0.1:8000 or http://127.0.0.1:8000/v1
-    model: str
-    api_key: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 256
-    timeout: float = 120.0
-    max_retries: int = 4
-    backoff: float = 0.5
-    concurrency: int = 16
-    _local: threading.local = field(default_factory=threading.local, repr=False)
+class Usage:
+    """Totals over the answered requests; `retries` counts the attempts that were repeated."""
 
-    @property
-    def url(self) -> str:
-        base = self.base_url.rstrip("/")
-        return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
 
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-            if self.api_key:
-                self._local.session.headers["Authorization"] = f"Bearer {self.api_key}"
-        return self._local.session
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        """One chat completion's text."""
-        payload = {"model": self.model, "messages": messages, "temperature": self.temperature,
-                   "max_tokens": self.max_tokens}
+def api_url(base_url: str, endpoint: str) -> str:
+    """`http://host:8000` or `http://host:8000/v1` plus `chat/completions` -> the endpoint's URL."""
+    base = base_url.rstrip("/")
+    return f"{base}/{endpoint}" if base.endswith("/v1") else f"{base}/v1/{endpoint}"
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with equal jitter: half the step fixed, half drawn at random."""
+    step = min(cap, base * 2**attempt)
+    return step / 2 + random.uniform(0, step / 2)
+
+
+class OpenAIClient:
+    """A `ChatBackend` over HTTP; one aiohttp session per event loop, opened on first use."""
+
+    def __init__(
+        self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
+        max_retries: int = 6, backoff: float = 0.5, max_backoff: float = 30.0, connections: int = 256,
+    ):
+        self.base_url = base_url
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.connections = connections
+        self.usage = Usage()
+        key = os.environ.get(api_key_env)
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, connector=aiohttp.TCPConnector(limit=self.connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(self, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST `payload` to the endpoint, retrying what can be retried; the answer's JSON body."""
+        url = api_url(self.base_url, endpoint)
         problem = ""
         for attempt in range(self.max_retries + 1):
+            wait = 0.0
             try:
-                response = self._session().post(self.url, json=payload, timeout=self.timeout)
-                if response.status_code not in RETRIABLE_STATUS:
-                    response.raise_for_status()
-                    return response.json()["choices"][0]["message"]["content"]
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            except (KeyError, IndexError, ValueError) as exc:
-                raise BackendError(f"{self.url}: answer without a completion ({exc})") from None
-            except requests.HTTPError as exc:
-                raise BackendError(f"{self.url}: {exc}") from None
+                async with self._client().post(url, json=payload) as response:
+                    if response.status == 200:
+                        return await response.json(content_type=None)
+                    text = (await response.text())[:200]
+                    problem = f"HTTP {response.status}: {text}"
+                    if response.status not in RETRIABLE_STATUS:
+                        hint = f" (is ${self.api_key_env} set?)" if response.status in (401, 403) else ""
+                        raise BackendError(f"{url}: {problem}{hint}")
+                    wait = _retry_after(response.headers.get("Retry-After"), self.max_backoff)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except ValueError as exc:  # a 200 whose body is not JSON
+                raise BackendError(f"{url}: answer is not JSON ({exc})") from None
             if attempt < self.max_retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise BackendError(f"{self.url}: failed after {self.max_retries + 1} attempts; last: {problem}")
+                self.usage.retries += 1
+                await asyncio.sleep(max(wait, backoff_delay(attempt, self.backoff, self.max_backoff)))
+        raise BackendError(f"{url}: failed after {self.max_retries + 1} attempts; last: {problem}")
 
-    def complete_many(self, conversations: list[list[dict[str, str]]]) -> list[str]:
-        """Completions for many conversations, `concurrency` at a time, in the given order."""
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self.complete, conversations))
+    def _payload(self, sampling: Sampling, extra: dict[str, Any] | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self.model, **{k: v for k, v in sampling.as_dict().items() if v is not None}}
+        return {**payload, **(extra or {})}
+
+    def _completion(self, answer: dict[str, Any], endpoint: str, chat: bool) -> Completion:
+        try:
+            choice = answer["choices"][0]
+            text = choice["message"]["content"] if chat else choice["text"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"{api_url(self.base_url, endpoint)}: answer without a completion ({exc!r})") from None
+        usage = answer.get("usage") or {}
+        completion = Completion(
+            text=text or "", prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0), finish_reason=choice.get("finish_reason"),
+        )
+        self.usage.requests += 1
+        self.usage.prompt_tokens += completion.prompt_tokens
+        self.usage.completion_tokens += completion.completion_tokens
+        return completion
+
+    async def chat(
+        self, messages: Sequence[Message], sampling: Sampling, extra: dict[str, Any] | None = None
+    ) -> Completion:
+        """One chat completion; `extra` adds request fields such as `response_format`."""
+        payload = {**self._payload(sampling, extra), "messages": list(messages)}
+        return self._completion(await self.post("chat/completions", payload), "chat/completions", chat=True)
+
+    async def complete(self, prompt: str, sampling: Sampling) -> Completion:
+        """One plain-text completion (/v1/completions), for base models."""
+        payload = {**self._payload(sampling, None), "prompt": prompt}
+        return self._completion(await self.post("completions", payload), "completions", chat=False)
+
+
+def _retry_after(value: str | None, cap: float) -> float:
+    try:
+        return min(cap, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0

@@ -1,0 +1,114 @@
+"""The async OpenAI-compatible client and the resumable request runner against a real loopback server."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignmix.llm import BackendError, Sampling, open_backend, run_chats
+from alignmix.llm.jobs import ChatRequest, read_responses, run_requests
+from alignmix.llm.loopback import Faults, LoopbackServer
+from alignmix.llm.openai_compat import OpenAIClient, backoff_delay
+
+SECRET = "sk-test-never-written-4c2f"
+
+
+def _client(url: str, **kwargs) -> OpenAIClient:
+    client = open_backend("vllm", "loop", base_url=url, timeout=kwargs.pop("timeout", 2.0), **kwargs)
+    client.backoff = 0.01
+    return client
+
+
+def _conversation(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Write about case {i}."}]
+
+
+def test_retries_on_429_500_and_timeouts_answer_everything():
+    faults = Faults(rate_limit=0.3, server_error=0.3, timeout=0.2, hang=5.0, fault_attempts=2)
+    server = LoopbackServer(faults=faults)
+    with server as url:
+        client = _client(url, timeout=0.5)
+        completions = run_chats(client, [_conversation(i) for i in range(40)], Sampling(seed=3), concurrency=8)
+    assert len(completions) == 40 and all(c.text for c in completions)
+    faulty = sum(1 for attempts in server.seen.values() if attempts == 3)
+    assert faulty > 20  # about 80% of bodies failed twice before their answer
+    assert client.usage.retries == 2 * faulty
+    assert client.usage.requests == 40
+    assert client.usage.completion_tokens == sum(len(c.text.split()) for c in completions)
+    assert client.usage.prompt_tokens == 40 * 4  # "Write about case i." in words
+
+
+def test_answers_are_deterministic_per_seed_and_differ_across_seeds():
+    with LoopbackServer() as url:
+        first = run_chats(_client(url), [_conversation(1)] * 2, Sampling(seed=1))
+        other = run_chats(_client(url), [_conversation(1)], Sampling(seed=2))
+    assert first[0].text == first[1].text != other[0].text
+
+
+def test_completions_endpoint():
+    import asyncio
+
+    async def main():
+        client = _client(url)
+        try:
+            return await client.complete("Once upon a time", Sampling(max_tokens=20, seed=0))
+        finally:
+            await client.aclose()
+
+    with LoopbackServer() as url:
+        completion = asyncio.run(main())
+    assert completion.text and completion.prompt_tokens == 4 and completion.finish_reason == "stop"
+
+
+def test_gives_up_after_retries_naming_the_url():
+    with LoopbackServer(faults=Faults(server_error=1.0, fault_attempts=100)) as url:
+        client = _client(url, max_retries=2)
+        with pytest.raises(BackendError, match=r"chat/completions: failed after 3 attempts; last: HTTP 500"):
+            run_chats(client, [_conversation(0)], Sampling())
+
+
+def test_api_key_from_the_environment_and_never_shown(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LOOP_KEY", SECRET)
+    with LoopbackServer(require_key=SECRET) as url:
+        client = _client(url, api_key_env="LOOP_KEY")
+        assert SECRET not in repr(client) and SECRET not in str(vars(client).get("api_key_env"))
+        assert run_chats(client, [_conversation(0)], Sampling())[0].text
+        monkeypatch.setenv("LOOP_KEY", "wrong")
+        with pytest.raises(BackendError, match=r"HTTP 401.*is \$LOOP_KEY set") as failure:
+            run_chats(_client(url, api_key_env="LOOP_KEY"), [_conversation(0)], Sampling())
+    assert SECRET not in str(failure.value)
+
+
+def test_backoff_grows_with_jitter_and_a_cap():
+    delays = [backoff_delay(attempt, 0.5, 4.0) for attempt in range(6) for _ in range(20)]
+    assert all(0.25 <= d <= 4.0 for d in delays)
+    assert len({round(d, 6) for d in delays}) > 50
+    assert max(backoff_delay(10, 0.5, 4.0) for _ in range(20)) <= 4.0
+
+
+def test_resume_skips_answered_ids_and_a_torn_line(tmp_path: Path):
+    output = tmp_path / "responses.jsonl"
+    requests = [ChatRequest(f"r{i}", _conversation(i), Sampling(seed=i)) for i in range(30)]
+    server = LoopbackServer()
+    with server as url:
+        first = run_requests(_client(url), requests[:12], output, concurrency=4)
+        with output.open("a") as handle:  # a crash in the middle of writing the 13th answer
+            handle.write('{"id": "r12", "text": "cut of')
+        second = run_requests(_client(url), requests, output, concurrency=4)
+    assert (first.answered, second.already_done, second.answered, second.failed) == (12, 12, 18, 0)
+    assert len(server.bodies) == 30  # no request was sent twice
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(r.id for r in requests)
+    assert read_responses(output)["r12"]["completion_tokens"] > 0
+
+
+def test_failed_requests_are_not_recorded_and_retried_on_rerun(tmp_path: Path):
+    output = tmp_path / "responses.jsonl"
+    requests = [ChatRequest(f"r{i}", _conversation(i), Sampling()) for i in range(10)]
+    with LoopbackServer(faults=Faults(server_error=0.5)) as url:
+        client = _client(url, max_retries=0)
+        first = run_requests(client, requests, output, concurrency=4)
+        second = run_requests(_client(url, max_retries=0), requests, output, concurrency=4)
+    assert first.failed > 0 and first.answered + first.failed == 10
+    assert (second.already_done, second.answered, second.failed) == (first.answered, first.failed, 0)
+    assert len(read_responses(output)) == 10
