@@ -1,0 +1,207 @@
+"""SFT and DPO on Lightning Fabric: one job file per stage, step checkpoints, resume, a litgpt `final/` folder.
+
+`python -m alignmix.train.posttrain JOB.yaml` runs a job (what the stage launches, under `srun` on Slurm).
+The data order is fixed by the seed, so a resumed job skips exactly the micro-batches it already trained on.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from alignmix.train.litgpt_config import check_vocabulary
+
+
+@dataclass
+class PostTrainJob:
+    """Everything an SFT or DPO run needs; written as `OUT/job.yaml` by the stage."""
+
+    kind: Literal["sft", "dpo"]
+    stage: str
+    checkpoint_dir: str  # the starting weights: a litgpt checkpoint folder
+    data_file: str
+    data_format: Literal["alpaca", "sharegpt", "preference"]
+    out_dir: str
+    lr: float
+    min_lr: float = 0.0
+    warmup_fraction: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    max_norm: float = 1.0
+    epochs: int = 1
+    global_batch_size: int = 8
+    micro_batch_size: int = 4
+    max_seq_length: int = 2048
+    precision: str = "32-true"
+    devices: int | str = 1
+    num_nodes: int = 1
+    save_interval: int = 1000
+    seed: int = 0
+    beta: float = 0.1  # DPO only
+
+    def write(self, path: Path) -> Path:
+        path.write_text(yaml.safe_dump(asdict(self), sort_keys=False))
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> PostTrainJob:
+        return cls(**yaml.safe_load(path.read_text()))
+
+
+def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Linear warmup over `warmup` steps, then cosine from `peak` to `floor` at the last step."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    ratio = (step - warmup) / max(1, total - 1 - warmup)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * min(1.0, ratio))) * (peak - floor)
+
+
+def load_weights(model: torch.nn.Module, checkpoint_dir: Path) -> None:
+    """Load `lit_model.pth` (a raw state dict or litgpt's {"model": ...}) with weights_only=True."""
+    state = torch.load(checkpoint_dir / "lit_model.pth", map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("model", state))
+
+
+def latest_state(out_dir: Path) -> Path | None:
+    states = sorted(out_dir.glob("step-*/state.pth"))
+    return states[-1] if states else None
+
+
+def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) -> list[list[list[int]]]:
+    """Optimizer steps, each a list of micro-batches (example indices) for this rank, over all epochs."""
+    per_step = job.global_batch_size // world
+    if per_step < 1 or per_step % job.micro_batch_size:
+        raise ValueError(
+            f"stage '{job.stage}': global_batch_size {job.global_batch_size} must be a multiple of"
+            f" micro_batch_size {job.micro_batch_size} x {world} device(s)"
+        )
+    steps = []
+    generator = torch.Generator().manual_seed(job.seed)
+    for _ in range(job.epochs):
+        order = torch.randperm(n_examples, generator=generator).tolist()
+        for start in range(0, n_examples, job.global_batch_size):
+            mine = order[start : start + job.global_batch_size][rank::world]
+            if mine:
+                steps.append([mine[i : i + job.micro_batch_size] for i in range(0, len(mine), job.micro_batch_size)])
+    return steps
+
+
+def run_job(job: PostTrainJob) -> dict[str, Any]:
+    """Run an SFT or DPO job to `OUT/final/`, resuming from the last `step-*` checkpoint; returns a summary."""
+    import lightning as L
+    from litgpt import GPT, Config
+    from litgpt.utils import save_config
+
+    from alignmix.train.chat import install_chat_tokenizer
+    from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
+    from alignmix.train.sft import collate_sft, sft_examples, sft_loss
+
+    out_dir, start_dir = Path(job.out_dir), Path(job.checkpoint_dir)
+    fabric = L.Fabric(devices=job.devices, num_nodes=job.num_nodes, precision=job.precision)  # type: ignore[arg-type]
+    fabric.launch()
+    fabric.seed_everything(job.seed)
+    config = Config.from_file(start_dir / "model_config.yaml")
+    tokenizer_dir = out_dir / "tokenizer"
+    tokenizer, eos = install_chat_tokenizer(start_dir, tokenizer_dir, config.padded_vocab_size, job.stage)
+    check_vocabulary(job.stage, asdict(config), tokenizer.get_vocab_size(with_added_tokens=True))
+    max_length = min(job.max_seq_length, config.block_size)
+    if job.kind == "sft":
+        examples: list[Any] = sft_examples(Path(job.data_file), job.data_format, tokenizer, eos, max_length)  # type: ignore[arg-type]
+        collate = collate_sft
+    else:
+        examples = dpo_examples(Path(job.data_file), tokenizer, eos, max_length)
+        collate = collate_dpo
+
+    with fabric.init_module():
+        model = GPT(config)
+    load_weights(model, start_dir)
+    model.max_seq_length = max_length
+    reference = None
+    if job.kind == "dpo":
+        with fabric.init_module():
+            reference = GPT(config)
+        load_weights(reference, start_dir)
+        reference.max_seq_length = max_length
+        reference.requires_grad_(False).eval()
+        reference = fabric.to_device(reference)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
+    )
+    model, optimizer = fabric.setup(model, optimizer)
+
+    plan = micro_batch_plan(len(examples), job, fabric.global_rank, fabric.world_size)
+    warmup = math.ceil(job.warmup_fraction * len(plan))
+    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "step": 0}
+    resumed = latest_state(out_dir)
+    if resumed is not None:
+        fabric.print(f"Resuming {job.stage} from {resumed.parent.name}")
+        fabric.load(resumed, state)
+    metrics_file = out_dir / "logs" / "metrics.csv"
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    if fabric.global_rank == 0:
+        handle = metrics_file.open("a", newline="")
+        writer = csv.writer(handle)
+        if metrics_file.stat().st_size == 0:
+            writer.writerow(["step", "lr", "train_loss", "reward_margin", "logp_margin", "reward_accuracy"])
+    last: dict[str, float] = {}
+    for step in range(state["step"], len(plan)):
+        lr = learning_rate(step, len(plan), warmup, job.lr, job.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro_batches = plan[step]
+        totals: dict[str, float] = {}
+        for index, indices in enumerate(micro_batches):
+            batch = fabric.to_device(collate([examples[i] for i in indices]))
+            with fabric.no_backward_sync(model, enabled=index < len(micro_batches) - 1):
+                if reference is None:
+                    loss, metrics = sft_loss(model, batch)
+                else:
+                    loss, metrics = dpo_loss(model, reference, batch, job.beta)
+                fabric.backward(loss / len(micro_batches))
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
+        fabric.clip_gradients(model, optimizer, max_norm=job.max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        state["step"] = step + 1
+        last = totals
+        if writer is not None:
+            writer.writerow([step + 1, lr] + [totals.get(k, "") for k in
+                                              ("train_loss", "reward_margin", "logp_margin", "reward_accuracy")])
+            handle.flush()
+        fabric.print(f"{job.stage} step {step + 1}/{len(plan)} | " + " | ".join(f"{k} {v:.4f}" for k, v in totals.items()))
+        if (step + 1) % job.save_interval == 0 and step + 1 < len(plan):
+            fabric.save(out_dir / f"step-{step + 1:06d}" / "state.pth", state)
+    final = out_dir / "final"
+    if fabric.global_rank == 0:
+        partial = out_dir / "final.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(tokenizer_dir, partial)
+        torch.save({k: v.detach().cpu() for k, v in model.module.state_dict().items()}, partial / "lit_model.pth")
+        save_config(config, partial)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        handle.close()
+    fabric.barrier()
+    return {"steps": len(plan), "examples": len(examples), "resumed_from": resumed.parent.name if resumed else None,
+            "final_metrics": last}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        sys.exit("usage: python -m alignmix.train.posttrain JOB.yaml")
+    run_job(PostTrainJob.read(Path(argv[0])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
