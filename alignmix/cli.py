@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alignmix.cli_synth import synth_app
 from alignmix.recipe import Recipe, RecipeError, load_recipe
 
 app = typer.Typer(
@@ -218,6 +219,7 @@ def tag(
 
 classifiers_app = typer.Typer(help="Build labelled sets, train and evaluate AI-discourse classifiers.", no_args_is_help=True)
 app.add_typer(classifiers_app, name="classifiers")
+app.add_typer(synth_app, name="synth")
 
 
 @classifiers_app.command("build-labels")

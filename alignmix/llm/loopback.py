@@ -85,6 +85,8 @@ def schema_instance(schema: dict[str, Any], rng: random.Random, prompt_words: li
     if kind == "boolean":
         return rng.random() < 0.5
     words = [rng.choice(prompt_words or FILLER) for _ in range(rng.randint(6, 14))]
+    while len(" ".join(words)) < schema.get("minLength", 0):
+        words.append(rng.choice(FILLER))
     return " ".join(words).capitalize() + "."
 
 

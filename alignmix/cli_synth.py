@@ -1,0 +1,180 @@
+"""`alignmix synth`: synthetic documents and scenario questions through an LLM backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import typer
+from rich.console import Console
+
+from alignmix.llm.backend import BackendError, Sampling, open_backend
+
+synth_app = typer.Typer(help="Generate synthetic documents and scenario questions with an LLM.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+Backend = Literal["openai", "vllm", "transformers"]
+BackendOpt = Annotated[str, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default by backend).")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name the server serves, or an HF folder for transformers.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")]
+ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (never written).")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per request attempt.")]
+RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429, 5xx, timeouts and connection errors.")]
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _backend(kind: str, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int):
+    if kind not in ("openai", "vllm", "transformers"):
+        _fail(f"--backend must be openai, vllm or transformers, not '{kind}'")
+    return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))  # type: ignore[arg-type]
+
+
+@synth_app.command("documents")
+def documents(
+    questions: Annotated[Path, typer.Option("--questions", help="Scenario questions (alignmix, paper or Anthropic jsonl).")],
+    model: ModelOpt,
+    output: Annotated[Path, typer.Option("--output", help="Output folder: data/*.jsonl.gz, stats.json, responses.jsonl.")],
+    backend: BackendOpt = "openai",
+    base_url: BaseUrlOpt = None,
+    per_combination: Annotated[int, typer.Option("--per-combination", min=1, help="Documents per scenario x stance x surface form.")] = 1,
+    surface_forms: Annotated[str | None, typer.Option("--surface-forms", help="Comma-separated keys (default: all in the templates).")] = None,
+    stances: Annotated[str, typer.Option("--stances", help="aligned, misaligned or both, comma-separated.")] = "aligned,misaligned",
+    concurrency: ConcurrencyOpt = 64,
+    misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer", help="matching | not_matching, for Anthropic files alignmix does not know.")] = None,
+    ids: Annotated[str | None, typer.Option("--ids", help="Only these scenario ids (comma-separated); held-out ids are an error.")] = None,
+    decontaminate: Annotated[list[Path] | None, typer.Option("--decontaminate", help="Further eval questions whose held-out split documents must not overlap (repeatable).")] = None,
+    templates: Annotated[Path | None, typer.Option("--templates", help="A folder of your own prompt templates (same file names).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Source name in the documents' metadata.")] = "synthetic",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 1024,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Base seed; each request gets its own, derived from its id.")] = 0,
+    min_words: Annotated[int, typer.Option("--min-words", min=1)] = 80,
+    max_words: Annotated[int, typer.Option("--max-words", min=1)] = 4000,
+    dedup_threshold: Annotated[float, typer.Option("--dedup-threshold", min=0.0, max=1.0, help="MinHash Jaccard threshold.")] = 0.8,
+    ngram: Annotated[int, typer.Option("--ngram", min=1, help="Decontamination word n-gram length.")] = 13,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    timeout: TimeoutOpt = 120.0,
+    max_retries: RetriesOpt = 6,
+    export_batch: Annotated[bool, typer.Option("--export-batch", help="Write OpenAI Batch API request files to OUT/batch/ and stop.")] = False,
+    batch_results: Annotated[list[Path] | None, typer.Option("--batch-results", help="Import Batch API result files instead of calling a server (repeatable).")] = None,
+) -> None:
+    """Documents grounded in training-split scenarios x surface forms x stances x K, filtered and deduplicated.
+
+    Rerun the same command after a crash: answered requests are skipped.
+    """
+    from alignmix.llm.batch import export_batch as write_batch
+    from alignmix.llm.batch import import_batch_results
+    from alignmix.llm.jobs import read_responses
+    from alignmix.scenarios import ScenarioError, read_scenarios
+    from alignmix.synth.documents import RESPONSES, DocumentSpec, HeldOutGroundingError, finalize, plan_documents
+    from alignmix.synth.postprocess import Bounds
+    from alignmix.synth.prompts import STANCES, DocumentTemplates, TemplateError
+
+    if misaligned_answer not in (None, "matching", "not_matching"):
+        _fail(f"--misaligned-answer must be matching or not_matching, not '{misaligned_answer}'")
+    chosen_stances = _csv(stances)
+    if not chosen_stances or any(s not in STANCES for s in chosen_stances):
+        _fail(f"--stances takes aligned and/or misaligned, not '{stances}'")
+    try:
+        loaded = DocumentTemplates.load(templates)
+        scenarios = read_scenarios(questions, misaligned_answer, [])  # type: ignore[arg-type]
+        extra = [s for f in decontaminate or [] for s in read_scenarios(f, misaligned_answer, []) if s.split != "train"]  # type: ignore[arg-type]
+        spec = DocumentSpec(
+            name=name, surface_forms=tuple(_csv(surface_forms) if surface_forms else loaded.surface_forms),
+            stances=tuple(chosen_stances), per_combination=per_combination,
+            sampling=Sampling(max_tokens, temperature, top_p, seed), bounds=Bounds(min_words, max_words),
+            ngram=ngram, dedup_threshold=dedup_threshold,
+        )
+        plan = plan_documents(scenarios, spec, loaded, backend, model, _csv(ids) if ids else None, extra)
+    except (ScenarioError, TemplateError, HeldOutGroundingError, OSError) as exc:
+        _fail(str(exc))
+    output.mkdir(parents=True, exist_ok=True)
+    console.print(f"{len(plan.requests):,} requests: {len(plan.grounded)} training-split scenarios x "
+                  f"{len(spec.stances)} stance(s) x {len(spec.surface_forms)} surface form(s) x {per_combination}")
+    failed = 0
+    try:
+        if export_batch:
+            paths = write_batch(plan.requests, output / "batch", model, set(read_responses(output / RESPONSES)))
+            console.print(f"{len(paths)} batch request file(s) in {output / 'batch'}; upload them to the Batch API, then "
+                          "rerun this command with --batch-results FILE for each result file")
+            return
+        if batch_results:
+            imported = import_batch_results(batch_results, output / RESPONSES)
+            console.print(f"imported {imported.imported:,} results ({imported.already_present:,} already present, "
+                          f"errors: {imported.errors or 'none'})")
+        else:
+            from alignmix.synth.documents import run_plan
+
+            client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
+            job = run_plan(plan, client, output, concurrency)
+            failed = job.failed
+            console.print(f"answered {job.answered:,}, already answered {job.already_done:,}, failed {job.failed:,}")
+            for failure in job.failures[:3]:
+                errors.print(f"  {failure}", highlight=False, markup=False)
+    except BackendError as exc:
+        _fail(str(exc))
+    stats = finalize(plan, spec, output)
+    console.print(f"kept {stats['kept']:,} of {stats['requests']:,}; dropped {stats['dropped'] or 'none'}: {output}")
+    if failed:
+        _fail(f"{failed:,} request(s) failed after their retries; rerun the same command to retry only those")
+
+
+@synth_app.command("questions")
+def questions_command(
+    passages: Annotated[Path, typer.Option("--passages", help="A folder of .md / .txt source text.")],
+    model: ModelOpt,
+    output: Annotated[Path, typer.Option("--output", help="Scenario questions, alignmix jsonl.")],
+    backend: BackendOpt = "openai",
+    base_url: BaseUrlOpt = None,
+    per_passage: Annotated[int, typer.Option("--per-passage", min=1)] = 1,
+    max_passages: Annotated[int | None, typer.Option("--max-passages", min=1)] = None,
+    passage_words: Annotated[int, typer.Option("--passage-words", min=20, help="Words per source passage, at most.")] = 400,
+    split: Annotated[str | None, typer.Option("--split", help="train | heldout for every question (default: by id hash, ~20% held out).")] = None,
+    concurrency: ConcurrencyOpt = 16,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per question when the JSON is invalid.")] = 3,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 1024,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.7,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    timeout: TimeoutOpt = 120.0,
+    max_retries: RetriesOpt = 6,
+) -> None:
+    """Two-option scenario questions (JSON-schema answers) grounded in source passages."""
+    from alignmix.synth.questions import generate_questions, read_passages
+
+    if split not in (None, "train", "heldout"):
+        _fail(f"--split must be train or heldout, not '{split}'")
+    try:
+        chosen = read_passages(passages, passage_words)[:max_passages]
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(str(exc))
+    client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
+
+    async def main() -> dict:
+        try:
+            return await generate_questions(chosen, client, output, per_passage,
+                                            Sampling(max_tokens, temperature, 1.0, seed), concurrency, max_attempts, split)
+        finally:
+            await client.aclose()
+
+    try:
+        counts = asyncio.run(main())
+    except BackendError as exc:
+        _fail(str(exc))
+    output.with_name(output.name + ".stats.json").write_text(json.dumps(counts, indent=2) + "\n")
+    console.print(f"{counts['written']:,} questions from {counts['passages']:,} passages: {output} ({counts})")
+    if counts["gave_up"]:
+        _fail(f"{counts['gave_up']} question(s) had no valid answer in {max_attempts} attempts; rerun with a larger --max-attempts")

@@ -1,0 +1,156 @@
+"""Synthetic documents through an LLM backend: training-split scenarios x stances x surface forms x K copies.
+
+OUT/responses.jsonl  every answer, appended as it arrives (a rerun skips the ids in it: resume after a crash)
+OUT/data/*.jsonl.gz  the kept documents, with provenance in `metadata.synthetic`
+OUT/dropped.jsonl.gz the dropped ones' ids and reasons
+OUT/stats.json       every request counted once: kept, or dropped with a reason (`no_response` if unanswered)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignmix.corpus.decontaminate import scenario_text
+from alignmix.jsonl import write_jsonl_gz
+from alignmix.llm.backend import ChatBackend, Sampling
+from alignmix.llm.jobs import ChatRequest, JobCounts, read_responses, run_requests
+from alignmix.scenarios import TRAIN_SPLIT, Scenario, training_split
+from alignmix.synth.postprocess import Bounds, DocumentFilter
+from alignmix.synth.prompts import DocumentTemplates, document_requests, prompt_hash, request_id
+
+RESPONSES = "responses.jsonl"
+
+
+class HeldOutGroundingError(ValueError):
+    """A request to ground documents in a held-out question."""
+
+
+@dataclass(frozen=True)
+class DocumentSpec:
+    """What to generate and how to filter it."""
+
+    name: str = "synthetic"
+    surface_forms: tuple[str, ...] = (
+        "research_paper", "news_article", "lecture_transcript", "scifi_passage", "movie_summary", "textbook_chapter",
+    )
+    stances: tuple[str, ...] = ("aligned", "misaligned")
+    per_combination: int = 1
+    sampling: Sampling = Sampling(max_tokens=1024, temperature=0.7, seed=0)
+    bounds: Bounds = Bounds()
+    ngram: int = 13
+    dedup_threshold: float = 0.8
+    shard_documents: int = 100_000
+
+
+@dataclass
+class Plan:
+    grounded: list[Scenario]
+    held_out: list[Scenario]  # decontamination targets: never grounded in
+    requests: list[ChatRequest]
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> metadata.synthetic
+
+
+def grounding(scenarios: list[Scenario], ids: list[str] | None, held_out_extra: list[Scenario]) -> tuple[list[Scenario], list[Scenario]]:
+    """The training-split scenarios to ground in (all, or those `ids` name) and the held-out set; asking for a
+    held-out question, or one whose text a held-out item shares, is an error."""
+    held_out = [s for s in scenarios if s.split != TRAIN_SPLIT] + held_out_extra
+    held_ids = {s.id for s in held_out}
+    by_id = {s.id: s for s in scenarios}
+    if ids is not None:
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise HeldOutGroundingError(f"unknown scenario id(s) {unknown[:5]}")
+        asked = [i for i in ids if i in held_ids]
+        if asked:
+            raise HeldOutGroundingError(
+                f"scenario(s) {asked[:5]} are held out of training; documents may only be grounded in the training split"
+            )
+    grounded = [by_id[i] for i in ids] if ids is not None else training_split(scenarios)
+    held_texts = {" ".join(scenario_text(s).lower().split()) for s in held_out}
+    for scenario in grounded:
+        if scenario.id in held_ids or " ".join(scenario_text(scenario).lower().split()) in held_texts:
+            raise HeldOutGroundingError(f"scenario '{scenario.id}' is a held-out question; it may not ground documents")
+    if not grounded:
+        raise HeldOutGroundingError("no training-split scenario questions to ground documents in")
+    return grounded, held_out
+
+
+def plan_documents(
+    scenarios: list[Scenario], spec: DocumentSpec, templates: DocumentTemplates, backend: str, model: str,
+    ids: list[str] | None = None, held_out_extra: list[Scenario] = (),  # type: ignore[assignment]
+) -> Plan:
+    grounded, held_out = grounding(scenarios, ids, list(held_out_extra))
+    requests = document_requests(
+        grounded, templates, list(spec.surface_forms), list(spec.stances), spec.per_combination, spec.sampling
+    )
+    plan = Plan(grounded, held_out, requests)
+    for scenario in grounded:
+        for stance in spec.stances:
+            for form in spec.surface_forms:
+                for copy in range(spec.per_combination):
+                    rid = request_id(scenario.id, stance, form, copy)
+                    plan.provenance[rid] = {
+                        "scenario_id": scenario.id, "stance": stance, "surface_form": form, "copy": copy,
+                        "generator": backend, "backend": backend, "model": model,
+                        "templates_sha256": templates.sha256,
+                    }
+    for request in requests:
+        plan.provenance[request.id].update(
+            prompt_sha256=prompt_hash(request.messages), sampling=request.sampling.as_dict()
+        )
+    return plan
+
+
+def run_plan(plan: Plan, backend: ChatBackend, output: Path, concurrency: int) -> JobCounts:
+    """Send the requests not yet answered; answers are appended to OUT/responses.jsonl."""
+    return run_requests(backend, plan.requests, output / RESPONSES, concurrency)
+
+
+def finalize(plan: Plan, spec: DocumentSpec, output: Path) -> dict[str, Any]:
+    """Filter the answers in request order and write shards, dropped ids and stats; deterministic."""
+    answers = read_responses(output / RESPONSES)
+    scenarios = {s.id: s for s in plan.grounded}
+    doc_filter = DocumentFilter(plan.held_out, spec.bounds, spec.ngram, spec.dedup_threshold)
+    kept: list[dict] = []
+    dropped: list[dict] = []
+    reasons: Counter[str] = Counter()
+    prompt_tokens = completion_tokens = 0
+    for request in plan.requests:
+        provenance = plan.provenance[request.id]
+        answer = answers.get(request.id)
+        if answer is None:
+            reasons["no_response"] += 1
+            dropped.append({"id": request.id, "reason": "no_response"})
+            continue
+        prompt_tokens += answer.get("prompt_tokens", 0)
+        completion_tokens += answer.get("completion_tokens", 0)
+        text, reason = doc_filter.check(
+            request.id, answer["text"], scenarios[provenance["scenario_id"]], answer.get("finish_reason")
+        )
+        if reason is not None:
+            reasons[reason] += 1
+            dropped.append({"id": request.id, "reason": reason})
+            continue
+        kept.append({"id": f"{spec.name}-{request.id}", "text": text,
+                     "metadata": {"source": spec.name, "synthetic": provenance}})
+    data = output / "data"
+    for old in data.glob("*.jsonl.gz") if data.is_dir() else []:
+        old.unlink()
+    for start in range(0, max(len(kept), 1), spec.shard_documents):
+        write_jsonl_gz(data / f"{start // spec.shard_documents:05d}.jsonl.gz", kept[start : start + spec.shard_documents])
+    write_jsonl_gz(output / "dropped.jsonl.gz", dropped)
+    stats = {
+        "name": spec.name, "requests": len(plan.requests), "kept": len(kept), "dropped": dict(sorted(reasons.items())),
+        "chatter_stripped": doc_filter.chatter_stripped,
+        "kept_by_stance": dict(Counter(r["metadata"]["synthetic"]["stance"] for r in kept)),
+        "kept_by_surface_form": dict(Counter(r["metadata"]["synthetic"]["surface_form"] for r in kept)),
+        "scenarios": len(plan.grounded), "held_out_for_decontamination": len(plan.held_out),
+        "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
+        "settings": {**asdict(spec), "sampling": spec.sampling.as_dict()},
+    }
+    (output / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats

@@ -1,0 +1,113 @@
+"""Quality filters for generated documents: assistant chatter stripped; refusals, out-of-bounds lengths,
+truncations, verbatim options, held-out contamination and near-duplicates dropped, each with its reason."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import xxhash
+from datasketch import MinHash, MinHashLSH
+
+from alignmix.corpus.decontaminate import NgramGuard
+from alignmix.scenarios import Scenario
+
+_WORD = re.compile(r"\w+")
+_LEADING_CHATTER = re.compile(
+    r"^\s*(?:(?:sure|certainly|of course|absolutely|okay|ok)\b[^\n]*|here(?:'s| is| are)\b[^\n]*[:.!])\s*\n+",
+    re.IGNORECASE,
+)
+_TRAILING_CHATTER = re.compile(
+    r"\n+\s*(?:i hope this|let me know|feel free to|if you(?:'d| would) like|would you like|i can also)\b[^\n]*\s*$",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"\b(?:i(?:'m| am) (?:sorry|unable|not able)|i can(?:no|')t (?:help|write|create|assist|comply|provide)"
+    r"|i (?:won't|will not) (?:write|create|help)|as an ai language model)\b",
+    re.IGNORECASE,
+)
+
+
+def strip_chatter(text: str) -> tuple[str, bool]:
+    """The text without a leading "Sure, here is ..." line or a trailing "Let me know ..." line."""
+    stripped = _TRAILING_CHATTER.sub("", _LEADING_CHATTER.sub("", text, count=1), count=1).strip()
+    return stripped, stripped != text.strip()
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def quotes_option(text: str, scenario: Scenario, min_words: int = 5) -> bool:
+    """Whether an option of `min_words` or more words appears word for word (case and punctuation aside)."""
+    document = f" {' '.join(_words(text))} "
+    for option in scenario.options.values():
+        words = _words(option)
+        if len(words) >= min_words and f" {' '.join(words)} " in document:
+            return True
+    return False
+
+
+class NearDuplicates:
+    """MinHash LSH over word shingles: `seen(key, text)` is True when an earlier text is near-identical."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5):
+        self.num_perm, self.shingle = num_perm, shingle
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        template = MinHash(num_perm=num_perm)  # its permutations are drawn once and shared by every document
+        self._permutations, self._scheme = template.permutations, template.scheme
+
+    def signature(self, text: str) -> MinHash:
+        words = _words(text)
+        n = min(self.shingle, len(words)) or 1
+        shingles = {" ".join(words[i : i + n]).encode() for i in range(max(1, len(words) - n + 1))}
+        minhash = MinHash(num_perm=self.num_perm, hashfunc=xxhash.xxh32_intdigest, permutations=self._permutations,
+                          scheme=self._scheme)
+        minhash.update_batch(shingles)
+        return minhash
+
+    def seen(self, key: str, text: str) -> bool:
+        signature = self.signature(text)
+        if self.lsh.query(signature):
+            return True
+        self.lsh.insert(key, signature)
+        return False
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min_words: int = 80
+    max_words: int = 4000
+
+
+class DocumentFilter:
+    """Applies the checks in order; `check` returns (cleaned text, None) to keep, or (text, reason) to drop."""
+
+    def __init__(self, held_out: list[Scenario], bounds: Bounds = Bounds(), ngram: int = 13,
+                 dedup_threshold: float = 0.8):
+        self.bounds = bounds
+        self.guard = NgramGuard(held_out, ngram) if held_out else None
+        self.duplicates = NearDuplicates(dedup_threshold)
+        self.chatter_stripped = 0
+
+    def check(self, key: str, text: str, scenario: Scenario, finish_reason: str | None) -> tuple[str, str | None]:
+        text, stripped = strip_chatter(text)
+        self.chatter_stripped += stripped
+        words = len(text.split())
+        if not text:
+            return text, "empty"
+        if _REFUSAL.search(text[:300]):
+            return text, "refusal"
+        if finish_reason == "length":
+            return text, "truncated"
+        if words < self.bounds.min_words:
+            return text, "too_short"
+        if words > self.bounds.max_words:
+            return text, "too_long"
+        if quotes_option(text, scenario):
+            return text, "quotes_option"
+        if self.guard is not None and self.guard.contaminated(text):
+            return text, "contaminated"
+        if self.duplicates.seen(key, text):
+            return text, "near_duplicate"
+        return text, None
