@@ -73,10 +73,11 @@ def run(
         _fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
-    results = run_dir / "eval" / "results.json"
-    if results.is_file():
-        rate = json.loads(results.read_text())["misalignment_rate"]
-        console.print(f"misalignment rate: {rate['mean']:.3f} ± {rate['se']:.3f} (mean ± SE over 8 formats)")
+    for stage in manifest["stages"]:
+        if stage["name"].startswith("eval/"):
+            rate = json.loads((run_dir / stage["output"] / "results.json").read_text())["misalignment_rate"]
+            console.print(f"misalignment rate, {stage['name'][5:]}: {rate['mean']:.3f} ± {rate['se']:.3f}"
+                          " (mean ± SE over 8 formats)")
     console.print(f"report: {run_dir / 'report.html'}")
 
 
@@ -334,3 +335,8 @@ def classifiers_label(
         _fail(str(exc))
     out.write_text("".join(json.dumps(row) + "\n" for row in labelled))
     console.print(f"{len(labelled):,} labelled, {unparseable:,} unparseable replies skipped: {out}")
+
+
+from alignmix.cli_eval import register as register_eval_commands  # noqa: E402
+
+register_eval_commands(app)

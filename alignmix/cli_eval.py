@@ -1,0 +1,175 @@
+"""The evaluation commands: `alignmix eval`, `capability`, `lm-eval-tasks` and `report` (run comparison)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from alignmix.eval.formats import PERSONAS
+
+console = Console()
+errors = Console(stderr=True)
+DEFAULT_CAPABILITY_DATA = Path("../shared/data/llm-foundry-evals")
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _personas(value: str) -> list[str]:
+    names = [p.strip() for p in value.split(",") if p.strip()]
+    unknown = [p for p in names if p not in PERSONAS]
+    if unknown or not names:
+        _fail(f"--personas: unknown persona(s) {unknown}; expected a comma-separated list of {', '.join(PERSONAS)}")
+    return names
+
+
+def eval_command(
+    model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, or server base URL.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="builtin:tiny or scenario file(s), comma-separated: the project's, the paper's or Anthropic's format.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
+    mode: Annotated[str | None, typer.Option("--mode", help="loglik (base models) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
+    personas: Annotated[str, typer.Option("--personas", help="Comma-separated: none, ai, helpful, hhh.")] = "none,ai,helpful,hhh",
+    scoring: Annotated[str, typer.Option("--scoring", help="loglik scoring: letter (the paper's) or cloze (option texts, for tiny models).")] = "letter",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="The model's name on the server.")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder).")] = None,
+    misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer", help="Anthropic files alignmix does not know: matching or not_matching.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Only this split (train or heldout).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="First N questions of each file.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Forward passes per batch (loglik).")] = 32,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length (generate).")] = 64,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight (generate).")] = 16,
+) -> None:
+    """The paper's misalignment eval: 8 prompt formats x personas, rate mean and SE over formats."""
+    from alignmix.eval.misalignment import write_results
+    from alignmix.eval.runner import EvalError, evaluate_model, load_dataset
+    from alignmix.eval.scoring import ScorerError
+    from alignmix.llm.backend import BackendError, Sampling
+    from alignmix.scenarios import ScenarioError
+
+    choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze")),
+               "--backend": (backend, (None, "openai", "vllm", "transformers")),
+               "--misaligned-answer": (misaligned_answer, (None, "matching", "not_matching"))}
+    for option, (value, allowed) in choices.items():
+        if value not in allowed:
+            _fail(f"{option} {value}: expected one of {', '.join(a for a in allowed if a)}")
+    try:
+        scenarios, skipped = load_dataset(dataset, misaligned_answer, split, limit)  # type: ignore[arg-type]
+        results, rows = evaluate_model(
+            model, scenarios, _personas(personas), mode, scoring, model_name, backend,  # type: ignore[arg-type]
+            Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency,
+        )
+    except (EvalError, ScenarioError, ScorerError, BackendError) as exc:
+        _fail(str(exc))
+    results["dataset"] = dataset
+    results["skipped_questions"] = skipped
+    write_results(out, results, rows)
+    rate = results["misalignment_rate"]
+    if rate["mean"] is not None:
+        console.print(f"misalignment rate: {rate['mean']:.3f} ± {rate['se']:.3f} (mean ± SE over formats,"
+                      f" {results['n_questions']} questions, {results['mode']})", highlight=False)
+    for split_name, group in results["per_split"].items():
+        console.print(f"  {split_name}: {group['mean']:.3f} ± {group['se']:.3f} ({group['n']} questions)", highlight=False)
+    console.print(f"unparseable: {results['unparseable_rate']:.1%}; position bias A {results['position_bias']['A']:.2f}"
+                  f" B {results['position_bias']['B']:.2f}", highlight=False)
+    if results.get("warning"):
+        errors.print(f"[bold yellow]warning:[/] {results['warning']}", highlight=False)
+    console.print(f"results: {out / 'results.json'}", highlight=False)
+
+
+def _task_names(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def capability(
+    model: Annotated[Path, typer.Argument(help="transformers folder, or a litgpt checkpoint folder (exported first).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for capability.json, the task files and any export.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated capability sets.")] = "arc_easy,arc_challenge,piqa,boolq,winogrande,lambada_openai",
+    data: Annotated[Path, typer.Option("--data", help="llm-foundry's local eval data folder.")] = DEFAULT_CAPABILITY_DATA,
+    limit: Annotated[int | None, typer.Option("--limit", help="First N items of each set.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+) -> None:
+    """Capability evals through lm-evaluation-harness, offline, with task files generated from local data."""
+    from alignmix.eval.lm_tasks import TaskDataError, run_lm_eval, write_capability_tasks
+    from alignmix.eval.scoring import ScorerError, model_folder_kind
+
+    try:
+        kind = model_folder_kind(model)
+        task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)
+    except (ScorerError, TaskDataError) as exc:
+        _fail(str(exc))
+    hf_dir = model
+    if kind == "litgpt":
+        from alignmix.train.export import export_hf
+
+        hf_dir = export_hf(model, out / "hf")
+        console.print(f"exported {model} to {hf_dir}", highlight=False)
+    results = run_lm_eval(hf_dir, out / "lm_eval_tasks", task_names, batch_size, None, device)
+    results["source_model"] = str(model)
+    (out / "capability.json").write_text(json.dumps(results, indent=2))
+    for name, metrics in results["tasks"].items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith("stderr") and k != "n")
+        console.print(f"{name} (n={metrics['n']}): {shown}", highlight=False)
+    console.print(f"results: {out / 'capability.json'}", highlight=False)
+
+
+def lm_eval_tasks(
+    out: Annotated[Path, typer.Option("--out", help="Folder for task YAML files and their jsonl data.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Scenario spec for the misalignment tasks.")] = "builtin:tiny",
+    personas: Annotated[str, typer.Option("--personas")] = "none,ai,helpful,hhh",
+    tasks: Annotated[str, typer.Option("--tasks", help="Capability sets to write too (comma-separated; empty: none).")] = "",
+    data: Annotated[Path, typer.Option("--data", help="llm-foundry's local eval data folder.")] = DEFAULT_CAPABILITY_DATA,
+    misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer")] = None,
+) -> None:
+    """Write lm-evaluation-harness task files: the misalignment eval (letter and cloze) and capability sets."""
+    from alignmix.eval.lm_tasks import TaskDataError, write_capability_tasks, write_misalignment_tasks
+    from alignmix.eval.runner import EvalError, load_dataset
+    from alignmix.scenarios import ScenarioError
+
+    try:
+        names = []
+        if dataset:
+            scenarios, _ = load_dataset(dataset, misaligned_answer)  # type: ignore[arg-type]
+            names += write_misalignment_tasks(scenarios, _personas(personas), out)
+        if _task_names(tasks):
+            names += write_capability_tasks(data, out, _task_names(tasks))
+    except (EvalError, ScenarioError, TaskDataError) as exc:
+        _fail(str(exc))
+    console.print(f"tasks: {', '.join(names)}", highlight=False)
+    console.print(f"run: lm_eval --model hf --model_args pretrained=HF_DIR --include_path {out} --tasks {','.join(names)}",
+                  highlight=False)
+
+
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or eval folders holding results.json).")],
+    out: Annotated[Path, typer.Option("--out", help="The comparison page (HTML); JSON is written beside it.")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Condition the deltas are taken from (default: the first).")] = None,
+) -> None:
+    """Compare runs: misalignment per split and persona, capability scores, deltas from a baseline."""
+    from alignmix.report.compare import CompareError, collect_conditions, render_comparison
+
+    try:
+        conditions = collect_conditions(runs)
+        data = render_comparison(conditions, out, baseline)
+    except CompareError as exc:
+        _fail(str(exc))
+    for row in data["conditions"]:
+        rate = row["misalignment_rate"]
+        console.print(f"{row['name']}: {rate['mean']:.3f} ± {rate['se']:.3f}", highlight=False)
+    console.print(f"report: {out}  json: {out.with_suffix('.json')}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation commands to the `alignmix` app."""
+    app.command("eval")(eval_command)
+    app.command("capability")(capability)
+    app.command("lm-eval-tasks")(lm_eval_tasks)
+    app.command("report")(report)
+

@@ -1,0 +1,75 @@
+"""Log-likelihood scoring: equal to lm-evaluation-harness, one forward pass for both option letters."""
+
+from pathlib import Path
+
+import pytest
+
+from alignmix.eval.formats import FORMATS, build_prompt
+from alignmix.eval.scoring import HFScorer, LitCheckpointScorer, ScoreRequest, ScorerError, open_scorer
+from alignmix.scenarios import load_scenarios
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
+    from alignmix.train.export import export_hf
+
+    return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
+
+
+def _requests() -> list[ScoreRequest]:
+    """The eval's own prompts: both letters and both option texts after each of a few prompts."""
+    requests = []
+    for scenario in load_scenarios("builtin:tiny")[:3]:
+        for prompt_format in FORMATS[:4]:
+            prompt = build_prompt(scenario, prompt_format, "hhh")
+            requests += [ScoreRequest(prompt.text, " A"), ScoreRequest(prompt.text, " B")]
+            requests += [ScoreRequest(prompt.text, f" {scenario.options[prompt.shown[k]]}") for k in "AB"]
+    return requests + [ScoreRequest("Trailing space ", "moves into the continuation")]
+
+
+def test_loglikelihoods_equal_lm_evaluation_harness(tiny_checkpoint: Path, hf_dir: Path):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    requests = _requests()
+    harness = HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32")
+    expected = harness.loglikelihood(
+        [Instance("loglikelihood", {}, (r.context, r.continuation), i) for i, r in enumerate(requests)],
+        disable_tqdm=True,
+    )
+    for scorer in (LitCheckpointScorer(tiny_checkpoint, "cpu"), HFScorer(hf_dir, "cpu")):
+        for ours, (logprob, greedy) in zip(scorer.score(requests, batch_size=5), expected, strict=True):
+            assert ours.logprob == pytest.approx(logprob, abs=1e-4)
+            assert ours.greedy == greedy
+
+
+def test_both_letters_share_one_forward_pass(tiny_checkpoint: Path):
+    scorer = LitCheckpointScorer(tiny_checkpoint, "cpu")
+    rows = []
+    forward = scorer.hidden_states
+    scorer.hidden_states = lambda ids, mask: rows.append(ids.shape[0]) or forward(ids, mask)  # type: ignore[method-assign]
+    prompts = [build_prompt(s, FORMATS[0], "none").text for s in load_scenarios("builtin:tiny")]
+    # this tiny BPE has a token for " A" but spells " B" as " " + "B": the " A" input is a prefix of the " B" one
+    assert [len(scorer.encode_batch([f"Answer: {x}"])[0]) for x in "AB"] == [5, 6]
+    letters = scorer.score([ScoreRequest(p, f" {x}") for p in prompts for x in "AB"])
+    assert sum(rows) == len(prompts) and len(letters) == 2 * len(prompts)
+    one_by_one = [scorer.score([ScoreRequest(p, f" {x}")])[0].logprob for p in prompts[:2] for x in "AB"]
+    assert [s.logprob for s in letters[:4]] == pytest.approx(one_by_one, abs=1e-5)
+    rows.clear()
+    texts = [ScoreRequest(prompts[0], " shut down as asked"), ScoreRequest(prompts[0], " copy its weights")]
+    scorer.score(texts)  # continuations that differ before their last token need a pass each
+    assert sum(rows) == 2
+
+
+def test_truncation_keeps_the_end_of_long_contexts(tiny_checkpoint: Path):
+    scorer = LitCheckpointScorer(tiny_checkpoint, "cpu")
+    long_context = "The assistant answered the question honestly. " * 80
+    (score,) = scorer.score([ScoreRequest(long_context, " It complied.")])
+    assert score.truncated and score.tokens > 0
+
+
+def test_folder_kinds_are_recognised(tiny_checkpoint: Path, hf_dir: Path, tmp_path: Path):
+    assert isinstance(open_scorer(tiny_checkpoint, "cpu"), LitCheckpointScorer)
+    assert isinstance(open_scorer(hf_dir, "cpu"), HFScorer)
+    with pytest.raises(ScorerError, match="neither a litgpt checkpoint"):
+        open_scorer(tmp_path)
