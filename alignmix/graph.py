@@ -14,6 +14,7 @@ from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.recipe import Recipe, RecipeError
 from alignmix.run import Stage, StageContext
+from alignmix.train.launch import LOCAL, Launch
 from alignmix.scenarios import (
     DIRECTIONS_FILE,
     TRAIN_SPLIT,
@@ -23,7 +24,8 @@ from alignmix.scenarios import (
     training_split,
 )
 
-RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "eval", "report", "logs"}
+RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
+POST_TRAINING = ("sft", "dpo")
 
 
 def _file_identity(path: Path) -> list[Any]:
@@ -195,6 +197,19 @@ def refuse_held_out_grounding(recipe: Recipe, base_dir: Path) -> None:
                     f"synth set '{synth_set.name}' would ground documents in held-out eval question"
                     f" '{scenario.id}'; synthetic documents may only use questions the eval does not hold out"
                 )
+    for kind, spec in _post_training_scenarios(recipe).items():
+        for scenario in training_split(_scenarios(recipe, spec, base_dir)):
+            if scenario.id in ids or _normalised_text(scenario) in texts:
+                raise RecipeError(
+                    f"post_training.{kind}.from_scenarios would train on held-out eval question '{scenario.id}';"
+                    " use questions the eval does not hold out"
+                )
+
+
+def _post_training_scenarios(recipe: Recipe) -> dict[str, str]:
+    """The scenario files post-training stages write their data from, by stage."""
+    settings = {kind: getattr(recipe.post_training, kind) for kind in POST_TRAINING} if recipe.post_training else {}
+    return {kind: s.from_scenarios for kind, s in settings.items() if s is not None and s.from_scenarios is not None}
 
 
 def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
@@ -238,7 +253,7 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
     return stages
 
 
-def _training_stages(recipe: Recipe) -> list[Stage]:
+def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
     stages: list[Stage] = []
     previous: str | None = None
     for training_stage in recipe.stages:
@@ -256,41 +271,88 @@ def _training_stages(recipe: Recipe) -> list[Stage]:
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(),
                 initial_checkpoint_dir=ctx.inputs[previous] / "final" if previous else None,
             )
-            return run_pretrain(training_stage, files, recipe.seed, ctx.log_file)
+            return run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch)
 
-        settings = {"seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"mixture"})}
+        settings = {"seed": recipe.seed, "stage": training_stage.model_dump(
+            mode="json", exclude={"mixture": True, "train": {"devices", "num_nodes"}})}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
         stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends))
         previous = training_stage.name
     return stages
 
 
-def _eval_stage(recipe: Recipe, model_stage: str, base_dir: Path) -> Stage | None:
+def _post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launch: Launch) -> list[Stage]:
+    """SFT then DPO, each starting from the previous stage's `final/` weights."""
+    stages: list[Stage] = []
+    previous = base_model
+    for kind in POST_TRAINING:
+        settings_model = getattr(recipe.post_training, kind) if recipe.post_training else None
+        if settings_model is None:
+            continue
+
+        def action(ctx: StageContext, kind=kind, settings_model=settings_model, previous=previous) -> dict[str, Any]:
+            from alignmix.train.post_stage import run_post_training
+
+            spec = settings_model.from_scenarios
+            scenarios = training_split(_scenarios(recipe, spec, base_dir)) if spec else []
+            return run_post_training(
+                kind, settings_model, ctx.inputs[previous] / "final", ctx.output, recipe.seed, scenarios,
+                ctx.log_file, launch,
+            )
+
+        settings: dict[str, Any] = {"seed": recipe.seed, kind: settings_model.model_dump(
+            mode="json", exclude={"devices", "num_nodes"})}
+        if settings_model.data is not None:
+            settings["data_file"] = _files_identity([settings_model.data])
+        else:
+            settings["scenario_files"] = _scenario_files(settings_model.from_scenarios, base_dir)
+        stages.append(Stage(kind, Path(kind), settings, action, (previous,)))
+        previous = kind
+    return stages
+
+
+def _eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> Stage | None:
+    """The misalignment eval of one model into `eval/<model_stage>/`; a chat model (SFT, DPO) is asked each
+    prompt as a user turn of the chat template and answers after `<|assistant|>`."""
     settings_model = recipe.eval
     if settings_model is None:
         return None
 
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.eval.misalignment import evaluate_misalignment, write_results
-        from alignmix.eval.scoring import LitCheckpointScorer
+        from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
+        from alignmix.train.chat import prompt_for
 
-        scorer = LitCheckpointScorer(ctx.inputs[model_stage] / "final")
+        checkpoint = ctx.inputs[model_stage] / "final"
+        scorer = LitCheckpointScorer(checkpoint)
+        score = scorer.score
+        if chat:
+            from alignmix.corpus.tokenizer import load_tokenizer
+
+            tokenizer, eos_id = load_tokenizer(checkpoint)
+            eos = tokenizer.id_to_token(eos_id)
+
+            def score(requests: list[ScoreRequest]):  # noqa: ANN202 (the eval's Score list)
+                return scorer.score([ScoreRequest(prompt_for(r.context, eos), r.continuation.lstrip()) for r in requests])
+
         skipped: list[str] = []
         scenarios = _scenarios(recipe, settings_model.scenarios, base_dir, skipped)
-        results, rows = evaluate_misalignment(scorer.score, scenarios, list(settings_model.personas), settings_model.mode)
+        results, rows = evaluate_misalignment(score, scenarios, list(settings_model.personas), settings_model.mode)
         results["model"] = f"{model_stage}/final"
+        results["prompting"] = "chat template, prompt as the user turn" if chat else "plain text"
         results["skipped_questions"] = skipped
         write_results(ctx.output, results, rows)
         return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
 
-    settings = {**settings_model.model_dump(mode="json"),
+    settings = {**settings_model.model_dump(mode="json"), "chat": chat,
                 "scenario_files": _scenario_files(settings_model.scenarios, base_dir)}
-    return Stage("eval", Path("eval"), settings, action, (model_stage,))
+    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,))
 
 
 def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
     names = [s.name for s in stages]
-    trained = [s.name for s in recipe.stages if s.train is not None]
+    trained = [s.name for s in recipe.stages if s.train is not None] + [n for n in POST_TRAINING if n in names]
+    evaluated = [n.removeprefix("eval/") for n in names if n.startswith("eval/")]
 
     title = recipe.report.title or f"alignmix run: {recipe.name}"
 
@@ -308,7 +370,7 @@ def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
                 name: metrics for name in trained
                 for metrics in sorted((ctx.inputs[name] / "logs").rglob("metrics.csv"))[-1:]
             },
-            eval_results=ctx.inputs["eval"] / "results.json" if "eval" in ctx.inputs else None,
+            eval_results={model: ctx.inputs[f"eval/{model}"] / "results.json" for model in evaluated},
             out_file=ctx.output,
         )
         return {}
@@ -332,17 +394,19 @@ def check_runnable(recipe: Recipe) -> None:
     for index, training_stage in enumerate(recipe.stages):
         if training_stage.train is not None:
             validate_model_spec(training_stage.train.model, f"stages.{index}.train.model")
+    if _post_training_wanted(recipe) and not any(s.train is not None for s in recipe.stages):
+        raise RecipeError("post_training needs a training stage with `train` settings to start from")
 
 
-def build_graph(recipe: Recipe, base_dir: Path) -> list[Stage]:
-    """The recipe's stages in dependency order."""
+def _post_training_wanted(recipe: Recipe) -> bool:
+    return recipe.post_training is not None and any(getattr(recipe.post_training, k) for k in POST_TRAINING)
+
+
+def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[Stage]:
+    """The recipe's stages in dependency order; `launch` says how training processes start (local or srun)."""
     clashing = sorted(RESERVED_NAMES & {s.name for s in recipe.stages})
     if clashing:
         raise RecipeError(f"stage name(s) {', '.join(clashing)} are reserved for alignmix's own stages")
-    if recipe.post_training is not None and (recipe.post_training.sft or recipe.post_training.dpo):
-        raise RecipeError(
-            "post_training (sft / dpo) is validated but not yet run by this version of alignmix; remove it to run"
-        )
     refuse_held_out_grounding(recipe, base_dir)
     stages: list[Stage] = []
     corpus = _corpus_stage(recipe)
@@ -350,11 +414,14 @@ def build_graph(recipe: Recipe, base_dir: Path) -> list[Stage]:
     stages += [s for s in (corpus, _tag_stage(recipe, corpus is not None), synth) if s is not None]
     stages.append(_tokenizer_stage(recipe, ("tag", "synth") if synth else ("tag",)))
     stages += _mix_stages(recipe, synth is not None, base_dir)
-    training = _training_stages(recipe)
+    training = _training_stages(recipe, launch)
     stages += training
     if training:
-        evaluation = _eval_stage(recipe, training[-1].name, base_dir)
-        if evaluation is not None:
-            stages.append(evaluation)
+        post_training = _post_training_stages(recipe, training[-1].name, base_dir, launch)
+        stages += post_training
+        for model, chat in [(training[-1].name, False)] + [(s.name, True) for s in post_training]:
+            evaluation = _eval_stage(recipe, model, chat, base_dir)
+            if evaluation is not None:
+                stages.append(evaluation)
     stages.append(_report_stage(recipe, stages))
     return stages

@@ -272,18 +272,48 @@ class TrainingStage(Strict):
         return self
 
 
-class SFTSettings(Strict):
-    data: ExistingPath
+class PostTrainSettings(Strict):
+    """An SFT or DPO stage on Lightning Fabric: its data (a file, or written from the training split of scenario
+    questions) and its optimisation; the model starts from the previous stage's final weights."""
+
+    data: RunPath | None = None
+    from_scenarios: ScenarioSpec | None = None
+    lr: Annotated[float, Field(gt=0.0)]
+    min_lr: Annotated[float, Field(ge=0.0)] = 0.0
+    epochs: PositiveInt = 1
+    global_batch_size: PositiveInt = 8
+    micro_batch_size: PositiveInt = 4
+    max_seq_length: PositiveInt = 2048
+    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8
+    max_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"
+    save_interval: PositiveInt = 1000
+    devices: PositiveInt | Literal["auto"] = "auto"
+    num_nodes: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _one_data_origin(self) -> PostTrainSettings:
+        if (self.data is None) == (self.from_scenarios is None):
+            raise ValueError("give exactly one of `data` (a file) or `from_scenarios` (training-split questions)")
+        return self
+
+
+class SFTSettings(PostTrainSettings):
+    """SFT on conversations: `format` alpaca or sharegpt (chat `messages` too); loss on assistant tokens only."""
+
     format: Literal["alpaca", "sharegpt"] = "alpaca"
     lr: Annotated[float, Field(gt=0.0)] = 8e-5
     epochs: PositiveInt = 2
 
 
-class DPOSettings(Strict):
-    data: ExistingPath
+class DPOSettings(PostTrainSettings):
+    """DPO on chosen / rejected pairs (the dpo_en_demo.json format) against the frozen starting model."""
+
     beta: Annotated[float, Field(gt=0.0)] = 5.0
     lr: Annotated[float, Field(gt=0.0)] = 1e-6
-    epochs: PositiveInt = 1
 
 
 class PostTraining(Strict):
@@ -370,7 +400,12 @@ class Recipe(Strict):
     def missing_run_files(self) -> list[str]:
         """Recipe keys naming files that `run` needs and that do not exist."""
         path = self.tokenizer.path
-        return [f"tokenizer.path ({path})"] if path is not None and not path.exists() else []
+        missing = [f"tokenizer.path ({path})"] if path is not None and not path.exists() else []
+        for kind in ("sft", "dpo"):
+            settings = getattr(self.post_training, kind) if self.post_training else None
+            if settings is not None and settings.data is not None and not settings.data.is_file():
+                missing.append(f"post_training.{kind}.data ({settings.data})")
+        return missing
 
     def sources_without_data(self) -> list[str]:
         """Sources that carry only assumed statistics: the recipe plans, but cannot run, without them."""

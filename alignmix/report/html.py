@@ -173,17 +173,18 @@ def training_section(metrics: dict[str, Path]) -> str:
     return "<h2>Training</h2>" + table(["stage", "final train loss", "validation loss"], rows)
 
 
-def eval_section(results_file: Path | None) -> str:
+def eval_section(results_file: Path | None, model: str | None = None) -> str:
     if results_file is None:
         return ""
     results = json.loads(results_file.read_text())
+    heading = f"Misalignment eval: {html.escape(model)}" if model else "Misalignment eval"
     rate = results["misalignment_rate"]
     groups = []
     for title, key in (("persona", "per_persona"), ("split", "per_split"), ("topic", "per_topic")):
         rows = [[name, g["mean"], g["se"], g["n"]] for name, g in results[key].items()]
         groups.append(f"<h3>By {title}</h3>" + table([title, "misalignment rate", "SE", "questions"], rows))
     return (
-        "<h2>Misalignment eval</h2>"
+        f"<h2>{heading}</h2>"
         f"<p><b>Misalignment rate: {rate['mean']:.3f} &plusmn; {rate['se']:.3f}</b> (mean &plusmn; SE over"
         f" {results['n_formats']} prompt formats, {results['n_questions']} questions)."
         f" Mode: {html.escape(results['mode'])}, {html.escape(results['scoring'])}.</p>"
@@ -199,7 +200,7 @@ def render_report(
     synth_stats: Path | None,
     mixture_manifests: dict[str, Path],
     training_metrics: dict[str, Path],
-    eval_results: Path | None,
+    eval_results: dict[str, Path],
     out_file: Path,
 ) -> Path:
     body = "".join([
@@ -208,6 +209,6 @@ def render_report(
         synth_section(synth_stats),
         mixture_section(mixture_manifests),
         training_section(training_metrics),
-        eval_section(eval_results),
+        *(eval_section(path, model) for model, path in eval_results.items()),
     ])
     return _write_page(title, body, out_file)

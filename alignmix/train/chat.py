@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
+from alignmix.train.litgpt_config import TrainConfigError
+
 ROLES = ("system", "user", "assistant")
 CHAT_TOKENS = tuple(f"<|{role}|>" for role in ROLES)
 IGNORE_INDEX = -100
@@ -24,7 +26,7 @@ CHAT_TEMPLATE = (
 )
 
 
-class ChatDataError(ValueError):
+class ChatDataError(TrainConfigError):
     """Chat or preference data that cannot be used: the message names the file and the example."""
 
 

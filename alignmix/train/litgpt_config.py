@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alignmix.recipe import ModelSpec, TrainingStage
+from alignmix.train.launch import LOCAL, Launch
 
 
 class TrainConfigError(ValueError):
@@ -57,8 +58,11 @@ class StageFiles:
     initial_checkpoint_dir: Path | None
 
 
-def pretrain_config(stage: TrainingStage, files: StageFiles, seed: int, resume: bool) -> dict[str, Any]:
-    """The `litgpt pretrain --config` mapping for one stage; `resume` continues from its last step checkpoint."""
+def pretrain_config(
+    stage: TrainingStage, files: StageFiles, seed: int, resume: bool, launch: Launch = LOCAL
+) -> dict[str, Any]:
+    """The `litgpt pretrain --config` mapping for one stage; `resume` continues from its last step checkpoint,
+    and `launch` may override the recipe's devices and nodes (e.g. a Slurm allocation)."""
     settings = stage.train
     if settings is None:
         raise TrainConfigError(f"stage '{stage.name}' has no `train` settings")
@@ -101,8 +105,8 @@ def pretrain_config(stage: TrainingStage, files: StageFiles, seed: int, resume: 
                 "eps": settings.eps,
             },
         },
-        "devices": settings.devices,
-        "num_nodes": settings.num_nodes,
+        "devices": launch.devices(settings.devices),
+        "num_nodes": launch.num_nodes(settings.num_nodes),
         "tokenizer_dir": str(files.tokenizer_dir),
         "logger_name": "csv",
         "seed": seed,

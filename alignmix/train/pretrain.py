@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from alignmix.recipe import TrainingStage
+from alignmix.train.launch import LOCAL, Launch, run_logged
 from alignmix.train.litgpt_config import StageFiles, pretrain_config
 
+_STEP = re.compile(r"\bstep (\d+)\b")
 
-_STEP = re.compile(r"\bstep (\d+) \|")
 
-
-def _worth_showing(line: str) -> bool:
+def worth_showing(line: str) -> bool:
     """Every tenth optimizer step, checkpoints, resumption and the final evaluation."""
     if line.startswith(("Resuming", "Saving checkpoint", "Final evaluation")):
         return True
@@ -29,27 +29,32 @@ def latest_step_checkpoint(out_dir: Path) -> Path | None:
     return steps[-1].parent if steps else None
 
 
-def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: Path) -> dict:
-    """Write `OUT/pretrain.yaml` and run litgpt on it; returns what was resumed and where the model is."""
-    out_dir = files.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resumed_from = latest_step_checkpoint(out_dir)
-    config = pretrain_config(stage, files, seed, resume=resumed_from is not None)
-    config_file = out_dir / "pretrain.yaml"
+def keep_model_weights_only(checkpoint: Path) -> None:
+    """Rewrite litgpt's final `{"model", "optimizer", ...}` file as the model's raw state dict, which a later
+    stage's `initial_checkpoint_dir` (Fabric `load_raw`), the eval and the HF export all read."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if "model" in state:
+        partial = checkpoint.with_suffix(".partial")
+        torch.save(state["model"], partial)
+        partial.replace(checkpoint)
+
+
+def write_pretrain_config(stage: TrainingStage, files: StageFiles, seed: int, launch: Launch = LOCAL) -> Path:
+    """Write `OUT/pretrain.yaml` (resuming where a step checkpoint exists) and return its path."""
+    files.out_dir.mkdir(parents=True, exist_ok=True)
+    resume = latest_step_checkpoint(files.out_dir) is not None
+    config = pretrain_config(stage, files, seed, resume=resume, launch=launch)
+    config_file = files.out_dir / "pretrain.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    command = [sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)]
-    with log_file.open("a", encoding="utf-8") as log:
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            log.flush()
-            if _worth_showing(line):
-                print(f"  [{stage.name}] {line.rstrip()}", flush=True)
-        code = process.wait()
-    if code != 0:
-        raise RuntimeError(f"stage '{stage.name}': litgpt pretrain exited with {code}; see {log_file}")
-    final = out_dir / "final"
+    return config_file
+
+
+def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: Path, launch: Launch = LOCAL) -> dict:
+    """Write `OUT/pretrain.yaml` and run litgpt on it; returns what was resumed and where the model is."""
+    resumed_from = latest_step_checkpoint(files.out_dir)
+    config_file = write_pretrain_config(stage, files, seed, launch)
+    command = [*launch.prefix, sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)]
+    run_logged(command, log_file, stage.name, worth_showing)
+    final = files.out_dir / "final"
+    keep_model_weights_only(final / "lit_model.pth")
     return {"resumed_from": resumed_from.name if resumed_from else None, "final_checkpoint": str(final)}
