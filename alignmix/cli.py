@@ -340,3 +340,7 @@ def classifiers_label(
 from alignmix.cli_eval import register as register_eval_commands  # noqa: E402
 
 register_eval_commands(app)
+
+from alignmix.cli_train import register as register_train_commands  # noqa: E402
+
+register_train_commands(app)

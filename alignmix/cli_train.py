@@ -1,0 +1,141 @@
+"""`alignmix train` (one training stage, locally or across Slurm nodes) and `alignmix export` (HF format)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from alignmix.recipe import Recipe, RecipeError, load_recipe
+
+console = Console()
+errors = Console(stderr=True)
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/tiny.yaml.")]
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _load(recipe_file: Path) -> Recipe:
+    try:
+        return load_recipe(recipe_file)
+    except RecipeError as exc:
+        _fail(str(exc))
+
+
+def _with_dependencies(stages: list, name: str) -> list:  # noqa: ANN001 (alignmix.run.Stage)
+    """`name` and every stage it depends on, transitively, in graph order."""
+    by_name = {s.name: s for s in stages}
+    wanted, pending = set(), [name]
+    while pending:
+        current = pending.pop()
+        if current not in wanted:
+            wanted.add(current)
+            pending.extend(by_name[current].depends_on)
+    return [s for s in stages if s.name in wanted]
+
+
+def train(
+    recipe_file: RecipeArg,
+    stage: Annotated[str, typer.Option("--stage", help="A training stage of the recipe (e.g. pretrain), sft or dpo.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/RECIPE_NAME).")] = None,
+    launcher: Annotated[
+        str, typer.Option("--launcher", help="local: run here; slurm: write (and submit) an sbatch script;"
+                          " srun: inside an allocation, start training under srun.")
+    ] = "local",
+    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Nodes (overrides the recipe's num_nodes).")] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option("--gpus-per-node", min=1, help="GPUs per node (overrides the recipe's devices).")
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time", help="Slurm time limit, e.g. 48:00:00.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --launcher slurm: print the script only.")] = False,
+) -> None:
+    """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
+    recipe = _load(recipe_file)
+    from alignmix.corpus.plan import PlanError
+    from alignmix.corpus.readers import InputError
+    from alignmix.graph import POST_TRAINING, build_graph, check_runnable
+    from alignmix.run import Runner, StageFailed
+    from alignmix.scenarios import ScenarioError
+    from alignmix.train.launch import Launch
+    from alignmix.train.litgpt_config import TrainConfigError
+
+    if launcher not in ("local", "slurm", "srun"):
+        _fail(f"--launcher: expected local, slurm or srun, got '{launcher}'")
+    trainable = [s.name for s in recipe.stages if s.train is not None]
+    trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
+    if stage not in trainable:
+        _fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
+    run_dir = out or Path("runs") / recipe.name
+    if launcher == "slurm":
+        _slurm(recipe_file, stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run)
+        return
+    if dry_run:
+        _fail("--dry-run applies to --launcher slurm")
+    launch = Launch(("srun", "--kill-on-bad-exit=1") if launcher == "srun" else (), nodes, gpus_per_node)
+    try:
+        check_runnable(recipe)
+        stages = _with_dependencies(build_graph(recipe, recipe_file.parent, launch), stage)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {"recipe": recipe.name, "recipe_file": str(recipe_file),
+                "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(), "seed": recipe.seed,
+                "settings": recipe.model_dump(mode="json")}
+        manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
+    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, StageFailed) as exc:
+        _fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
+    record = next(s for s in manifest["stages"] if s["name"] == stage)
+    console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
+
+
+def _slurm(recipe_file: Path, stage: str, run_dir: Path, nodes: int | None, gpus_per_node: int | None,
+           partition: str | None, time_limit: str | None, dry_run: bool) -> None:
+    from alignmix.train.slurm import SlurmJob, sbatch_script
+
+    if nodes is None or gpus_per_node is None:
+        _fail("--launcher slurm needs --nodes N and --gpus-per-node G")
+    script = sbatch_script(
+        SlurmJob(recipe_file, stage, run_dir, nodes, gpus_per_node, partition=partition, time=time_limit), Path.cwd()
+    )
+    if dry_run:
+        print(script, end="")
+        return
+    path = run_dir / "slurm" / f"{stage}.sbatch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    path.write_text(script)
+    if shutil.which("sbatch") is None:
+        console.print(f"wrote {path}; sbatch is not on PATH here: submit it with `sbatch {path}` on the cluster")
+        return
+    result = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        _fail(f"sbatch {path} failed: {result.stderr.strip()}")
+    console.print(f"wrote {path}; {result.stdout.strip()}")
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A litgpt checkpoint folder, e.g. runs/tiny/dpo/final.")],
+    hf: Annotated[Path, typer.Option("--hf", help="Output folder for the transformers checkpoint.")],
+) -> None:
+    """Export a litgpt GPT-NeoX checkpoint as a transformers checkpoint with its tokenizer (and chat template)."""
+    from alignmix.train.export import ExportError, export_hf
+
+    try:
+        out = export_hf(checkpoint, hf)
+    except ExportError as exc:
+        _fail(str(exc))
+    console.print(f"transformers checkpoint: {out}")
+
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `export` to the `alignmix` app."""
+    app.command("train")(train)
+    app.command("export")(export)
