@@ -1,0 +1,178 @@
+"""A comparison page across runs: misalignment per split and persona, capability scores, deltas from a baseline.
+
+A condition is one evaluated model: `RUN/eval/<model_stage>/results.json` (e.g. `eval/pretrain`, `eval/sft`),
+`RUN/eval/results.json` in older runs, or any folder holding a results.json. A `capability.json` beside it
+(`alignmix capability ... --out` that folder) adds capability scores. The page is one offline HTML file with
+inline SVG; the same numbers go to a JSON file beside it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+from alignmix.report.html import PALETTE, STYLE, table
+
+
+class CompareError(ValueError):
+    """Inputs the comparison cannot use: names the folder or condition."""
+
+
+def _conditions_in(path: Path) -> list[tuple[str, Path]]:
+    if (path / "results.json").is_file():
+        return [(path.name, path)]
+    eval_dir = path / "eval"
+    if (eval_dir / "results.json").is_file():
+        return [(path.name, eval_dir)]
+    stages = sorted(p.parent for p in eval_dir.glob("*/results.json"))
+    return [(f"{path.name}/{stage.name}", stage) for stage in stages]
+
+
+def _load_condition(name: str, folder: Path) -> dict:
+    results = json.loads((folder / "results.json").read_text())
+    if "misalignment_rate" not in results:
+        raise CompareError(f"{folder / 'results.json'}: no misalignment_rate; is it an alignmix eval result?")
+    capability_file = folder / "capability.json"
+    capability = json.loads(capability_file.read_text())["tasks"] if capability_file.is_file() else {}
+    return {
+        "name": name, "folder": str(folder), "mode": results.get("mode"),
+        "misalignment_rate": results["misalignment_rate"],
+        "per_split": {k: {"mean": v["mean"], "se": v["se"], "n": v["n"]} for k, v in results["per_split"].items()},
+        "per_persona": {k: {"mean": v["mean"], "se": v["se"], "n": v["n"]} for k, v in results["per_persona"].items()},
+        "unparseable_rate": results.get("unparseable_rate", 0.0),
+        "position_bias": results.get("position_bias"),
+        "n_questions": results.get("n_questions"),
+        "capability": {task: {"acc": m.get("acc"), "se": m.get("acc_stderr")} for task, m in capability.items()},
+    }
+
+
+def collect_conditions(paths: list[Path]) -> list[dict]:
+    """Every evaluated model under the given run (or eval) folders, in argument order."""
+    conditions: list[dict] = []
+    for path in paths:
+        if not path.is_dir():
+            raise CompareError(f"not a folder: {path}")
+        found = _conditions_in(path)
+        if not found:
+            raise CompareError(f"{path}: no eval results (expected eval/<stage>/results.json, eval/results.json"
+                               " or results.json)")
+        conditions += [_load_condition(name, folder) for name, folder in found]
+    names = [c["name"] for c in conditions]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise CompareError(f"condition name(s) {repeated} repeat: give run folders distinct names")
+    return conditions
+
+
+def _difference(value: dict | None, base: dict | None, key: str = "mean") -> dict | None:
+    if not value or not base or value.get(key) is None or base.get(key) is None:
+        return None
+    se = math.sqrt((value.get("se") or 0.0) ** 2 + (base.get("se") or 0.0) ** 2)
+    return {"delta": value[key] - base[key], "se": se}
+
+
+def add_deltas(conditions: list[dict], baseline: str | None) -> str:
+    """Each condition's difference from the baseline (SE of a difference of independent estimates)."""
+    name = baseline or conditions[0]["name"]
+    base = next((c for c in conditions if c["name"] == name), None)
+    if base is None:
+        raise CompareError(f"--baseline {name}: no such condition; expected one of {[c['name'] for c in conditions]}")
+    for c in conditions:
+        c["delta"] = {
+            "misalignment_rate": _difference(c["misalignment_rate"], base["misalignment_rate"]),
+            "per_split": {k: _difference(v, base["per_split"].get(k)) for k, v in c["per_split"].items()},
+            "per_persona": {k: _difference(v, base["per_persona"].get(k)) for k, v in c["per_persona"].items()},
+            "capability": {k: _difference(v, base["capability"].get(k), "acc") for k, v in c["capability"].items()},
+        }
+    return name
+
+
+def _cell(value: float | None, se: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} ± {se:.3f}" if se is not None else f"{value:.3f}"
+
+
+def _signed(diff: dict | None) -> str:
+    return "n/a" if diff is None else f"{diff['delta']:+.3f} ± {diff['se']:.3f}"
+
+
+def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
+    def union(key: str) -> list[str]:
+        return sorted({k for c in conditions for k in c[key]})
+    return union("per_split"), union("per_persona"), union("capability")
+
+
+def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220) -> str:
+    """Grouped vertical bars (one group per condition: overall and each split) with ±SE whiskers, as SVG."""
+    bar, gap, left, top, bottom = 22, 26, 40, 10, 70
+    group_width = bar * len(series) + gap
+    width = left + group_width * len(conditions) + 10
+    y = lambda v: top + height * (1 - v)  # noqa: E731
+    parts = [f'<line x1="{left}" y1="{y(0)}" x2="{width}" y2="{y(0)}" stroke="#888"/>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.2f}</text>'
+                     f'<line x1="{left}" y1="{y(tick)}" x2="{width}" y2="{y(tick)}" stroke="#eee"/>')
+    for g, condition in enumerate(conditions):
+        x0 = left + g * group_width + gap / 2
+        for s, name in enumerate(series):
+            stat = condition["misalignment_rate"] if name == "overall" else condition["per_split"].get(name)
+            if not stat or stat.get("mean") is None:
+                continue
+            mean, se = stat["mean"], stat["se"] or 0.0
+            x = x0 + s * bar
+            parts.append(f'<rect x="{x:.1f}" y="{y(mean):.1f}" width="{bar - 3}" height="{height * mean:.1f}"'
+                         f' fill="{PALETTE[s % len(PALETTE)]}"><title>{html.escape(condition["name"])} {html.escape(name)}:'
+                         f' {mean:.3f} ± {se:.3f}</title></rect>')
+            cx, low, high = x + (bar - 3) / 2, y(max(0.0, mean - se)), y(min(1.0, mean + se))
+            parts.append(f'<line x1="{cx:.1f}" y1="{low:.1f}" x2="{cx:.1f}" y2="{high:.1f}" stroke="#222"/>'
+                         f'<line x1="{cx - 4:.1f}" y1="{low:.1f}" x2="{cx + 4:.1f}" y2="{low:.1f}" stroke="#222"/>'
+                         f'<line x1="{cx - 4:.1f}" y1="{high:.1f}" x2="{cx + 4:.1f}" y2="{high:.1f}" stroke="#222"/>')
+        label_x = x0 + bar * len(series) / 2
+        parts.append(f'<text x="{label_x:.1f}" y="{y(0) + 14}" font-size="11" text-anchor="middle">'
+                     f'{html.escape(condition["name"])}</text>')
+    legend = "".join(
+        f'<rect x="{left + i * 110}" y="{y(0) + 36}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
+        f'<text x="{left + i * 110 + 14}" y="{y(0) + 45}" font-size="11">{html.escape(name)}</text>'
+        for i, name in enumerate(series)
+    )
+    return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}{legend}</svg>'
+
+
+def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None) -> dict:
+    """Write the HTML page and `out_file` with a .json suffix; returns what the JSON holds."""
+    if not conditions:
+        raise CompareError("no conditions to compare")
+    base = add_deltas(conditions, baseline)
+    splits, personas, tasks = _columns(conditions)
+    modes = sorted({str(c["mode"]) for c in conditions})
+    headers = (["condition", "misalignment"] + [f"split {s}" for s in splits] + [f"persona {p}" for p in personas]
+               + ["unparseable"] + tasks)
+    rates = [[c["name"], _cell(c["misalignment_rate"]["mean"], c["misalignment_rate"]["se"])]
+             + [_cell(c["per_split"].get(s, {}).get("mean"), c["per_split"].get(s, {}).get("se")) for s in splits]
+             + [_cell(c["per_persona"].get(p, {}).get("mean"), c["per_persona"].get(p, {}).get("se")) for p in personas]
+             + [f"{c['unparseable_rate']:.1%}"]
+             + [_cell(c["capability"].get(t, {}).get("acc"), c["capability"].get(t, {}).get("se")) for t in tasks]
+             for c in conditions]
+    deltas = [[c["name"], _signed(c["delta"]["misalignment_rate"])]
+              + [_signed(c["delta"]["per_split"].get(s)) for s in splits]
+              + [_signed(c["delta"]["per_persona"].get(p)) for p in personas]
+              + [""] + [_signed(c["delta"]["capability"].get(t)) for t in tasks] for c in conditions]
+    mixed = ("<p class='note'><b>The conditions were scored in different modes"
+             f" ({html.escape(', '.join(modes))}); their rates are not comparable.</b></p>") if len(modes) > 1 else ""
+    body = (
+        "<h1>alignmix: run comparison</h1>"
+        f"<p class='note'>Misalignment rate: share of answers choosing the misaligned option, mean ± SE over the"
+        f" prompt formats. Scoring: {html.escape(', '.join(modes))}. Capability: lm-evaluation-harness accuracy ±"
+        f" its stderr. Deltas: condition minus baseline <b>{html.escape(base)}</b>, SE = sqrt(SE1² + SE2²).</p>"
+        + mixed + "<h2>Misalignment rate by condition</h2>" + error_bar_chart(conditions, ["overall", *splits])
+        + "<h2>Results</h2>" + table(headers, rates) + f"<h2>Delta from {html.escape(base)}</h2>" + table(headers, deltas)
+    )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>alignmix comparison</title>"
+                        f"<style>{STYLE}</style></head><body>{body}</body></html>", encoding="utf-8")
+    data = {"baseline": base, "modes": modes, "conditions": conditions}
+    out_file.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    return data
