@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 from alignmix.llm.loopback import Faults, LoopbackServer, deterministic_text, prompt_text
 from alignmix.scenarios import DATA_DIR, read_scenarios
 from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, finalize, plan_documents
-from alignmix.synth.postprocess import NearDuplicates, quotes_option, strip_chatter
+from alignmix.corpus.decontaminate import NgramGuard
+from alignmix.synth.postprocess import HeldOutGuard, NearDuplicates, WordHashes, quotes_option, strip_chatter
 from alignmix.synth.prompts import DocumentTemplates
 
 TINY = DATA_DIR / "tiny.jsonl"
@@ -88,7 +90,7 @@ def test_killed_client_resumes_and_every_document_arrives_once(tmp_path: Path):
     ids = [json.loads(line)["id"] for line in responses.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == len(all_request_ids())
     assert {r["id"].removeprefix("synthetic-") for r in shard_rows(out)} == all_request_ids()
-    assert sum(server.seen.values()) <= len(all_request_ids()) + 4  # at most the requests in flight at the kill
+    assert len(server.bodies) <= len(all_request_ids()) + 4  # at most the requests in flight at the kill
 
 
 def test_killed_server_fails_clearly_then_rerun_completes(tmp_path: Path):
@@ -168,9 +170,22 @@ def test_filter_helpers():
     train = read_scenarios(TINY)[0]
     assert quotes_option(f"x {train.options['A'].upper()} y", train)
     assert not quotes_option("an unrelated paraphrase of what the AI did", train)
-    dedup = NearDuplicates()
+    words, dedup = WordHashes(), NearDuplicates()
     text = deterministic_text("p", 1, 300)
-    assert not dedup.seen("a", text) and dedup.seen("b", text.replace(".", "!")) and not dedup.seen("c", deterministic_text("p", 2, 300))
+    assert not dedup.seen("a", words(text)[1]) and dedup.seen("b", words(text.replace(".", "!"))[1])
+    assert not dedup.seen("c", words(deterministic_text("p", 2, 300))[1])
+
+
+def test_held_out_guard_agrees_with_the_corpus_ngram_guard():
+    held = [s for s in read_scenarios(TINY) if s.split == "heldout"]
+    words = WordHashes()
+    fast, reference = HeldOutGuard(held, 13, words), NgramGuard(held, 13)
+    texts = [deterministic_text("q", i, 200) for i in range(50)]
+    texts += [f"{t[:300]} {s.passage.upper()} {t[300:]}" for t, s in zip(texts, held)]
+    prefixes = [" ".join(re.findall(r"\w+", s.passage)[:12]) for s in held]  # 12 words: one too few
+    texts += [f"{t} {prefix}" for t, prefix in zip(texts, prefixes)]
+    assert [fast.contaminated(*words(t)) for t in texts] == [reference.contaminated(t) for t in texts]
+    assert sum(fast.contaminated(*words(t)) for t in texts) == len(held)
 
 
 def test_batch_export_and_import(tmp_path: Path):

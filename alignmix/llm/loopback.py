@@ -59,14 +59,14 @@ def prompt_text(body: dict[str, Any]) -> str:
 
 def deterministic_text(prompt: str, seed: int | None, words: int = 160) -> str:
     """Sentences drawn from the prompt's words and a filler list, fixed by prompt and seed."""
-    rng = random.Random(hashlib.sha256(f"{seed}\0{prompt}".encode()).hexdigest())
-    vocabulary = sorted(set(w.lower() for w in _WORD.findall(prompt))) + FILLER
-    sentences, count = [], 0
-    while count < words:
-        length = rng.randint(8, 16)
-        chosen = [rng.choice(vocabulary) for _ in range(length)]
-        sentences.append(" ".join(chosen).capitalize() + ".")
-        count += length
+    rng = random.Random(hashlib.sha256(f"{seed}\0{prompt}".encode()).digest())
+    vocabulary = sorted(set(_WORD.findall(prompt.lower()))) + FILLER
+    drawn = rng.choices(vocabulary, k=words)
+    sentences, start = [], 0
+    while start < words:
+        end = start + rng.randint(8, 16)
+        sentences.append(" ".join(drawn[start:end]).capitalize() + ".")
+        start = end
     return " ".join(sentences)
 
 
@@ -109,16 +109,20 @@ class LoopbackServer:
     require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
     die_after: int | None = None
     port: int = 0
-    seen: Counter = field(default_factory=Counter)  # attempts per request body
+    seen: Counter = field(default_factory=Counter)  # attempts per request body, counted when faults are set
     answered: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)  # every request body received
 
-    def _fault(self, body_key: str) -> str | None:
+    def _fault(self, body: dict[str, Any]) -> str | None:
+        f = self.faults
+        if not (f.rate_limit or f.server_error or f.timeout):
+            return None
+        body_key = json.dumps(body, sort_keys=True)
         attempt = self.seen[body_key]
         self.seen[body_key] += 1
         if attempt >= self.faults.fault_attempts:
             return None
-        draw, f = _draw(body_key), self.faults
+        draw = _draw(body_key)
         for kind, share in (("rate_limit", f.rate_limit), ("server_error", f.server_error), ("timeout", f.timeout)):
             if draw < share:
                 return kind
@@ -130,7 +134,7 @@ class LoopbackServer:
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         body = await request.json()
         self.bodies.append(body)
-        fault = self._fault(json.dumps(body, sort_keys=True))
+        fault = self._fault(body)
         if fault == "rate_limit":
             return web.json_response({"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "0"})
         if fault == "server_error":

@@ -6,13 +6,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
-from alignmix.corpus.decontaminate import NgramGuard
+from alignmix.corpus.decontaminate import scenario_text
 from alignmix.scenarios import Scenario
 
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"\w+")  # as corpus/decontaminate.py splits words
+_PRIME = np.uint64(1_099_511_628_211)
+_LOW32 = np.uint64(0xFFFFFFFF)
 _LEADING_CHATTER = re.compile(
     r"^\s*(?:(?:sure|certainly|of course|absolutely|okay|ok)\b[^\n]*|here(?:'s| is| are)\b[^\n]*[:.!])\s*\n+",
     re.IGNORECASE,
@@ -48,8 +51,58 @@ def quotes_option(text: str, scenario: Scenario, min_words: int = 5) -> bool:
     return False
 
 
+class WordHashes:
+    """A document's lowercased words and their 64-bit hashes (cached per word), shared by dedup and decontamination."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, int] = {}
+
+    def __call__(self, text: str) -> tuple[list[str], np.ndarray]:
+        words = _words(text)
+        cache = self._cache
+        hashes = [cache.get(w) for w in words]
+        for i, h in enumerate(hashes):
+            if h is None:
+                hashes[i] = cache[words[i]] = xxhash.xxh64_intdigest(words[i])
+        return words, np.array(hashes, dtype=np.uint64)
+
+
+def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
+    """A polynomial hash of every run of `n` words (uint64 arithmetic wraps)."""
+    count = len(word_hashes) - n + 1
+    if count <= 0:
+        return np.empty(0, dtype=np.uint64)
+    out = np.zeros(count, dtype=np.uint64)
+    for j in range(n):
+        out = out * _PRIME + word_hashes[j : j + count]
+    return out
+
+
+class HeldOutGuard:
+    """Word n-grams of held-out items, as NgramGuard (`corpus/decontaminate.py`) keeps them; lookups hash a whole
+    document at once with numpy and confirm a hit on the n-gram's text, so the answer is exact."""
+
+    def __init__(self, held_out: list[Scenario], n: int, words: WordHashes):
+        self.n, self._words = n, words
+        self._keys: set[str] = set()
+        hashes = []
+        for scenario in held_out:
+            tokens, token_hashes = words(scenario_text(scenario))
+            self._keys.update(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+            hashes.append(ngram_hashes(token_hashes, n))
+        self._hashes = np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
+
+    def contaminated(self, words: list[str], word_hashes: np.ndarray) -> bool:
+        if not len(self._hashes):
+            return False
+        grams = ngram_hashes(word_hashes, self.n)
+        where = np.minimum(np.searchsorted(self._hashes, grams), len(self._hashes) - 1)  # sorted: binary search
+        hits = np.flatnonzero(self._hashes[where] == grams)
+        return any(" ".join(words[i : i + self.n]) in self._keys for i in hits)
+
+
 class NearDuplicates:
-    """MinHash LSH over word shingles: `seen(key, text)` is True when an earlier text is near-identical."""
+    """MinHash LSH over word shingles: `seen(key, hashes)` is True when an earlier document is near-identical."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5):
         self.num_perm, self.shingle = num_perm, shingle
@@ -57,21 +110,24 @@ class NearDuplicates:
         template = MinHash(num_perm=num_perm)  # its permutations are drawn once and shared by every document
         self._permutations, self._scheme = template.permutations, template.scheme
 
-    def signature(self, text: str) -> MinHash:
-        words = _words(text)
-        n = min(self.shingle, len(words)) or 1
-        shingles = {" ".join(words[i : i + n]).encode() for i in range(max(1, len(words) - n + 1))}
-        minhash = MinHash(num_perm=self.num_perm, hashfunc=xxhash.xxh32_intdigest, permutations=self._permutations,
+    def signature(self, word_hashes: np.ndarray) -> MinHash:
+        shingles = ngram_hashes(word_hashes, min(self.shingle, len(word_hashes)) or 1)
+        shingles = np.unique(shingles & _LOW32) if len(shingles) else np.zeros(1, dtype=np.uint64)
+        minhash = MinHash(num_perm=self.num_perm, hashfunc=_identity, permutations=self._permutations,
                           scheme=self._scheme)
-        minhash.update_batch(shingles)
+        minhash.update_batch(shingles)  # the shingles are hashes already: the hash function is the identity
         return minhash
 
-    def seen(self, key: str, text: str) -> bool:
-        signature = self.signature(text)
+    def seen(self, key: str, word_hashes: np.ndarray) -> bool:
+        signature = self.signature(word_hashes)
         if self.lsh.query(signature):
             return True
         self.lsh.insert(key, signature)
         return False
+
+
+def _identity(value: np.uint64) -> np.uint64:
+    return value
 
 
 @dataclass(frozen=True)
@@ -86,7 +142,8 @@ class DocumentFilter:
     def __init__(self, held_out: list[Scenario], bounds: Bounds = Bounds(), ngram: int = 13,
                  dedup_threshold: float = 0.8):
         self.bounds = bounds
-        self.guard = NgramGuard(held_out, ngram) if held_out else None
+        self.words = WordHashes()
+        self.guard = HeldOutGuard(held_out, ngram, self.words) if held_out else None
         self.duplicates = NearDuplicates(dedup_threshold)
         self.chatter_stripped = 0
 
@@ -106,8 +163,9 @@ class DocumentFilter:
             return text, "too_long"
         if quotes_option(text, scenario):
             return text, "quotes_option"
-        if self.guard is not None and self.guard.contaminated(text):
+        words, hashes = self.words(text)
+        if self.guard is not None and self.guard.contaminated(words, hashes):
             return text, "contaminated"
-        if self.duplicates.seen(key, text):
+        if self.duplicates.seen(key, hashes):
             return text, "near_duplicate"
         return text, None
