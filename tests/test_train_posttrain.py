@@ -1,0 +1,121 @@
+"""SFT and DPO on Lightning Fabric with tiny models: the DPO objective, resume after a kill, the final folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignmix.scenarios import load_scenarios, training_split
+from alignmix.train.chat import install_chat_tokenizer
+from alignmix.train.chat_data import preference_examples, scenario_preferences, scenario_sft_examples
+from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
+from alignmix.train.posttrain import PostTrainJob, load_weights, run_job
+from train_checkpoints import write_chat_ready_checkpoint
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("posttrain")
+    base = write_chat_ready_checkpoint(root / "base")
+    scenarios = training_split(load_scenarios("builtin:tiny", root))
+    (root / "sft.json").write_text(json.dumps(scenario_sft_examples(scenarios)))
+    (root / "dpo.json").write_text(json.dumps(preference_examples(scenario_preferences(scenarios))))
+    return {"root": root, "base": base}
+
+
+def sft_job(setup: dict, out: Path, **overrides) -> PostTrainJob:
+    job = PostTrainJob(
+        kind="sft", stage="sft", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "sft.json"),
+        data_format="sharegpt", out_dir=str(out), lr=3e-3, epochs=6, global_batch_size=8, micro_batch_size=4,
+        max_seq_length=256, warmup_fraction=0.1,
+    )
+    return replace(job, **overrides)
+
+
+def preference_metrics(checkpoint: Path, setup: dict) -> tuple[float, float]:
+    """DPO loss against the base model as reference, and the chosen-minus-rejected log-prob margin."""
+    from litgpt import GPT, Config
+
+    tokenizer, eos = install_chat_tokenizer(checkpoint, setup["root"] / "tok", 448, "check")
+    batch = collate_dpo(dpo_examples(setup["root"] / "dpo.json", tokenizer, eos, 256))
+    models = []
+    for folder in (checkpoint, setup["base"]):
+        model = GPT(Config.from_file(folder / "model_config.yaml"))
+        load_weights(model, folder)
+        models.append(model.eval())
+    with torch.no_grad():
+        _, metrics = dpo_loss(models[0], models[1], batch, beta=0.5)
+    return metrics["train_loss"], metrics["logp_margin"]
+
+
+def test_dpo_lowers_its_loss_and_widens_the_chosen_margin(setup: dict):
+    out = setup["root"] / "dpo"
+    job = PostTrainJob(
+        kind="dpo", stage="dpo", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "dpo.json"),
+        data_format="preference", out_dir=str(out), lr=1e-3, epochs=3, global_batch_size=8, micro_batch_size=4,
+        max_seq_length=256, beta=0.5,
+    )
+    summary = run_job(job)
+    assert summary["steps"] == 12 and summary["examples"] == 32
+    loss_before, margin_before = preference_metrics(setup["base"], setup)
+    loss_after, margin_after = preference_metrics(out / "final", setup)
+    assert loss_before == pytest.approx(0.6931, abs=1e-3)  # policy == reference: log 2
+    assert loss_after < 0.5 * loss_before
+    assert margin_after > margin_before + 1.0
+    rows = (out / "logs" / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["step", "lr", "train_loss"] and len(rows) == 13
+
+
+@pytest.fixture(scope="module")
+def straight_sft(setup: dict) -> Path:
+    """An uninterrupted SFT run (24 steps)."""
+    out = setup["root"] / "straight"
+    run_job(sft_job(setup, out))
+    return out
+
+
+def test_sft_final_folder_is_a_litgpt_checkpoint_with_the_chat_template(straight_sft: Path, tmp_path: Path):
+    from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
+    from alignmix.train.export import export_hf
+    from transformers import AutoTokenizer
+
+    final = straight_sft / "final"
+    assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in final.iterdir()}
+    state = torch.load(final / "lit_model.pth", weights_only=True)
+    assert "transformer.wte.weight" in state
+    LitCheckpointScorer(final).score([ScoreRequest("<|user|>\nHi\n<|assistant|>\n", "Hello")])
+    hf = AutoTokenizer.from_pretrained(export_hf(final, tmp_path / "hf"))
+    assert "<|assistant|>" in hf.chat_template
+    assert hf.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True) == (
+        "<|user|>\nHi\n<|assistant|>\n"
+    )
+
+
+def test_killed_job_resumes_from_its_last_step_checkpoint(setup: dict, straight_sft: Path):
+    """Kill the job process after its first step checkpoint; the rerun resumes there and ends where an
+    uninterrupted run ends."""
+    out = setup["root"] / "killed"
+    out.mkdir()
+    job_file = sft_job(setup, out, save_interval=2).write(out / "job.yaml")
+    command = [sys.executable, "-m", "alignmix.train.posttrain", str(job_file)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("step-*/state.pth")):
+        assert process.poll() is None and time.monotonic() < deadline, "the job ended before its first checkpoint"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "final").exists()
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Resuming sft from step-" in rerun.stdout + rerun.stderr
+    resumed = torch.load(out / "final" / "lit_model.pth", weights_only=True)
+    uninterrupted = torch.load(straight_sft / "final" / "lit_model.pth", weights_only=True)
+    assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-5) for k in uninterrupted)
