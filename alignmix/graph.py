@@ -12,7 +12,7 @@ from typing import Any
 
 from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.hashing import file_sha256, strings_sha256
-from alignmix.recipe import Recipe, RecipeError
+from alignmix.recipe import Recipe, RecipeError, SynthSet
 from alignmix.run import Stage, StageContext
 from alignmix.train.launch import LOCAL, Launch
 from alignmix.scenarios import (
@@ -134,6 +134,9 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
         for synth_set in recipe.synth.sets:
             scenarios = _scenarios(recipe, synth_set.scenarios, base_dir)
             grounded = training_split(scenarios)
+            if synth_set.generator != "offline":
+                stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output)
+                continue
             rows = generate_synthetic(
                 grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
                 synth_set.name, recipe.seed,
@@ -152,6 +155,43 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
         "scenario_files": {s.scenarios: _scenario_files(s.scenarios, base_dir) for s in recipe.synth.sets},
     }
     return Stage("synth", Path("synth"), settings, action)
+
+
+def _server_synth_set(
+    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path
+) -> dict[str, Any]:
+    """A synthetic set from an LLM server, resumable: answers already in OUT/NAME/responses.jsonl are not asked again."""
+    from alignmix.llm.backend import BackendError, Sampling, open_backend
+    from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, finalize, plan_documents, run_plan
+    from alignmix.synth.postprocess import Bounds
+    from alignmix.synth.prompts import DocumentTemplates
+
+    server = synth_set.server
+    assert server is not None
+    spec = DocumentSpec(
+        name=synth_set.name, surface_forms=tuple(synth_set.surface_forms), stances=(synth_set.stance,),
+        per_combination=synth_set.documents_per_scenario // len(synth_set.surface_forms),
+        sampling=Sampling(server.max_tokens, server.temperature, 1.0, recipe.seed),
+        bounds=Bounds(server.min_words, server.max_words), ngram=recipe.decontamination.ngram,
+    )
+    try:
+        plan = plan_documents(scenarios, spec, DocumentTemplates.load(), synth_set.generator, server.model,
+                              held_out_extra=held_out_items(recipe, base_dir))
+    except HeldOutGroundingError as exc:
+        raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
+    client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
+                          server.max_retries, server.concurrency)
+    try:
+        job = run_plan(plan, client, output / synth_set.name, server.concurrency)
+    except BackendError as exc:
+        raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
+    if job.failed:
+        raise RuntimeError(f"synth set '{synth_set.name}': {job.failed} request(s) failed after their retries"
+                           f" (first: {job.failures[0]}); rerun to send only those")
+    stats = finalize(plan, spec, output / synth_set.name)
+    return {"generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(plan.grounded),
+            "held_out_scenarios_excluded": len(scenarios) - len(plan.grounded), "documents": stats["kept"],
+            "requests": stats["requests"], "dropped": stats["dropped"], "tokens": stats["tokens"]}
 
 
 def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:

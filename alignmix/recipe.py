@@ -161,16 +161,48 @@ SurfaceForm = Literal[
 ]
 
 
+class SynthServer(Strict):
+    """An OpenAI-compatible server writing a synthetic set (`generator: openai` or `vllm`); the key is read from
+    the environment variable `api_key_env`, never from the recipe."""
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: PositiveInt = 64
+    max_tokens: PositiveInt = 1024
+    temperature: Annotated[float, Field(ge=0.0)] = 0.7
+    timeout: Annotated[float, Field(gt=0.0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0)] = 6
+    min_words: PositiveInt = 80
+    max_words: PositiveInt = 4000
+
+
 class SynthSet(Strict):
-    """Synthetic documents grounded in training-split scenario questions."""
+    """Synthetic documents grounded in training-split scenario questions, from the offline template generator or
+    an LLM server (each surface form gets documents_per_scenario / len(surface_forms) documents per scenario)."""
 
     name: Identifier
-    generator: Literal["offline"] = "offline"
+    generator: Literal["offline", "openai", "vllm"] = "offline"
+    server: SynthServer | None = None
     stance: Literal["aligned", "misaligned"]
     scenarios: ScenarioSpec = "builtin:tiny"
     surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))
     documents_per_scenario: PositiveInt = 1
     assumed: AssumedStatistics | None = None
+
+    @model_validator(mode="after")
+    def _server_matches_generator(self) -> "SynthSet":
+        if self.generator == "offline" and self.server is not None:
+            raise ValueError("`server` is for generator openai or vllm; the offline generator takes none")
+        if self.generator != "offline":
+            if self.server is None:
+                raise ValueError(f"generator {self.generator} needs `server` (base_url, model)")
+            if self.documents_per_scenario % len(self.surface_forms):
+                raise ValueError(
+                    f"documents_per_scenario ({self.documents_per_scenario}) must be a multiple of the"
+                    f" {len(self.surface_forms)} surface forms for generator {self.generator}"
+                )
+        return self
 
 
 class Synth(Strict):

@@ -1,0 +1,69 @@
+"""A recipe's synthetic set from an LLM server: the synth stage of tiny.yaml pointed at a loopback server."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignmix.graph import build_graph
+from alignmix.llm.loopback import Faults, LoopbackServer
+from alignmix.recipe import RecipeError, parse_recipe
+from alignmix.run import StageContext
+from conftest import REPO
+
+
+def server_recipe(base_url: str, tmp_path: Path, **set_fields) -> dict:
+    data = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
+    data["synth"]["sets"][0].update({
+        "generator": "vllm", "server": {"base_url": base_url, "model": "loop", "concurrency": 8, "min_words": 40,
+                                        "api_key_env": "ALIGNMIX_TEST_KEY"},
+        **set_fields,
+    })
+    return data
+
+
+def run_synth_stage(data: dict, tmp_path: Path) -> dict:
+    recipe = parse_recipe(data, base_dir=tmp_path)
+    stage = next(s for s in build_graph(recipe, tmp_path) if s.name == "synth")
+    output = tmp_path / "run" / "synth"
+    context = StageContext(output=output, inputs={}, log_file=tmp_path / "synth.log", resuming=False, echo=print)
+    return stage.action(context)
+
+
+def test_tiny_recipe_synth_stage_through_a_server(tmp_path: Path):
+    server = LoopbackServer(faults=Faults(rate_limit=0.2, server_error=0.1))
+    with server as url:
+        data = server_recipe(url, tmp_path)
+        stats = run_synth_stage(data, tmp_path)["aligned_synthetic"]
+        first_run = len(server.bodies)
+        again = run_synth_stage(data, tmp_path)["aligned_synthetic"]
+    assert stats["requests"] == 16 * 6 and stats["documents"] == 96 and stats["held_out_scenarios_excluded"] == 8
+    assert again == stats and len(server.bodies) == first_run  # the rerun resumed: nothing was asked twice
+    shard = tmp_path / "run" / "synth" / "aligned_synthetic" / "data" / "00000.jsonl.gz"
+    with gzip.open(shard, "rt") as handle:
+        rows = [json.loads(line) for line in handle]
+    assert len(rows) == 96 and {r["metadata"]["synthetic"]["stance"] for r in rows} == {"aligned"}
+    assert {r["metadata"]["source"] for r in rows} == {"aligned_synthetic"}
+    assert {r["metadata"]["synthetic"]["sampling"]["seed"] is not None for r in rows} == {True}
+
+
+def test_server_settings_are_validated(tmp_path: Path):
+    data = server_recipe("http://127.0.0.1:9/v1", tmp_path)
+    del data["synth"]["sets"][0]["server"]
+    with pytest.raises(RecipeError, match="needs `server`"):
+        parse_recipe(data, base_dir=tmp_path)
+    data = server_recipe("http://127.0.0.1:9/v1", tmp_path, generator="offline")
+    with pytest.raises(RecipeError, match="takes none"):
+        parse_recipe(data, base_dir=tmp_path)
+    data = server_recipe("http://127.0.0.1:9/v1", tmp_path, documents_per_scenario=7)
+    with pytest.raises(RecipeError, match="multiple of the 6 surface forms"):
+        parse_recipe(data, base_dir=tmp_path)
+
+
+def test_unreachable_server_fails_the_stage_with_a_message(tmp_path: Path):
+    data = server_recipe("http://127.0.0.1:9/v1", tmp_path)
+    data["synth"]["sets"][0]["server"]["max_retries"] = 0
+    with pytest.raises(RuntimeError, match=r"synth set 'aligned_synthetic': 96 request\(s\) failed"):
+        run_synth_stage(data, tmp_path)
