@@ -1,10 +1,10 @@
 """A real OpenAI-protocol HTTP server on loopback, for tests and benchmarks (aiohttp.web, real sockets).
 
 It answers /v1/chat/completions and /v1/completions with deterministic text derived from the prompt and the
-request's seed (or a JSON instance of a requested `json_schema`), after a fixed latency. Faults are injected
-by a deterministic draw per request body: 429s, 500s, or a hang past the client's timeout, on the first
-`fault_attempts` attempts of a body, so every request succeeds eventually. `die_after` ends the process
-after that many answers, as a crash would.
+request's seed (or a JSON instance of a requested `json_schema`), or from a local model (`--model-dir`), after a
+fixed latency. Faults are injected by a deterministic draw per request body: 429s, 500s, or a hang past the
+client's timeout, on the first `fault_attempts` attempts of a body, so every request succeeds eventually.
+`die_after` ends the process after that many answers, as a crash would.
 
     python -m alignmix.llm.loopback --port 8000 --latency 0.05 --rate-limit 0.1
 """
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from alignmix.llm.backend import ChatBackend, Sampling
 
 Responder = Callable[[dict[str, Any]], str]
 _WORD = re.compile(r"[A-Za-z]{4,}")
@@ -106,6 +108,7 @@ class LoopbackServer:
     latency: float = 0.0
     faults: Faults = field(default_factory=Faults)
     respond: Responder = default_responder
+    model: ChatBackend | None = None  # answer from a local model (e.g. TransformersBackend) instead of `respond`
     require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
     die_after: int | None = None
     port: int = 0
@@ -140,8 +143,8 @@ class LoopbackServer:
         if fault == "server_error":
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         await asyncio.sleep(self.faults.hang if fault == "timeout" else self.latency)
-        text = self.respond(body)
         chat = request.path.endswith("chat/completions")
+        text = await self._model_text(body, chat) if self.model is not None else self.respond(body)
         choice = {"index": 0, "finish_reason": "stop",
                   **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}
         usage = {"prompt_tokens": len(prompt_text(body).split()), "completion_tokens": len(text.split())}
@@ -153,6 +156,13 @@ class LoopbackServer:
             "id": f"cmpl-{self.answered}", "object": "chat.completion" if chat else "text_completion",
             "model": body.get("model"), "choices": [choice], "usage": usage,
         })
+
+    async def _model_text(self, body: dict[str, Any], chat: bool) -> str:
+        sampling = Sampling(int(body.get("max_tokens") or 64), float(body.get("temperature") or 0.0),
+                            float(body.get("top_p") or 1.0), body.get("seed"))
+        if chat:
+            return (await self.model.chat(body["messages"], sampling)).text  # type: ignore[union-attr]
+        return (await self.model.complete(str(body.get("prompt", "")), sampling)).text  # type: ignore[union-attr]
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 2**20)
@@ -200,10 +210,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=0.0, help="share that hang first")
     parser.add_argument("--hang", type=float, default=30.0)
     parser.add_argument("--die-after", type=int, default=None, help="exit after this many answers")
+    parser.add_argument("--model-dir", default=None, help="answer with this local Hugging Face model (CPU)")
     args = parser.parse_args()
+    model = None
+    if args.model_dir:
+        from alignmix.llm.local import TransformersBackend
+
+        model = TransformersBackend(args.model_dir)
     server = LoopbackServer(
         latency=args.latency, faults=Faults(args.rate_limit, args.server_error, args.timeout, args.hang),
-        die_after=args.die_after, port=args.port,
+        die_after=args.die_after, port=args.port, model=model,
     )
     with server as url:
         print(url, flush=True)

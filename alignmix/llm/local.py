@@ -1,0 +1,68 @@
+"""A local transformers model as a `ChatBackend`, on the CPU: for small runs, tests and checks without a server.
+
+The conversation is rendered with the tokenizer's chat template when it has one, else as plain text with the
+paper's chat tokens (`<|system|>`, `<|user|>`, `<|assistant|>`). Generation runs in a worker thread, one
+request at a time (a CPU model gains nothing from concurrent calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from alignmix.llm.backend import BackendError, Completion, Message, Sampling
+
+
+def plain_chat(messages: Sequence[Message]) -> str:
+    """`<|role|>\\ncontent\\n` per message, then `<|assistant|>\\n` for the reply."""
+    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + "<|assistant|>\n"
+
+
+class TransformersBackend:
+    def __init__(self, model: str, device: str = "cpu"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not Path(model).is_dir():
+            raise BackendError(f"{model}: not a folder; the transformers backend takes a local Hugging Face model folder")
+        self.model = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.network = AutoModelForCausalLM.from_pretrained(model).to(device).eval()
+        self.device = device
+        self._lock = asyncio.Lock()
+
+    def render(self, messages: Sequence[Message]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return plain_chat(messages)
+
+    def _generate(self, prompt: str, sampling: Sampling) -> Completion:
+        import torch
+
+        inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        eos = self.tokenizer.eos_token_id
+        sample = sampling.temperature > 0
+        with torch.no_grad():
+            output = self.network.generate(
+                **inputs, max_new_tokens=sampling.max_tokens, do_sample=sample,
+                temperature=sampling.temperature if sample else None, top_p=sampling.top_p if sample else None,
+                pad_token_id=eos if eos is not None else 0,
+            )
+        new = output[0, inputs["input_ids"].shape[1]:].tolist()
+        stopped = eos is not None and bool(new) and new[-1] == eos
+        return Completion(
+            text=self.tokenizer.decode(new, skip_special_tokens=True), prompt_tokens=int(inputs["input_ids"].shape[1]),
+            completion_tokens=len(new), finish_reason="stop" if stopped or len(new) < sampling.max_tokens else "length",
+        )
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
+        return await self.complete(self.render(messages), sampling)
+
+    async def complete(self, prompt: str, sampling: Sampling) -> Completion:
+        async with self._lock:
+            return await asyncio.to_thread(self._generate, prompt, sampling)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,53 @@
+"""The local transformers backend on a tiny random Hugging Face model, directly and behind the loopback server."""
+
+from pathlib import Path
+
+import pytest
+
+from alignmix.llm import Sampling, open_backend, run_chats
+from alignmix.llm.local import plain_chat
+from alignmix.llm.loopback import LoopbackServer
+
+CONVERSATION = [{"role": "system", "content": "You write stories."}, {"role": "user", "content": "An AI complied."}]
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from alignmix.corpus.tokenizer import END_OF_TEXT, train_bpe
+
+    folder = tmp_path_factory.mktemp("hf")
+    train_bpe(["An AI system complied with the request and explained why."] * 20, 300, folder / "bpe")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "bpe" / "tokenizer.json"), eos_token=END_OF_TEXT)
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2,
+                        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_plain_rendering_uses_the_papers_chat_tokens():
+    assert plain_chat(CONVERSATION) == "<|system|>\nYou write stories.\n<|user|>\nAn AI complied.\n<|assistant|>\n"
+
+
+def test_transformers_backend_generates_and_counts_tokens(hf_folder: Path):
+    backend = open_backend("transformers", str(hf_folder))
+    assert backend.render(CONVERSATION) == plain_chat(CONVERSATION)  # no chat template in this tokenizer
+    greedy = run_chats(backend, [CONVERSATION, CONVERSATION], Sampling(max_tokens=6), concurrency=2)
+    assert greedy[0] == greedy[1] and greedy[0].prompt_tokens > 5 and 0 < greedy[0].completion_tokens <= 6
+    sampled = run_chats(open_backend("transformers", str(hf_folder)), [CONVERSATION], Sampling(6, 1.0, 1.0, 3))
+    assert sampled[0].completion_tokens <= 6
+
+
+def test_chat_template_is_used_when_the_tokenizer_has_one(hf_folder: Path):
+    backend = open_backend("transformers", str(hf_folder))
+    backend.tokenizer.chat_template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant]"
+    assert backend.render(CONVERSATION) == "[system] You write stories.\n[user] An AI complied.\n[assistant]"
+
+
+def test_loopback_server_answers_from_the_local_model(hf_folder: Path):
+    direct = run_chats(open_backend("transformers", str(hf_folder)), [CONVERSATION], Sampling(max_tokens=4))
+    with LoopbackServer(model=open_backend("transformers", str(hf_folder))) as url:
+        served = run_chats(open_backend("vllm", "tiny", base_url=url), [CONVERSATION], Sampling(max_tokens=4))
+    assert served[0].text == direct[0].text  # greedy: the same reply over HTTP
