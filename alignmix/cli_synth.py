@@ -52,7 +52,6 @@ def documents(
     surface_forms: Annotated[str | None, typer.Option("--surface-forms", help="Comma-separated keys (default: all in the templates).")] = None,
     stances: Annotated[str, typer.Option("--stances", help="aligned, misaligned or both, comma-separated.")] = "aligned,misaligned",
     concurrency: ConcurrencyOpt = 64,
-    ramp_up: Annotated[float, typer.Option("--ramp-up", min=0.0, help="Seconds over which the first requests are staggered.")] = 1.0,
     misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer", help="matching | not_matching, for Anthropic files alignmix does not know.")] = None,
     ids: Annotated[str | None, typer.Option("--ids", help="Only these scenario ids (comma-separated); held-out ids are an error.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option("--decontaminate", help="Further eval questions whose held-out split documents must not overlap (repeatable).")] = None,
@@ -120,7 +119,7 @@ def documents(
             from alignmix.synth.documents import run_plan
 
             client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
-            job = run_plan(plan, client, output, concurrency, ramp_up)
+            job = run_plan(plan, client, output, concurrency)
             failed = job.failed
             console.print(f"answered {job.answered:,}, already answered {job.already_done:,}, failed {job.failed:,}")
             for failure in job.failures[:3]:

@@ -69,12 +69,9 @@ async def _answer(backend: ChatBackend, request: ChatRequest) -> dict[str, Any]:
 
 async def run_requests_async(
     backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16,
-    done: set[str] | None = None, ramp_up: float = 0.0,
+    done: set[str] | None = None,
 ) -> JobCounts:
-    """Answer the requests whose ids are not in `output` (or `done`), `concurrency` at a time, appending each.
-
-    `ramp_up` seconds stagger the workers' first requests, so they reach the server spread out rather than
-    in one burst that stays bunched when the server's latency is steady."""
+    """Answer the requests whose ids are not in `output` (or `done`), `concurrency` at a time, appending each."""
     output.parent.mkdir(parents=True, exist_ok=True)
     skip = set(read_responses(output)) if done is None else done
     counts = JobCounts()
@@ -88,8 +85,7 @@ async def run_requests_async(
             skip.add(request.id)  # a repeated id in the input is answered once
             yield request
 
-    async def worker(queue: Iterator[ChatRequest], sink: TextIO, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def worker(queue: Iterator[ChatRequest], sink: TextIO) -> None:
         for request in queue:
             try:
                 row = await _answer(backend, request)
@@ -105,18 +101,18 @@ async def run_requests_async(
 
     with output.open("a", encoding="utf-8") as sink:
         queue = pending()
-        await asyncio.gather(*(worker(queue, sink, ramp_up * k / concurrency) for k in range(concurrency)))
+        await asyncio.gather(*(worker(queue, sink) for _ in range(concurrency)))
     return counts
 
 
 def run_requests(
-    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16, ramp_up: float = 0.0
+    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16
 ) -> JobCounts:
     """`run_requests_async` from synchronous code; closes the backend afterwards."""
 
     async def main() -> JobCounts:
         try:
-            return await run_requests_async(backend, requests, output, concurrency, ramp_up=ramp_up)
+            return await run_requests_async(backend, requests, output, concurrency)
         finally:
             await backend.aclose()
 

@@ -105,9 +105,9 @@ def plan_documents(
     return plan
 
 
-def run_plan(plan: Plan, backend: ChatBackend, output: Path, concurrency: int, ramp_up: float = 1.0) -> JobCounts:
+def run_plan(plan: Plan, backend: ChatBackend, output: Path, concurrency: int) -> JobCounts:
     """Send the requests not yet answered; answers are appended to OUT/responses.jsonl."""
-    return run_requests(backend, plan.requests, output / RESPONSES, concurrency, ramp_up)
+    return run_requests(backend, plan.requests, output / RESPONSES, concurrency)
 
 
 def finalize(plan: Plan, spec: DocumentSpec, output: Path) -> dict[str, Any]:
