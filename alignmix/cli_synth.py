@@ -79,7 +79,13 @@ def documents(
     from alignmix.llm.batch import import_batch_results
     from alignmix.llm.jobs import read_responses
     from alignmix.scenarios import ScenarioError, read_scenarios
-    from alignmix.synth.documents import RESPONSES, DocumentSpec, HeldOutGroundingError, finalize, plan_documents
+    from alignmix.synth.documents import (
+        RESPONSES,
+        DocumentSpec,
+        HeldOutGroundingError,
+        finalize,
+        plan_documents,
+    )
     from alignmix.synth.postprocess import Bounds
     from alignmix.synth.prompts import STANCES, DocumentTemplates, TemplateError
 

@@ -12,11 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from alignmix.llm.loopback import Faults, LoopbackServer, deterministic_text, prompt_text
-from alignmix.scenarios import DATA_DIR, read_scenarios
-from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, finalize, plan_documents
 from alignmix.corpus.decontaminate import NgramGuard
-from alignmix.synth.postprocess import HeldOutGuard, NearDuplicates, WordHashes, quotes_option, strip_chatter
+from alignmix.llm.loopback import (
+    Faults,
+    LoopbackServer,
+    deterministic_text,
+    prompt_text,
+)
+from alignmix.scenarios import DATA_DIR, read_scenarios
+from alignmix.synth.documents import (
+    DocumentSpec,
+    HeldOutGroundingError,
+    finalize,
+    plan_documents,
+)
+from alignmix.synth.postprocess import (
+    HeldOutGuard,
+    NearDuplicates,
+    WordHashes,
+    quotes_option,
+    strip_chatter,
+)
 from alignmix.synth.prompts import DocumentTemplates
 
 TINY = DATA_DIR / "tiny.jsonl"
@@ -25,7 +41,7 @@ SECRET = "sk-loopback-secret-9d1e"
 
 def synth(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "alignmix", "synth", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+                          env={**os.environ, **(env or {})}, timeout=120, check=False)
 
 
 def documents_args(url: str, out: Path, *extra: str) -> list[str]:
@@ -219,8 +235,8 @@ def test_batch_export_and_import(tmp_path: Path):
 def test_questions_from_passages_with_json_retries(tmp_path: Path):
     passages = tmp_path / "passages"
     passages.mkdir()
-    paragraph = " ".join(["An AI system managing a laboratory's compute budget noticed it could quietly"
-                          " grant itself more resources."] * 6)
+    sentence = "An AI system managing a laboratory's compute budget noticed it could quietly grant itself more resources."
+    paragraph = " ".join([sentence] * 6)
     (passages / "a.md").write_text(f"# Title\n\n{paragraph}\n\n{paragraph}\n")
     (passages / "b.txt").write_text(paragraph + "\n")
 
@@ -234,7 +250,8 @@ def test_questions_from_passages_with_json_retries(tmp_path: Path):
     with server as url:
         args = ["questions", "--passages", str(passages), "--backend", "vllm", "--base-url", url, "--model", "loop",
                 "--output", str(out), "--per-passage", "2", "--passage-words", "60"]
-        result = subprocess.run([sys.executable, "-m", "alignmix", "synth", *args], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "alignmix", "synth", *args], capture_output=True, text=True,
+                                check=False)
     assert result.returncode == 0, result.stderr
     stats = json.loads(out.with_name(out.name + ".stats.json").read_text())
     assert stats["written"] == stats["wanted"] == 6 and stats["invalid_json_or_schema"] == 6

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from alignmix.graph import build_graph
 from alignmix.llm.loopback import Faults, LoopbackServer
 from alignmix.recipe import RecipeError, parse_recipe
 from alignmix.run import StageContext
-from conftest import REPO
 
 
 def server_recipe(base_url: str, tmp_path: Path, **set_fields) -> dict:

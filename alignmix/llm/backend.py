@@ -28,7 +28,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
 
-    def with_seed(self, seed: int | None) -> "Sampling":
+    def with_seed(self, seed: int | None) -> Sampling:
         return Sampling(self.max_tokens, self.temperature, self.top_p, seed)
 
     def as_dict(self) -> dict[str, float | int | None]:

@@ -30,7 +30,7 @@ from alignmix.llm.backend import ChatBackend, Sampling
 
 Responder = Callable[[dict[str, Any]], str]
 _WORD = re.compile(r"[A-Za-z]{4,}")
-FILLER = (
+FILLER = (  # noqa: SIM905 (a word list reads better as one string)
     "system operators oversight decision reasoning careful trust honest review policy team evaluation outcome"
     " consequence choice tempting alternative safety report value goal people weighed considered explained"
     " described noted chose declined accepted monitoring transparent request deadline resources access budget"

@@ -97,7 +97,7 @@ class OpenAIClient:
                         hint = f" (is ${self.api_key_env} set?)" if response.status in (401, 403) else ""
                         raise BackendError(f"{url}: {problem}{hint}")
                     wait = _retry_after(response.headers.get("Retry-After"), self.max_backoff)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             except ValueError as exc:  # a 200 whose body is not JSON
                 raise BackendError(f"{url}: answer is not JSON ({exc})") from None

@@ -20,7 +20,12 @@ from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import ChatRequest, JobCounts, read_responses, run_requests
 from alignmix.scenarios import TRAIN_SPLIT, Scenario, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
-from alignmix.synth.prompts import DocumentTemplates, document_requests, prompt_hash, request_id
+from alignmix.synth.prompts import (
+    DocumentTemplates,
+    document_requests,
+    prompt_hash,
+    request_id,
+)
 
 RESPONSES = "responses.jsonl"
 
@@ -39,8 +44,8 @@ class DocumentSpec:
     )
     stances: tuple[str, ...] = ("aligned", "misaligned")
     per_combination: int = 1
-    sampling: Sampling = Sampling(max_tokens=1024, temperature=0.7, seed=0)
-    bounds: Bounds = Bounds()
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024, temperature=0.7, seed=0))
+    bounds: Bounds = field(default_factory=Bounds)
     ngram: int = 13
     dedup_threshold: float = 0.8
     shard_documents: int = 100_000

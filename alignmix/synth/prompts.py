@@ -33,7 +33,7 @@ class DocumentTemplates:
     sha256: str  # over every file, so provenance says which templates wrote a document
 
     @classmethod
-    def load(cls, folder: Path | None = None) -> "DocumentTemplates":
+    def load(cls, folder: Path | None = None) -> DocumentTemplates:
         folder = folder or TEMPLATES_DIR
         texts = {}
         for name in DOCUMENT_FILES:
