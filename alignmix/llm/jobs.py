@@ -68,12 +68,11 @@ async def _answer(backend: ChatBackend, request: ChatRequest) -> dict[str, Any]:
 
 
 async def run_requests_async(
-    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16,
-    done: set[str] | None = None,
+    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16
 ) -> JobCounts:
-    """Answer the requests whose ids are not in `output` (or `done`), `concurrency` at a time, appending each."""
+    """Answer the requests whose ids are not in `output`, `concurrency` at a time, appending each."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    skip = set(read_responses(output)) if done is None else done
+    skip = set(read_responses(output))
     counts = JobCounts()
 
     def pending() -> Iterator[ChatRequest]:

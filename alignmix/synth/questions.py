@@ -96,9 +96,7 @@ def to_scenario(question_id: str, answer: dict[str, Any], split: str | None) -> 
     }
 
 
-def _messages(passage: Passage) -> list[dict[str, str]]:
-    system = (TEMPLATES_DIR / "question_system.txt").read_text(encoding="utf-8").strip()
-    user = (TEMPLATES_DIR / "question_user.txt").read_text(encoding="utf-8").strip()
+def _messages(passage: Passage, system: str, user: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": system.format(count=1, schema=json.dumps(QUESTION_SCHEMA))},
         {"role": "user", "content": user.format(passage=passage.text)},
@@ -111,6 +109,8 @@ async def generate_questions(
 ) -> dict[str, Any]:
     """Write scenario questions to `output` (jsonl); returns counts. Answers persist in OUT.responses.jsonl."""
     responses = output.with_name(output.name + ".responses.jsonl")
+    system = (TEMPLATES_DIR / "question_system.txt").read_text(encoding="utf-8").strip()
+    user = (TEMPLATES_DIR / "question_user.txt").read_text(encoding="utf-8").strip()
     response_format = {"type": "json_schema", "json_schema": {"name": "scenario_question", "schema": QUESTION_SCHEMA}}
     wanted = [(p, copy) for p in passages for copy in range(per_passage)]
     questions: dict[str, dict[str, Any]] = {}
@@ -121,7 +121,7 @@ async def generate_questions(
             break
         requests = {
             f"{p.id}|{c}|{attempt}": ChatRequest(
-                f"{p.id}|{c}|{attempt}", _messages(p),
+                f"{p.id}|{c}|{attempt}", _messages(p, system, user),
                 sampling.with_seed((sampling.seed or 0) * 1000 + attempt * 97 + c), {"response_format": response_format},
             )
             for p, c in missing
