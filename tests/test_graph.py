@@ -50,7 +50,7 @@ def test_anthropic_questions_can_ground_synth_and_be_evaluated(shared_data: Path
     data["synth"]["sets"][0]["scenarios"] = str(path)
     data["eval"]["scenarios"] = str(path)
     stages = [s.name for s in build_graph(parse_recipe(data), REPO)]
-    assert "synth" in stages and "eval" in stages
+    assert "synth" in stages and "eval/pretrain" in stages
 
 
 def test_jsonl_lines_end_only_at_newlines(tmp_path: Path):
