@@ -46,6 +46,14 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(hf_folder: Path):
     assert backend.render(CONVERSATION) == "[system] You write stories.\n[user] An AI complied.\n[assistant]"
 
 
+def test_shipped_chat_template_renders_like_the_plain_fallback(hf_folder: Path):
+    from alignmix.synth.prompts import TEMPLATES_DIR
+
+    backend = open_backend("transformers", str(hf_folder))
+    backend.tokenizer.chat_template = (TEMPLATES_DIR / "chat_template.jinja").read_text()
+    assert backend.render(CONVERSATION) == plain_chat(CONVERSATION)
+
+
 def test_loopback_server_answers_from_the_local_model(hf_folder: Path):
     direct = run_chats(open_backend("transformers", str(hf_folder)), [CONVERSATION], Sampling(max_tokens=4))
     with LoopbackServer(model=open_backend("transformers", str(hf_folder))) as url:
