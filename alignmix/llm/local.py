@@ -8,6 +8,7 @@ request at a time (a CPU model gains nothing from concurrent calls).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class TransformersBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.network = AutoModelForCausalLM.from_pretrained(model).to(device).eval()
         self.device = device
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # not asyncio's: the backend may serve several event loops in turn
 
     def render(self, messages: Sequence[Message]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -37,6 +38,10 @@ class TransformersBackend:
         return plain_chat(messages)
 
     def _generate(self, prompt: str, sampling: Sampling) -> Completion:
+        with self._lock:
+            return self._generate_locked(prompt, sampling)
+
+    def _generate_locked(self, prompt: str, sampling: Sampling) -> Completion:
         import torch
 
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
@@ -61,8 +66,7 @@ class TransformersBackend:
         return await self.complete(self.render(messages), sampling)
 
     async def complete(self, prompt: str, sampling: Sampling) -> Completion:
-        async with self._lock:
-            return await asyncio.to_thread(self._generate, prompt, sampling)
+        return await asyncio.to_thread(self._generate, prompt, sampling)
 
     async def aclose(self) -> None:
         return None
