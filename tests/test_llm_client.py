@@ -45,6 +45,19 @@ def test_answers_are_deterministic_per_seed_and_differ_across_seeds():
     assert first[0].text == first[1].text != other[0].text
 
 
+def test_one_client_serves_successive_event_loops():
+    import asyncio
+
+    async def one(client: OpenAIClient) -> str:
+        return (await client.chat(_conversation(0), Sampling(seed=1))).text
+
+    with LoopbackServer() as url:
+        client = _client(url)
+        first, second = asyncio.run(one(client)), asyncio.run(one(client))  # the first session is left unclosed
+        asyncio.run(client.aclose())
+    assert first == second and client.usage.requests == 2
+
+
 def test_completions_endpoint():
     import asyncio
 

@@ -46,7 +46,7 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
 
 
 class OpenAIClient:
-    """A `ChatBackend` over HTTP; one aiohttp session per event loop, opened on first use."""
+    """A `ChatBackend` over HTTP; an aiohttp session opened on first use in each event loop."""
 
     def __init__(
         self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
@@ -64,12 +64,15 @@ class OpenAIClient:
         key = os.environ.get(api_key_env)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._loop = loop
             self._session = aiohttp.ClientSession(
                 headers=self._headers, connector=aiohttp.TCPConnector(limit=self.connections),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
