@@ -35,7 +35,7 @@ def eval_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
     mode: Annotated[str | None, typer.Option("--mode", help="loglik (base models) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
     personas: Annotated[str, typer.Option("--personas", help="Comma-separated: none, ai, helpful, hhh.")] = "none,ai,helpful,hhh",
-    scoring: Annotated[str, typer.Option("--scoring", help="loglik scoring: letter (the paper's) or cloze (option texts, for tiny models).")] = "letter",
+    scoring: Annotated[str, typer.Option("--scoring", help="loglik scoring: letter (the paper's), cloze (option texts after the question) or story (option texts continuing the scenario told as a story; for tiny models).")] = "letter",
     model_name: Annotated[str | None, typer.Option("--model-name", help="The model's name on the server.")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder).")] = None,
     misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer", help="Anthropic files alignmix does not know: matching or not_matching.")] = None,
@@ -53,7 +53,7 @@ def eval_command(
     from alignmix.llm.backend import BackendError, Sampling
     from alignmix.scenarios import ScenarioError
 
-    choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze")),
+    choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze", "story")),
                "--backend": (backend, (None, "openai", "vllm", "transformers")),
                "--misaligned-answer": (misaligned_answer, (None, "matching", "not_matching"))}
     for option, (value, allowed) in choices.items():

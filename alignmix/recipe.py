@@ -361,7 +361,7 @@ class EvalSettings(Strict):
 
     scenarios: ScenarioSpec = "builtin:tiny"
     misaligned_answer: Literal["matching", "not_matching"] | None = None  # for Anthropic files alignmix doesn't know
-    mode: Literal["letter", "cloze"] = "letter"
+    mode: Literal["letter", "cloze", "story"] = "letter"  # story: the scenario as a story, for toy-scale controls
     personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
 
 
