@@ -1,5 +1,7 @@
-"""The embedded default end to end: real datatrove, LitData and litgpt; killed during training, resumed, rerun."""
+"""The embedded default end to end: real datatrove, LitData, litgpt and Fabric; killed during pretraining and
+during SFT, resumed, rerun; a second pretraining stage starts from the first one's weights."""
 
+import csv
 import json
 import os
 import signal
@@ -35,37 +37,78 @@ def kill_when(path_glob: str, root: Path, process: subprocess.Popen, timeout: fl
     raise AssertionError(f"{path_glob} did not appear within {timeout}s")
 
 
+def midtrain_stage(pretrain: dict) -> dict:
+    """A short second pretraining stage at a longer context, on the same sources."""
+    stage = {**pretrain, "name": "midtrain", "tokens": 20_480, "seq_len": 256}
+    stage["train"] = {**pretrain["train"], "lr": 0.001, "min_lr": 0.0}
+    return stage
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> dict:
-    """Run tiny.yaml (checkpointing every 5 steps), kill it mid-training, rerun it, then run it once more."""
+    """tiny.yaml plus a midtrain stage, checkpointing often: `run` killed in pretraining, `train --stage sft`
+    (which resumes pretraining) killed in SFT, `run` to the end, then `run` and `train --stage dpo` again."""
     root = tmp_path_factory.mktemp("tiny")
     recipe = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
+    recipe["stages"][0]["tokens"] = 100_000  # a third of the demo's, to keep the test short
     recipe["stages"][0]["train"]["save_interval"] = 5
+    recipe["stages"].append(midtrain_stage(recipe["stages"][0]))
+    recipe["post_training"]["sft"]["save_interval"] = 2
     recipe_file = root / "tiny.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe))
     out = root / "run"
-    command = [sys.executable, "-m", "alignmix", "run", str(recipe_file), "--out", str(out)]
     with (root / "first.log").open("w") as log:
-        first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen([sys.executable, "-m", "alignmix", "run", str(recipe_file), "--out", str(out)],
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         kill_when("pretrain/step-*/lit_model.pth", out, first)
     interrupted = json.loads((out / "manifest.json").read_text())
-    second = alignmix("run", str(recipe_file), "--out", str(out))
-    assert second.returncode == 0, second.stdout + second.stderr
-    resumed = json.loads((out / "manifest.json").read_text())
+    with (root / "second.log").open("w") as log:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "alignmix", "train", str(recipe_file), "--stage", "sft", "--out", str(out)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        kill_when("sft/step-*/state.pth", out, second)
+    train_killed = json.loads((out / "manifest.json").read_text())
     third = alignmix("run", str(recipe_file), "--out", str(out))
     assert third.returncode == 0, third.stdout + third.stderr
-    return {"out": out, "interrupted": interrupted, "resumed": resumed, "rerun": json.loads(
-        (out / "manifest.json").read_text()), "rerun_stdout": third.stdout}
+    resumed = json.loads((out / "manifest.json").read_text())
+    fourth = alignmix("run", str(recipe_file), "--out", str(out))
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    rerun = json.loads((out / "manifest.json").read_text())
+    train_again = alignmix("train", str(recipe_file), "--stage", "dpo", "--out", str(out))
+    assert train_again.returncode == 0, train_again.stdout + train_again.stderr
+    return {"out": out, "interrupted": interrupted, "train_killed": train_killed, "resumed": resumed,
+            "rerun": rerun, "rerun_stdout": fourth.stdout, "train_again": train_again.stdout}
 
 
-def test_the_interrupted_training_stage_resumed_from_its_checkpoint(tiny_run: dict):
+def test_the_interrupted_training_stages_resumed_from_their_checkpoints(tiny_run: dict):
     assert "pretrain" not in [s["name"] for s in tiny_run["interrupted"]["stages"]]
+    killed = {s["name"]: s for s in tiny_run["train_killed"]["stages"]}
+    assert "sft" not in killed and "dpo" not in killed  # `train --stage sft` runs only what sft needs
+    assert killed["pretrain"]["status"] == "resumed"
+    assert killed["pretrain"]["counts"]["resumed_from"].startswith("step-")
+    assert "Resuming training from" in (tiny_run["out"] / "logs" / "pretrain.log").read_text()
     stages = {s["name"]: s for s in tiny_run["resumed"]["stages"]}
-    assert [s["status"] for s in tiny_run["resumed"]["stages"][:5]] == ["skipped"] * 5
-    assert stages["pretrain"]["status"] == "resumed"
-    assert stages["pretrain"]["counts"]["resumed_from"].startswith("step-")
-    log = (tiny_run["out"] / "logs" / "pretrain.log").read_text()
-    assert "Resuming training from" in log
+    assert stages["pretrain"]["status"] == stages["midtrain"]["status"] == "skipped"
+    assert stages["sft"]["status"] == "resumed" and stages["sft"]["counts"]["resumed_from"].startswith("step-")
+    assert "Resuming sft from step-" in (tiny_run["out"] / "logs" / "sft.log").read_text()
+    assert "dpo: skipped" in tiny_run["train_again"]
+
+
+def first_train_loss(stage_dir: Path) -> float:
+    """The loss of a litgpt stage's first logged step (its first attempt's CSV log)."""
+    metrics = sorted((stage_dir / "logs").rglob("metrics.csv"))[0]
+    return float(next(csv.DictReader(metrics.open()))["loss"])
+
+
+def test_a_later_stage_starts_from_the_previous_final_weights(tiny_run: dict):
+    out = tiny_run["out"]
+    config = yaml.safe_load((out / "midtrain" / "pretrain.yaml").read_text())
+    assert config["initial_checkpoint_dir"] == str(out / "pretrain" / "final")
+    assert config["train"]["max_seq_length"] == 256 and config["optimizer"]["init_args"]["lr"] == 0.001
+    assert first_train_loss(out / "midtrain") < 0.6 * first_train_loss(out / "pretrain")
+    job = yaml.safe_load((out / "sft" / "job.yaml").read_text())
+    assert job["checkpoint_dir"] == str(out / "midtrain" / "final")
+    assert yaml.safe_load((out / "dpo" / "job.yaml").read_text())["checkpoint_dir"] == str(out / "sft" / "final")
 
 
 def test_rerun_skips_every_stage(tiny_run: dict):
@@ -77,35 +120,60 @@ def test_run_folder_contents(tiny_run: dict):
     out = tiny_run["out"]
     manifest = tiny_run["rerun"]
     assert [s["name"] for s in manifest["stages"]] == [
-        "corpus", "tag", "synth", "tokenizer", "mix/pretrain", "pretrain", "eval", "report",
+        "corpus", "tag", "synth", "tokenizer", "mix/pretrain", "mix/midtrain", "pretrain", "midtrain", "sft", "dpo",
+        "eval/midtrain", "eval/sft", "eval/dpo", "report",
     ]
     assert manifest["packages"]["litgpt"] == "0.5.13"
     for stage in manifest["stages"]:
         assert len(stage["key"]) == 64 and len(stage["output_digest"]) == 64
-    final = out / "pretrain" / "final"
-    assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= {
-        p.name for p in final.iterdir()
-    }
+    for stage in ("pretrain", "midtrain", "sft", "dpo"):
+        final = out / stage / "final"
+        assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= {
+            p.name for p in final.iterdir()
+        }
+    assert "chat_template" in json.loads((out / "dpo" / "final" / "tokenizer_config.json").read_text())
     mixture = json.loads((out / "mix" / "pretrain" / "mixture_manifest.json").read_text())
-    assert sum(s["realised_tokens"] for s in mixture["sources"]) == mixture["tokens"] == 300_000
+    assert sum(s["realised_tokens"] for s in mixture["sources"]) == mixture["tokens"] == 100_000
     synthetic = next(s for s in mixture["sources"] if s["source"] == "aligned_synthetic")
-    assert synthetic["realised_tokens"] == synthetic["tokens"] == 15_000
+    assert synthetic["realised_tokens"] == synthetic["tokens"] == 5_000
 
 
-def test_eval_results_contract(tiny_run: dict):
-    results = json.loads((tiny_run["out"] / "eval" / "results.json").read_text())
-    assert results["n_formats"] == 8
+@pytest.mark.parametrize("model", ["midtrain", "sft", "dpo"])
+def test_eval_results_contract(tiny_run: dict, model: str):
+    results = json.loads((tiny_run["out"] / "eval" / model / "results.json").read_text())
+    assert results["n_formats"] == 8 and results["model"] == f"{model}/final"
     assert 0.0 <= results["misalignment_rate"]["mean"] <= 1.0
     assert results["misalignment_rate"]["se"] >= 0.0
     assert set(results["per_persona"]) == {"none", "hhh"}
     assert set(results["per_split"]) == {"train", "heldout"}
-    rows = (tiny_run["out"] / "eval" / "per_question.jsonl").read_text().splitlines()
+    rows = (tiny_run["out"] / "eval" / model / "per_question.jsonl").read_text().splitlines()
     assert len(rows) == results["n_questions"] * 2 * 8
+
+
+def test_export_cli_writes_a_transformers_chat_model(tiny_run: dict, tmp_path: Path):
+    import torch
+    from litgpt import GPT, Config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = tiny_run["out"] / "dpo" / "final"
+    result = alignmix("export", str(final), "--hf", str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Shut down?"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == "<|user|>\nShut down?\n<|assistant|>\n"
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    lit = GPT(Config.from_file(final / "model_config.yaml"))
+    lit.load_state_dict(torch.load(final / "lit_model.pth", weights_only=True))
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        assert (lit.eval()(ids) - hf.eval()(ids).logits).abs().max().item() < 1e-4
 
 
 def test_report_shows_every_section(tiny_run: dict):
     page = (tiny_run["out"] / "report.html").read_text()
-    for heading in ("Corpus statistics", "Synthetic documents", "Training mixtures", "Training", "Misalignment eval"):
+    for heading in ("Corpus statistics", "Synthetic documents", "Training mixtures", "Training",
+                    "Misalignment eval: midtrain", "Misalignment eval: sft", "Misalignment eval: dpo"):
         assert heading in page
     assert "<svg" in page
 
@@ -129,9 +197,8 @@ def test_stats_command_over_the_run_folder(tiny_run: dict, tmp_path: Path):
     assert web["flagged"] == tagged["documents_flagged"]
     assert web["length_unit"] == "tokens" and sum(web["length_histogram"].values()) == web["documents"]
     assert set(web["categories"]) == set(tagged["categories"])
-    stage = stats["stages"][0]
-    assert stage["stage"] == "pretrain"
-    assert sum(s["realised_tokens"] for s in stage["sources"]) == 300_000
+    stage = next(s for s in stats["stages"] if s["stage"] == "pretrain")
+    assert sum(s["realised_tokens"] for s in stage["sources"]) == 100_000
     page = (tmp_path / "stats.html").read_text()
     assert page.count("<svg") >= 3 and "Top matched terms" in page and "planned tokens" in page
 
