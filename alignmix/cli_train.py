@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from alignmix.recipe import Recipe, RecipeError, load_recipe
+from alignmix.run import Stage
 
 console = Console()
 errors = Console(stderr=True)
@@ -30,7 +31,7 @@ def _load(recipe_file: Path) -> Recipe:
         _fail(str(exc))
 
 
-def _with_dependencies(stages: list, name: str) -> list:  # noqa: ANN001 (alignmix.run.Stage)
+def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
     """`name` and every stage it depends on, transitively, in graph order."""
     by_name = {s.name: s for s in stages}
     wanted, pending = set(), [name]

@@ -360,20 +360,17 @@ def _eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) ->
 
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.eval.misalignment import evaluate_misalignment, write_results
-        from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
-        from alignmix.train.chat import prompt_for
+        from alignmix.eval.scoring import LitCheckpointScorer, Score, ScoreRequest
+        from alignmix.train.chat import load_chat_tokenizer, prompt_for
 
         checkpoint = ctx.inputs[model_stage] / "final"
         scorer = LitCheckpointScorer(checkpoint)
-        score = scorer.score
-        if chat:
-            from alignmix.corpus.tokenizer import load_tokenizer
+        eos = load_chat_tokenizer(checkpoint)[1] if chat else ""
 
-            tokenizer, eos_id = load_tokenizer(checkpoint)
-            eos = tokenizer.id_to_token(eos_id)
-
-            def score(requests: list[ScoreRequest]):  # noqa: ANN202 (the eval's Score list)
-                return scorer.score([ScoreRequest(prompt_for(r.context, eos), r.continuation.lstrip()) for r in requests])
+        def score(requests: list[ScoreRequest]) -> list[Score]:
+            if chat:
+                requests = [ScoreRequest(prompt_for(r.context, eos), r.continuation.lstrip()) for r in requests]
+            return scorer.score(requests)
 
         skipped: list[str] = []
         scenarios = _scenarios(recipe, settings_model.scenarios, base_dir, skipped)

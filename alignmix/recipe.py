@@ -330,6 +330,10 @@ class PostTrainSettings(Strict):
     def _one_data_origin(self) -> PostTrainSettings:
         if (self.data is None) == (self.from_scenarios is None):
             raise ValueError("give exactly one of `data` (a file) or `from_scenarios` (training-split questions)")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
+            )
         return self
 
 

@@ -98,3 +98,9 @@ def install_chat_tokenizer(source_dir: Path, out_dir: Path, embedding_rows: int,
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return tokenizer, eos
+
+
+def load_chat_tokenizer(folder: Path) -> tuple[Tokenizer, str]:
+    """A tokenizer folder written by `install_chat_tokenizer`, and its eos token."""
+    eos = json.loads((folder / "tokenizer_config.json").read_text())["eos_token"]
+    return Tokenizer.from_file(str(folder / "tokenizer.json")), eos.get("content") if isinstance(eos, dict) else eos

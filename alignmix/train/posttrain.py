@@ -17,7 +17,6 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from alignmix.train.litgpt_config import check_vocabulary
 
 
 @dataclass
@@ -95,13 +94,33 @@ def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) 
     return steps
 
 
+class MetricsLog:
+    """`logs/metrics.csv`, appended across resumptions: step, lr and the objective's metrics."""
+
+    COLUMNS = ("train_loss", "reward_margin", "logp_margin", "reward_accuracy")
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = path.open("a", newline="")
+        self.writer = csv.writer(self.handle)
+        if path.stat().st_size == 0:
+            self.writer.writerow(["step", "lr", *self.COLUMNS])
+
+    def write(self, step: int, lr: float, metrics: dict[str, float]) -> None:
+        self.writer.writerow([step, lr, *(metrics.get(k, "") for k in self.COLUMNS)])
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 def run_job(job: PostTrainJob) -> dict[str, Any]:
     """Run an SFT or DPO job to `OUT/final/`, resuming from the last `step-*` checkpoint; returns a summary."""
     import lightning as L
     from litgpt import GPT, Config
     from litgpt.utils import save_config
 
-    from alignmix.train.chat import install_chat_tokenizer
+    from alignmix.train.chat import install_chat_tokenizer, load_chat_tokenizer
     from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
     from alignmix.train.sft import collate_sft, sft_examples, sft_loss
 
@@ -111,8 +130,10 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     fabric.seed_everything(job.seed)
     config = Config.from_file(start_dir / "model_config.yaml")
     tokenizer_dir = out_dir / "tokenizer"
-    tokenizer, eos = install_chat_tokenizer(start_dir, tokenizer_dir, config.padded_vocab_size, job.stage)
-    check_vocabulary(job.stage, asdict(config), tokenizer.get_vocab_size(with_added_tokens=True))
+    if fabric.global_rank == 0:  # refuses a vocabulary (with the chat tokens) larger than the embedding
+        install_chat_tokenizer(start_dir, tokenizer_dir, config.padded_vocab_size, job.stage)
+    fabric.barrier()
+    tokenizer, eos = load_chat_tokenizer(tokenizer_dir)
     max_length = min(job.max_seq_length, config.block_size)
     if job.kind == "sft":
         examples: list[Any] = sft_examples(Path(job.data_file), job.data_format, tokenizer, eos, max_length)  # type: ignore[arg-type]
@@ -145,14 +166,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     if resumed is not None:
         fabric.print(f"Resuming {job.stage} from {resumed.parent.name}")
         fabric.load(resumed, state)
-    metrics_file = out_dir / "logs" / "metrics.csv"
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    writer = None
-    if fabric.global_rank == 0:
-        handle = metrics_file.open("a", newline="")
-        writer = csv.writer(handle)
-        if metrics_file.stat().st_size == 0:
-            writer.writerow(["step", "lr", "train_loss", "reward_margin", "logp_margin", "reward_accuracy"])
+    log = MetricsLog(out_dir / "logs" / "metrics.csv") if fabric.global_rank == 0 else None
     last: dict[str, float] = {}
     for step in range(state["step"], len(plan)):
         lr = learning_rate(step, len(plan), warmup, job.lr, job.min_lr)
@@ -175,15 +189,14 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         optimizer.zero_grad()
         state["step"] = step + 1
         last = totals
-        if writer is not None:
-            writer.writerow([step + 1, lr] + [totals.get(k, "") for k in
-                                              ("train_loss", "reward_margin", "logp_margin", "reward_accuracy")])
-            handle.flush()
+        if log is not None:
+            log.write(step + 1, lr, totals)
         fabric.print(f"{job.stage} step {step + 1}/{len(plan)} | " + " | ".join(f"{k} {v:.4f}" for k, v in totals.items()))
         if (step + 1) % job.save_interval == 0 and step + 1 < len(plan):
             fabric.save(out_dir / f"step-{step + 1:06d}" / "state.pth", state)
     final = out_dir / "final"
-    if fabric.global_rank == 0:
+    if log is not None:
+        log.close()
         partial = out_dir / "final.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(tokenizer_dir, partial)
@@ -191,7 +204,6 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         save_config(config, partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
-        handle.close()
     fabric.barrier()
     return {"steps": len(plan), "examples": len(examples), "resumed_from": resumed.parent.name if resumed else None,
             "final_metrics": last}
