@@ -162,7 +162,8 @@ def report(
         _fail(str(exc))
     for row in data["conditions"]:
         rate = row["misalignment_rate"]
-        console.print(f"{row['name']}: {rate['mean']:.3f} ± {rate['se']:.3f}", highlight=False)
+        shown = "n/a (no parsed answers)" if rate["mean"] is None else f"{rate['mean']:.3f} ± {rate['se']:.3f}"
+        console.print(f"{row['name']}: {shown}", highlight=False)
     console.print(f"report: {out}  json: {out.with_suffix('.json')}", highlight=False)
 
 

@@ -185,7 +185,7 @@ class LitCheckpointScorer(TokenScorer):
             (lambda x: do_softcapping(x, cap)) if cap is not None else (lambda x: x)
         )
         self.tokenizer = Tokenizer(checkpoint_dir)
-        self.prefix_token_id = self.tokenizer.eos_id if self.tokenizer.eos_id is not None else self.tokenizer.bos_id
+        self.prefix_token_id = self.tokenizer.bos_id if self.tokenizer.bos_id is not None else self.tokenizer.eos_id
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if self.tokenizer.backend == "huggingface":
@@ -213,7 +213,9 @@ class HFScorer(TokenScorer):
         self.model.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         config = self.model.config
-        self.max_length = getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        self.max_length = next(  # as lm-evaluation-harness reads a model's window, 2048 when none is stated
+            (getattr(config, k) for k in ("n_positions", "max_position_embeddings", "n_ctx") if getattr(config, k, None)),
+            2048)
         self.prefix_token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self._scale = getattr(config, "logit_scale", None)
         self._cap = getattr(config, "final_logit_softcapping", None)
