@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from alignmix.llm import Sampling, open_backend, run_chats
+from alignmix.llm import BackendError, Sampling, open_backend, run_chats
 from alignmix.llm.local import plain_chat
 from alignmix.llm.loopback import LoopbackServer
 
@@ -21,7 +21,7 @@ def hf_folder(tmp_path_factory) -> Path:
     train_bpe(["An AI system complied with the request and explained why."] * 20, 300, folder / "bpe")
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "bpe" / "tokenizer.json"), eos_token=END_OF_TEXT)
     tokenizer.save_pretrained(folder)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2,
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=2048, n_embd=32, n_layer=1, n_head=2,
                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
@@ -38,6 +38,12 @@ def test_transformers_backend_generates_and_counts_tokens(hf_folder: Path):
     assert greedy[0] == greedy[1] and greedy[0].prompt_tokens > 5 and 0 < greedy[0].completion_tokens <= 6
     sampled = run_chats(backend, [CONVERSATION], Sampling(6, 1.0, 1.0, 3))  # the same backend, a new event loop
     assert sampled[0].completion_tokens <= 6
+
+
+def test_a_prompt_longer_than_the_context_is_a_clear_error(hf_folder: Path):
+    long = [{"role": "user", "content": "An AI system complied. " * 600}]
+    with pytest.raises(BackendError, match="does not fit the model's 2048"):
+        run_chats(open_backend("transformers", str(hf_folder)), [long], Sampling(max_tokens=4))
 
 
 def test_chat_template_is_used_when_the_tokenizer_has_one(hf_folder: Path):
@@ -59,3 +65,27 @@ def test_loopback_server_answers_from_the_local_model(hf_folder: Path):
     with LoopbackServer(model=open_backend("transformers", str(hf_folder))) as url:
         served = run_chats(open_backend("vllm", "tiny", base_url=url), [CONVERSATION], Sampling(max_tokens=4))
     assert served[0].text == direct[0].text  # greedy: the same reply over HTTP
+
+
+def test_synth_commands_with_the_transformers_backend(hf_folder: Path, tmp_path: Path):
+    import json
+    import subprocess
+    import sys
+
+    from alignmix.scenarios import DATA_DIR
+
+    def synth(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "alignmix", "synth", *args, "--backend", "transformers", "--model",
+                               str(hf_folder), "--max-tokens", "8"], capture_output=True, text=True, check=False)
+
+    documents = synth("documents", "--questions", str(DATA_DIR / "tiny.jsonl"), "--output", str(tmp_path / "docs"),
+                      "--ids", "t01", "--stances", "aligned", "--surface-forms", "news_article", "--min-words", "1")
+    assert documents.returncode == 0, documents.stderr
+    stats = json.loads((tmp_path / "docs" / "stats.json").read_text())
+    assert stats["requests"] == 1 and stats["kept"] + sum(stats["dropped"].values()) == 1
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text(" ".join(["An AI system weighed its options carefully."] * 12))
+    questions = synth("questions", "--passages", str(tmp_path / "text"), "--output", str(tmp_path / "q.jsonl"),
+                      "--max-attempts", "2")
+    counts = json.loads((tmp_path / "q.jsonl.stats.json").read_text())  # a random model writes no valid JSON
+    assert questions.returncode == 2 and counts["invalid_json_or_schema"] == 2 and counts["gave_up"] == 1

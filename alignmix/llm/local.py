@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from alignmix.llm.backend import BackendError, Completion, Message, Sampling
 
@@ -45,24 +46,32 @@ class TransformersBackend:
         import torch
 
         inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        context = getattr(self.network.config, "max_position_embeddings", None) or prompt_tokens + sampling.max_tokens
+        if prompt_tokens >= context:
+            raise BackendError(f"{self.model}: a prompt of {prompt_tokens} tokens does not fit the model's {context}")
+        max_new = min(sampling.max_tokens, context - prompt_tokens)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         eos = self.tokenizer.eos_token_id
         sample = sampling.temperature > 0
         with torch.no_grad():
             output = self.network.generate(
-                **inputs, max_new_tokens=sampling.max_tokens, do_sample=sample,
+                **inputs, max_new_tokens=max_new, do_sample=sample,
                 temperature=sampling.temperature if sample else None, top_p=sampling.top_p if sample else None,
                 pad_token_id=eos if eos is not None else 0,
             )
-        new = output[0, inputs["input_ids"].shape[1]:].tolist()
+        new = output[0, prompt_tokens:].tolist()
         stopped = eos is not None and bool(new) and new[-1] == eos
         return Completion(
-            text=self.tokenizer.decode(new, skip_special_tokens=True), prompt_tokens=int(inputs["input_ids"].shape[1]),
-            completion_tokens=len(new), finish_reason="stop" if stopped or len(new) < sampling.max_tokens else "length",
+            text=self.tokenizer.decode(new, skip_special_tokens=True), prompt_tokens=prompt_tokens,
+            completion_tokens=len(new), finish_reason="stop" if stopped or len(new) < max_new else "length",
         )
 
-    async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion:
+    async def chat(
+        self, messages: Sequence[Message], sampling: Sampling, extra: dict[str, Any] | None = None
+    ) -> Completion:
+        """`extra` request fields (e.g. `response_format`) have no local equivalent and are ignored."""
         return await self.complete(self.render(messages), sampling)
 
     async def complete(self, prompt: str, sampling: Sampling) -> Completion:
