@@ -69,18 +69,19 @@ def test_loopback_server_answers_from_the_local_model(hf_folder: Path):
 
 def test_synth_commands_with_the_transformers_backend(hf_folder: Path, tmp_path: Path):
     import json
-    import subprocess
-    import sys
 
+    from typer.testing import CliRunner
+
+    from alignmix.cli import app
     from alignmix.scenarios import DATA_DIR
 
-    def synth(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "alignmix", "synth", *args, "--backend", "transformers", "--model",
-                               str(hf_folder), "--max-tokens", "8"], capture_output=True, text=True, check=False)
+    def synth(*args: str):  # in this process: torch and transformers are imported already
+        return CliRunner().invoke(app, ["synth", *args, "--backend", "transformers", "--model", str(hf_folder),
+                                        "--max-tokens", "8"])
 
     documents = synth("documents", "--questions", str(DATA_DIR / "tiny.jsonl"), "--output", str(tmp_path / "docs"),
                       "--ids", "t01", "--stances", "aligned", "--surface-forms", "news_article", "--min-words", "1")
-    assert documents.returncode == 0, documents.stderr
+    assert documents.exit_code == 0, documents.output
     stats = json.loads((tmp_path / "docs" / "stats.json").read_text())
     assert stats["requests"] == 1 and stats["kept"] + sum(stats["dropped"].values()) == 1
     (tmp_path / "text").mkdir()
@@ -88,4 +89,4 @@ def test_synth_commands_with_the_transformers_backend(hf_folder: Path, tmp_path:
     questions = synth("questions", "--passages", str(tmp_path / "text"), "--output", str(tmp_path / "q.jsonl"),
                       "--max-attempts", "2")
     counts = json.loads((tmp_path / "q.jsonl.stats.json").read_text())  # a random model writes no valid JSON
-    assert questions.returncode == 2 and counts["invalid_json_or_schema"] == 2 and counts["gave_up"] == 1
+    assert questions.exit_code == 2 and counts["invalid_json_or_schema"] == 2 and counts["gave_up"] == 1
