@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,9 @@ def grounding(scenarios: list[Scenario], ids: list[str] | None, held_out_extra: 
 
 def plan_documents(
     scenarios: list[Scenario], spec: DocumentSpec, templates: DocumentTemplates, backend: str, model: str,
-    ids: list[str] | None = None, held_out_extra: list[Scenario] = (),  # type: ignore[assignment]
+    ids: list[str] | None = None, held_out_extra: Sequence[Scenario] = (),
 ) -> Plan:
+    """Every request, with its provenance, for the training-split scenarios (see `grounding`)."""
     grounded, held_out = grounding(scenarios, ids, list(held_out_extra))
     requests = document_requests(
         grounded, templates, list(spec.surface_forms), list(spec.stances), spec.per_combination, spec.sampling
