@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,37 @@ class Launch:
 
 
 LOCAL = Launch()
+
+
+class _LogLines(io.TextIOBase):
+    """A stdout that appends to the stage log and echoes the lines worth showing."""
+
+    def __init__(self, log: io.TextIOBase, stage: str, worth_showing: Callable[[str], bool], echo: io.TextIOBase):
+        self.log, self.stage, self.worth_showing, self.echo, self.pending = log, stage, worth_showing, echo, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.log.flush()
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if self.worth_showing(line):
+                print(f"  [{self.stage}] {line.rstrip()}", file=self.echo, flush=True)
+        return len(text)
+
+
+@contextlib.contextmanager
+def output_to_log(log_file: Path, stage: str, worth_showing: Callable[[str], bool]) -> Iterator[None]:
+    """Within the block, stdout goes to the log (lines worth showing echoed) and stderr (fd 2) to the log."""
+    saved_stderr = os.dup(2)
+    with log_file.open("a", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(_LogLines(log, stage, worth_showing, sys.stdout)):
+                yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
 
 
 def run_logged(command: list[str], log_file: Path, stage: str, worth_showing: Callable[[str], bool]) -> None:

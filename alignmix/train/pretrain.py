@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 
 from alignmix.recipe import TrainingStage
-from alignmix.train.launch import LOCAL, Launch, run_logged
+from alignmix.train.launch import LOCAL, Launch, output_to_log, run_logged
 from alignmix.train.litgpt_config import StageFiles, pretrain_config
 
 _STEP = re.compile(r"\bstep (\d+)\b")
@@ -49,12 +50,44 @@ def write_pretrain_config(stage: TrainingStage, files: StageFiles, seed: int, la
     return config_file
 
 
+def single_process(config: dict[str, Any]) -> bool:
+    """Whether the generated config trains on one device of one node (then litgpt runs in this process)."""
+    devices = config["devices"]
+    if devices == "auto":
+        devices = torch.cuda.device_count() or 1
+    return int(devices) * int(config["num_nodes"]) == 1
+
+
+def litgpt_pretrain_in_process(config_file: Path, log_file: Path, stage: str) -> None:
+    """`litgpt pretrain --config FILE` through litgpt's own CLI, in this process (no second interpreter start
+    and litgpt import); output goes to the stage log."""
+    from litgpt.__main__ import main as litgpt_main
+
+    saved_argv = sys.argv
+    sys.argv = ["litgpt", "pretrain", "--config", str(config_file)]
+    try:
+        with output_to_log(log_file, stage, worth_showing):
+            print(f"$ litgpt pretrain --config {config_file}  (in process)")
+            litgpt_main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"stage '{stage}': litgpt pretrain exited with {exc.code}; see {log_file}") from None
+    except Exception as exc:  # litgpt's own argument checks and training errors
+        raise RuntimeError(f"stage '{stage}': litgpt pretrain failed: {exc}; see {log_file}") from exc
+    finally:
+        sys.argv = saved_argv
+
+
 def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: Path, launch: Launch = LOCAL) -> dict:
-    """Write `OUT/pretrain.yaml` and run litgpt on it; returns what was resumed and where the model is."""
+    """Write `OUT/pretrain.yaml` and run litgpt on it (in this process on one device, else as a process under
+    the launch prefix, e.g. srun); returns what was resumed and where the model is."""
     resumed_from = latest_step_checkpoint(files.out_dir)
     config_file = write_pretrain_config(stage, files, seed, launch)
-    command = [*launch.prefix, sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)]
-    run_logged(command, log_file, stage.name, worth_showing)
+    if not launch.prefix and single_process(yaml.safe_load(config_file.read_text())):
+        litgpt_pretrain_in_process(config_file, log_file, stage.name)
+    else:
+        command = [*launch.prefix, sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)]
+        run_logged(command, log_file, stage.name, worth_showing)
     final = files.out_dir / "final"
     keep_model_weights_only(final / "lit_model.pth")
     return {"resumed_from": resumed_from.name if resumed_from else None, "final_checkpoint": str(final)}
