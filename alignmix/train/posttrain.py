@@ -165,7 +165,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     resumed = latest_state(out_dir)
     if resumed is not None:
         fabric.print(f"Resuming {job.stage} from {resumed.parent.name}")
-        fabric.load(resumed, state)
+        fabric.load(resumed, state, weights_only=True)
     log = MetricsLog(out_dir / "logs" / "metrics.csv") if fabric.global_rank == 0 else None
     last: dict[str, float] = {}
     for step in range(state["step"], len(plan)):
