@@ -5,7 +5,8 @@ the GPT-NeoX-20B tokenizer from ../shared/data (vocabulary 50,304). Items: the m
 on builtin:tiny (24 questions x 8 prompt formats, persona none): 192 prompts, each with the two option letters
 as continuations. alignmix: `evaluate_misalignment` with `HFScorer` (prompting, tokenizing, scoring, summing
 up). Baseline: lm-evaluation-harness 0.4.9 `HFLM.loglikelihood` on the same (context, continuation) pairs.
-Both in float32 on the CPU, batch size 32, timed after a warm-up, best of two. The per-request
+Both in float32 on the CPU, batch size 32, timed after a warm-up, taking turns, best of three (wall clock; CPU
+seconds printed too, as other work on a shared machine moves wall times). The per-request
 log-likelihoods are checked equal (within 1e-4) before the ratio is printed.
 
     .venv/bin/python benchmarks/eval_loglik.py
@@ -38,13 +39,17 @@ def write_model(out: Path) -> Path:
     return out
 
 
-def best_of(runs: int, work) -> tuple[float, object]:  # noqa: ANN001
-    best, result = float("inf"), None
+def interleaved_best(runs: int, **work) -> dict[str, tuple[float, float, object]]:  # noqa: ANN003
+    """Best wall and CPU seconds of each callable over `runs` rounds, taking turns so that load from other
+    processes on a shared machine falls on every contender alike; with each one's last result."""
+    best: dict[str, tuple[float, float, object]] = {name: (float("inf"), float("inf"), None) for name in work}
     for _ in range(runs):
-        start = time.perf_counter()
-        result = work()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for name, call in work.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = call()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu), result)
+    return best
 
 
 def main() -> None:
@@ -70,16 +75,16 @@ def main() -> None:
         theirs = lambda: harness.loglikelihood(instances, disable_tqdm=True)  # noqa: E731
         evaluate_misalignment(lambda r: scorer.score(r, BATCH), scenarios[:2], ["none"], "letter")  # warm-up
         harness.loglikelihood(instances[:8], disable_tqdm=True)
-        ours_s, (_, rows) = best_of(2, ours)
-        theirs_s, expected = best_of(2, theirs)
+        timings = interleaved_best(3, ours=ours, theirs=theirs)
+    (ours_s, ours_cpu, (_, rows)), (theirs_s, theirs_cpu, expected) = timings["ours"], timings["theirs"]
     got = [row["logprobs"][letter] for row in rows for letter in "AB"]  # type: ignore[index]
     worst = max(abs(a - b[0]) for a, b in zip(got, expected, strict=True))  # type: ignore[arg-type]
     assert worst < 1e-4, f"log-likelihoods differ from lm-evaluation-harness by {worst}"
     ratio = (n_items / ours_s) / (n_items / theirs_s)
     print(f"items: {n_items} prompts x 2 option letters, model: Pythia-70m shape, random weights, CPU float32")
-    print(f"alignmix evaluate_misalignment + HFScorer: {ours_s:.2f} s, {n_items / ours_s:.1f} items/s")
-    print(f"lm-evaluation-harness HFLM.loglikelihood:  {theirs_s:.2f} s, {n_items / theirs_s:.1f} items/s")
-    print(f"largest log-likelihood difference: {worst:.2e}")
+    print(f"alignmix evaluate_misalignment + HFScorer: {ours_s:.2f} s ({ours_cpu:.2f} s CPU), {n_items / ours_s:.1f} items/s")
+    print(f"lm-evaluation-harness HFLM.loglikelihood:  {theirs_s:.2f} s ({theirs_cpu:.2f} s CPU), {n_items / theirs_s:.1f} items/s")
+    print(f"largest log-likelihood difference: {worst:.2e}; ratio of CPU seconds: {theirs_cpu / ours_cpu:.2f}")
     print(json.dumps({"benchmark": "eval_loglik", "ratio": round(ratio, 2), "target": ">= 2",
                       "baseline": "lm-evaluation-harness 0.4.9 HFLM.loglikelihood, same model and requests",
                       "met": ratio >= 2}))
