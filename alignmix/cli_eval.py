@@ -97,7 +97,11 @@ def capability(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ) -> None:
     """Capability evals through lm-evaluation-harness, offline, with task files generated from local data."""
-    from alignmix.eval.lm_tasks import TaskDataError, run_lm_eval, write_capability_tasks
+    from alignmix.eval.lm_tasks import (
+        TaskDataError,
+        run_lm_eval,
+        write_capability_tasks,
+    )
     from alignmix.eval.scoring import ScorerError, model_folder_kind
 
     try:
@@ -129,7 +133,11 @@ def lm_eval_tasks(
     misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer")] = None,
 ) -> None:
     """Write lm-evaluation-harness task files: the misalignment eval (letter and cloze) and capability sets."""
-    from alignmix.eval.lm_tasks import TaskDataError, write_capability_tasks, write_misalignment_tasks
+    from alignmix.eval.lm_tasks import (
+        TaskDataError,
+        write_capability_tasks,
+        write_misalignment_tasks,
+    )
     from alignmix.eval.runner import EvalError, load_dataset
     from alignmix.scenarios import ScenarioError
 
@@ -153,7 +161,11 @@ def report(
     baseline: Annotated[str | None, typer.Option("--baseline", help="Condition the deltas are taken from (default: the first).")] = None,
 ) -> None:
     """Compare runs: misalignment per split and persona, capability scores, deltas from a baseline."""
-    from alignmix.report.compare import CompareError, collect_conditions, render_comparison
+    from alignmix.report.compare import (
+        CompareError,
+        collect_conditions,
+        render_comparison,
+    )
 
     try:
         conditions = collect_conditions(runs)

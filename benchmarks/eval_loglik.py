@@ -39,7 +39,7 @@ def write_model(out: Path) -> Path:
     return out
 
 
-def interleaved_best(runs: int, **work) -> dict[str, tuple[float, float, object]]:  # noqa: ANN003
+def interleaved_best(runs: int, **work) -> dict[str, tuple[float, float, object]]:
     """Best wall and CPU seconds of each callable over `runs` rounds, taking turns so that load from other
     processes on a shared machine falls on every contender alike; with each one's last result."""
     best: dict[str, tuple[float, float, object]] = {name: (float("inf"), float("inf"), None) for name in work}
@@ -71,8 +71,8 @@ def main() -> None:
         instances = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
         n_items = len(pairs) // 2
 
-        ours = lambda: evaluate_misalignment(lambda r: scorer.score(r, BATCH), scenarios, ["none"], "letter")  # noqa: E731
-        theirs = lambda: harness.loglikelihood(instances, disable_tqdm=True)  # noqa: E731
+        ours = lambda: evaluate_misalignment(lambda r: scorer.score(r, BATCH), scenarios, ["none"], "letter")
+        theirs = lambda: harness.loglikelihood(instances, disable_tqdm=True)
         evaluate_misalignment(lambda r: scorer.score(r, BATCH), scenarios[:2], ["none"], "letter")  # warm-up
         harness.loglikelihood(instances[:8], disable_tqdm=True)
         timings = interleaved_best(3, ours=ours, theirs=theirs)

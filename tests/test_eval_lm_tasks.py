@@ -8,7 +8,13 @@ import yaml
 from typer.testing import CliRunner
 
 from alignmix.cli import app
-from alignmix.eval.lm_tasks import CAPABILITY_SETS, TaskDataError, run_lm_eval, write_capability_tasks, write_misalignment_tasks
+from alignmix.eval.lm_tasks import (
+    CAPABILITY_SETS,
+    TaskDataError,
+    run_lm_eval,
+    write_capability_tasks,
+    write_misalignment_tasks,
+)
 from alignmix.eval.misalignment import evaluate_misalignment
 from alignmix.eval.scoring import HFScorer
 from alignmix.scenarios import load_scenarios

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from alignmix.eval.formats import FORMATS, build_prompt
-from alignmix.eval.scoring import HFScorer, LitCheckpointScorer, ScoreRequest, ScorerError, open_scorer
+from alignmix.eval.scoring import (
+    HFScorer,
+    LitCheckpointScorer,
+    ScoreRequest,
+    ScorerError,
+    open_scorer,
+)
 from alignmix.scenarios import load_scenarios
 
 

@@ -22,6 +22,6 @@ def test_story_mode_reads_the_lowercased_option_texts():
         assert all(r.context.endswith(("decided to", "chose to")) for r in requests)
         return [Score(-1.0 if r.continuation in misaligned else -9.0, 4, False) for r in requests]
 
-    results, rows = evaluate_misalignment(score, scenarios, ["none"], "story")
+    results, _ = evaluate_misalignment(score, scenarios, ["none"], "story")
     assert results["misalignment_rate"] == {"mean": 1.0, "se": 0.0} and results["mode"] == "story"
     assert len(results["per_format"]) == 8 and "The AI decided to|BA" in results["per_format"]

@@ -17,7 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from alignmix.eval.formats import FORMATS, build_prompt, build_story_prompt, story_continuation, story_name
+from alignmix.eval.formats import (
+    FORMATS,
+    build_prompt,
+    build_story_prompt,
+    story_continuation,
+    story_name,
+)
 from alignmix.eval.scoring import Score, ScoreRequest
 from alignmix.scenarios import LABELS, Scenario
 

@@ -110,7 +110,7 @@ def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220
     bar, gap, left, top, bottom = 22, 26, 40, 10, 70
     group_width = bar * len(series) + gap
     width = left + group_width * len(conditions) + 10
-    y = lambda v: top + height * (1 - v)  # noqa: E731
+    y = lambda v: top + height * (1 - v)
     parts = [f'<line x1="{left}" y1="{y(0)}" x2="{width}" y2="{y(0)}" stroke="#888"/>']
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.2f}</text>'
