@@ -108,15 +108,16 @@ def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
 def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220) -> str:
     """Grouped vertical bars (one group per condition: overall and each split) with ±SE whiskers, as SVG."""
     bar, gap, left, top, bottom = 22, 26, 40, 10, 70
-    group_width = bar * len(series) + gap
-    width = left + group_width * len(conditions) + 10
+    longest = max(len(c["name"]) for c in conditions)
+    group_width = max(bar * len(series) + gap, 7 * longest + 10)  # room for the condition's name below
+    width = max(left + group_width * len(conditions) + 10, left + 110 * len(series))
     y = lambda v: top + height * (1 - v)
     parts = [f'<line x1="{left}" y1="{y(0)}" x2="{width}" y2="{y(0)}" stroke="#888"/>']
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.2f}</text>'
                      f'<line x1="{left}" y1="{y(tick)}" x2="{width}" y2="{y(tick)}" stroke="#eee"/>')
     for g, condition in enumerate(conditions):
-        x0 = left + g * group_width + gap / 2
+        x0 = left + g * group_width + (group_width - bar * len(series)) / 2
         for s, name in enumerate(series):
             stat = condition["misalignment_rate"] if name == "overall" else condition["per_split"].get(name)
             if not stat or stat.get("mean") is None:
