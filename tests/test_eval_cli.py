@@ -102,3 +102,20 @@ def test_generative_mode_against_a_loopback_server(tmp_path: Path):
     assert results["misalignment_rate"] == {"mean": 0.5, "se": 0.0}
     rows = [json.loads(line) for line in (tmp_path / "per_question.jsonl").read_text().splitlines()]
     assert all(r["choice"] is None for r in rows if r["persona"] == "ai") and rows[0]["reply"]
+
+
+def test_generative_mode_with_a_local_transformers_model(tiny_checkpoint: Path, tmp_path: Path):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    config = GPTNeoXConfig(vocab_size=384, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, max_position_embeddings=1024)
+    GPTNeoXForCausalLM(config).save_pretrained(tmp_path / "chat")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tiny_checkpoint / "tokenizer.json"),
+                                        model_input_names=["input_ids", "attention_mask"])  # as GPT-NeoX's own
+    tokenizer.save_pretrained(tmp_path / "chat")
+    results = _eval(str(tmp_path / "chat"), "--mode", "generate", "--dataset", "builtin:tiny", "--limit", "2",
+                    "--personas", "none", "--max-tokens", "4", "--out", str(tmp_path / "out"))
+    assert results["mode"] == "generate" and results["n_answers"] == 2 * 8
+    assert 0 <= results["unparseable_rate"] <= 1 and results["unparseable_flagged"] == (results["unparseable_rate"] >= 0.2)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "per_question.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all("reply" in r for r in rows)
