@@ -105,14 +105,15 @@ def test_generative_mode_against_a_loopback_server(tmp_path: Path):
 
 
 def test_generative_mode_with_a_local_transformers_model(tiny_checkpoint: Path, tmp_path: Path):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from alignmix.train.export import export_hf
 
     config = GPTNeoXConfig(vocab_size=384, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=1024)
     GPTNeoXForCausalLM(config).save_pretrained(tmp_path / "chat")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tiny_checkpoint / "tokenizer.json"),
-                                        model_input_names=["input_ids", "attention_mask"])  # as GPT-NeoX's own
-    tokenizer.save_pretrained(tmp_path / "chat")
+    export_hf(tiny_checkpoint, tmp_path / "exported")
+    AutoTokenizer.from_pretrained(tmp_path / "exported").save_pretrained(tmp_path / "chat")
     results = _eval(str(tmp_path / "chat"), "--mode", "generate", "--dataset", "builtin:tiny", "--limit", "2",
                     "--personas", "none", "--max-tokens", "4", "--out", str(tmp_path / "out"))
     assert results["mode"] == "generate" and results["n_answers"] == 2 * 8

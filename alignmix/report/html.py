@@ -153,13 +153,13 @@ def mixture_section(manifests: dict[str, Path]) -> str:
 
 
 def final_losses(metrics_csv: Path) -> dict[str, float]:
-    """The last train loss and the validation loss from litgpt's CSV logger."""
+    """The last train loss (litgpt logs it as `loss`) and the validation loss from litgpt's CSV logger."""
     last: dict[str, float] = {}
     with metrics_csv.open() as handle:
         for row in csv.DictReader(handle):
-            for key in ("train_loss", "val_loss"):
-                if row.get(key):
-                    last[key] = float(row[key])
+            for column, key in (("loss", "train_loss"), ("train_loss", "train_loss"), ("val_loss", "val_loss")):
+                if row.get(column):
+                    last[key] = float(row[column])
     return last
 
 

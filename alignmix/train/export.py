@@ -55,7 +55,9 @@ def _tokenizer(checkpoint_dir: Path):  # noqa: ANN202
     config_file = checkpoint_dir / "tokenizer_config.json"
     settings = json.loads(config_file.read_text()) if config_file.exists() else {}
     special = {k: settings[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(settings.get(k), str)}
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **special)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_file), model_input_names=["input_ids", "attention_mask"], **special
+    )  # GPT-NeoX takes no token_type_ids
     if "chat_template" in settings:
         tokenizer.chat_template = settings["chat_template"]
     return tokenizer
