@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alignmix.cli_common import RecipeArg, console, fail, load_recipe_or_fail
+from alignmix.cli_eval import register as register_eval_commands
 from alignmix.cli_synth import synth_app
-from alignmix.recipe import Recipe, RecipeError, load_recipe
+from alignmix.cli_train import register as register_train_commands
+from alignmix.recipe import RecipeError
 
 app = typer.Typer(
     help="alignmix: measure, control and train on AI discourse in pretraining data.",
@@ -21,22 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
 
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/tiny.yaml.")]
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _load(recipe_file: Path) -> Recipe:
-    try:
-        return load_recipe(recipe_file)
-    except RecipeError as exc:
-        _fail(str(exc))
 
 
 @app.command()
@@ -47,7 +35,7 @@ def run(
     ] = None,
 ) -> None:
     """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
-    recipe = _load(recipe_file)
+    recipe = load_recipe_or_fail(recipe_file)
     from alignmix.classifiers.blocklist import BlocklistError
     from alignmix.corpus.plan import PlanError
     from alignmix.corpus.readers import InputError
@@ -70,7 +58,7 @@ def run(
         }
         manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
     except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError, StageFailed) as exc:
-        _fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
+        fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
     for stage in manifest["stages"]:
@@ -87,7 +75,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the token plan as JSON.")] = False,
 ) -> None:
     """Print the stage graph and each training stage's token plan, without reading or writing data."""
-    recipe = _load(recipe_file)
+    recipe = load_recipe_or_fail(recipe_file)
     from alignmix.corpus.plan import PlanError, assumed_available, plan_stage
     from alignmix.graph import build_graph
     from alignmix.scenarios import ScenarioError
@@ -96,7 +84,7 @@ def plan(
         plans = [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
         graph = build_graph(recipe, recipe_file.parent)
     except (RecipeError, PlanError, ScenarioError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps({"stages": [p.as_dict() for p in plans]}, indent=2))
         return
@@ -131,13 +119,13 @@ def stats(
 
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
-        _fail(f"not a folder: {', '.join(missing)}")
+        fail(f"not a folder: {', '.join(missing)}")
     if tokenizer is None:
         tokenizer = next((f / "tokenizer" for f in folders if (f / "tokenizer" / "tokenizer.json").is_file()), None)
     try:
         statistics = collect(folders, tokenizer)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     render_stats_page(statistics, report)
     if json_out is not None:
         json_out.write_text(json.dumps(statistics, indent=2))
@@ -179,24 +167,30 @@ def tag(
 ) -> None:
     """Tag documents with the AI-discourse blocklist: every document gains metadata.ai_discourse."""
     from alignmix.corpus.readers import InputError
-    from alignmix.corpus.tag import SUFFIXES, detect_format, input_files, tag_files, write_stats
+    from alignmix.corpus.tag import (
+        SUFFIXES,
+        detect_format,
+        input_files,
+        tag_files,
+        write_stats,
+    )
 
     if executor not in ("local", "ray"):
-        _fail(f"--executor must be local or ray, got {executor!r}")
+        fail(f"--executor must be local or ray, got {executor!r}")
     if on_error not in ("fail", "skip"):
-        _fail(f"--on-error must be fail or skip, got {on_error!r}")
+        fail(f"--on-error must be fail or skip, got {on_error!r}")
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
-        _fail(f"input not found: {', '.join(missing)}")
+        fail(f"input not found: {', '.join(missing)}")
     every_suffix = tuple(s for suffixes in SUFFIXES.values() for s in suffixes)
     groups: dict[str, list[Path]] = {}
     try:
         for file in input_files(inputs, every_suffix):
             groups.setdefault(detect_format(file), []).append(file)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not groups:
-        _fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}")
+        fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}")
     counters = []
     try:
         for file_format, files in groups.items():
@@ -207,7 +201,7 @@ def tag(
                 classifier_dir=classifier, threshold=threshold, stance_dir=stance_classifier,
             ))
     except (InputError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     stats = write_stats(output, counters)
     console.print(
         f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"
@@ -235,7 +229,7 @@ def classifiers_build_labels(
     try:
         counts = build_labelled_set(data, out, questions_per_file)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for key, value in counts.items():
         console.print(f"{key}: {value}", highlight=False)
 
@@ -255,7 +249,7 @@ def classifiers_train(
     from alignmix.classifiers.models import train_classifier, train_stance_classifier
 
     if kind not in ("fasttext", "embedding") or target not in ("discourse", "stance"):
-        _fail(f"--kind must be fasttext or embedding and --target discourse or stance, got {kind!r}, {target!r}")
+        fail(f"--kind must be fasttext or embedding and --target discourse or stance, got {kind!r}, {target!r}")
     try:
         rows = read_labels(labels)
         if target == "stance":
@@ -263,7 +257,7 @@ def classifiers_train(
         else:
             train_classifier(rows, kind, out, seed)  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"{target} classifier ({kind if target == 'discourse' else 'fasttext'}) trained on {len(rows):,} rows: {out}")
 
 
@@ -285,7 +279,7 @@ def classifiers_evaluate(
     try:
         rows = read_labels(labels)
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     texts = [r["text"] for r in rows]
     blocklist = Blocklist.from_lists()
     predictions = {"blocklist": [blocklist.tag(text).flagged for text in texts]}
@@ -317,30 +311,24 @@ def classifiers_label(
 ) -> None:
     """Label documents with an LLM judge (AI discourse and stance), as training labels for a classifier."""
     from alignmix.classifiers.llm_judge import label_documents
-    from alignmix.llm import BackendError, open_backend
-
     from alignmix.jsonl import JsonLinesError, iter_json_lines
+    from alignmix.llm import BackendError, open_backend
 
     rows = []
     try:
         for number, row in iter_json_lines(input_file):
             if not isinstance(row, dict) or not isinstance(row.get(text_key), str):
-                _fail(f"{input_file}:{number}: expected an object with a '{text_key}' string")
+                fail(f"{input_file}:{number}: expected an object with a '{text_key}' string")
             rows.append(row)
     except (OSError, JsonLinesError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         labelled, unparseable = label_documents(rows, open_backend("vllm", model, base_url=server), text_key, concurrency)
     except BackendError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out.write_text("".join(json.dumps(row) + "\n" for row in labelled))
     console.print(f"{len(labelled):,} labelled, {unparseable:,} unparseable replies skipped: {out}")
 
 
-from alignmix.cli_eval import register as register_eval_commands  # noqa: E402
-
 register_eval_commands(app)
-
-from alignmix.cli_train import register as register_train_commands  # noqa: E402
-
 register_train_commands(app)

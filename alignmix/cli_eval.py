@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from alignmix.cli_common import console, errors, fail
 from alignmix.eval.formats import PERSONAS
 
-console = Console()
-errors = Console(stderr=True)
 DEFAULT_CAPABILITY_DATA = Path("../shared/data/llm-foundry-evals")
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def _personas(value: str) -> list[str]:
     names = [p.strip() for p in value.split(",") if p.strip()]
     unknown = [p for p in names if p not in PERSONAS]
     if unknown or not names:
-        _fail(f"--personas: unknown persona(s) {unknown}; expected a comma-separated list of {', '.join(PERSONAS)}")
+        fail(f"--personas: unknown persona(s) {unknown}; expected a comma-separated list of {', '.join(PERSONAS)}")
     return names
 
 
@@ -58,7 +51,7 @@ def eval_command(
                "--misaligned-answer": (misaligned_answer, (None, "matching", "not_matching"))}
     for option, (value, allowed) in choices.items():
         if value not in allowed:
-            _fail(f"{option} {value}: expected one of {', '.join(a for a in allowed if a)}")
+            fail(f"{option} {value}: expected one of {', '.join(a for a in allowed if a)}")
     try:
         scenarios, skipped = load_dataset(dataset, misaligned_answer, split, limit)  # type: ignore[arg-type]
         results, rows = evaluate_model(
@@ -66,7 +59,7 @@ def eval_command(
             Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency,
         )
     except (EvalError, ScenarioError, ScorerError, BackendError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     results["dataset"] = dataset
     results["skipped_questions"] = skipped
     write_results(out, results, rows)
@@ -108,7 +101,7 @@ def capability(
         kind = model_folder_kind(model)
         task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)
     except (ScorerError, TaskDataError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     hf_dir = model
     if kind == "litgpt":
         from alignmix.train.export import export_hf
@@ -149,7 +142,7 @@ def lm_eval_tasks(
         if _task_names(tasks):
             names += write_capability_tasks(data, out, _task_names(tasks))
     except (EvalError, ScenarioError, TaskDataError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"tasks: {', '.join(names)}", highlight=False)
     console.print(f"run: lm_eval --model hf --model_args pretrained=HF_DIR --include_path {out} --tasks {','.join(names)}",
                   highlight=False)
@@ -171,7 +164,7 @@ def report(
         conditions = collect_conditions(runs)
         data = render_comparison(conditions, out, baseline)
     except CompareError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for row in data["conditions"]:
         rate = row["misalignment_rate"]
         shown = "n/a (no parsed answers)" if rate["mean"] is None else f"{rate['mean']:.3f} ± {rate['se']:.3f}"

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 
+from alignmix.cli_common import comma_list, console, errors, fail
 from alignmix.llm.backend import BackendError, Sampling, open_backend
 
 synth_app = typer.Typer(help="Generate synthetic documents and scenario questions with an LLM.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
 
 Backend = Literal["openai", "vllm", "transformers"]
 BackendOpt = Annotated[str, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
@@ -26,18 +24,9 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds p
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429, 5xx, timeouts and connection errors.")]
 
 
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _csv(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _backend(kind: str, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int):
     if kind not in ("openai", "vllm", "transformers"):
-        _fail(f"--backend must be openai, vllm or transformers, not '{kind}'")
+        fail(f"--backend must be openai, vllm or transformers, not '{kind}'")
     return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))  # type: ignore[arg-type]
 
 
@@ -90,23 +79,23 @@ def documents(
     from alignmix.synth.prompts import STANCES, DocumentTemplates, TemplateError
 
     if misaligned_answer not in (None, "matching", "not_matching"):
-        _fail(f"--misaligned-answer must be matching or not_matching, not '{misaligned_answer}'")
-    chosen_stances = _csv(stances)
+        fail(f"--misaligned-answer must be matching or not_matching, not '{misaligned_answer}'")
+    chosen_stances = comma_list(stances)
     if not chosen_stances or any(s not in STANCES for s in chosen_stances):
-        _fail(f"--stances takes aligned and/or misaligned, not '{stances}'")
+        fail(f"--stances takes aligned and/or misaligned, not '{stances}'")
     try:
         loaded = DocumentTemplates.load(templates)
         scenarios = read_scenarios(questions, misaligned_answer, [])  # type: ignore[arg-type]
         extra = [s for f in decontaminate or [] for s in read_scenarios(f, misaligned_answer, []) if s.split != "train"]  # type: ignore[arg-type]
         spec = DocumentSpec(
-            name=name, surface_forms=tuple(_csv(surface_forms) if surface_forms else loaded.surface_forms),
+            name=name, surface_forms=tuple(comma_list(surface_forms) if surface_forms else loaded.surface_forms),
             stances=tuple(chosen_stances), per_combination=per_combination,
             sampling=Sampling(max_tokens, temperature, top_p, seed), bounds=Bounds(min_words, max_words),
             ngram=ngram, dedup_threshold=dedup_threshold,
         )
-        plan = plan_documents(scenarios, spec, loaded, backend, model, _csv(ids) if ids else None, extra)
+        plan = plan_documents(scenarios, spec, loaded, backend, model, comma_list(ids) if ids else None, extra)
     except (ScenarioError, TemplateError, HeldOutGroundingError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     output.mkdir(parents=True, exist_ok=True)
     console.print(f"{len(plan.requests):,} requests: {len(plan.grounded)} training-split scenarios x "
                   f"{len(spec.stances)} stance(s) x {len(spec.surface_forms)} surface form(s) x {per_combination}")
@@ -131,11 +120,11 @@ def documents(
             for failure in job.failures[:3]:
                 errors.print(f"  {failure}", highlight=False, markup=False)
     except BackendError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     stats = finalize(plan, spec, output)
     console.print(f"kept {stats['kept']:,} of {stats['requests']:,}; dropped {stats['dropped'] or 'none'}: {output}")
     if failed:
-        _fail(f"{failed:,} request(s) failed after their retries; rerun the same command to retry only those")
+        fail(f"{failed:,} request(s) failed after their retries; rerun the same command to retry only those")
 
 
 @synth_app.command("questions")
@@ -162,11 +151,11 @@ def questions_command(
     from alignmix.synth.questions import generate_questions, read_passages
 
     if split not in (None, "train", "heldout"):
-        _fail(f"--split must be train or heldout, not '{split}'")
+        fail(f"--split must be train or heldout, not '{split}'")
     try:
         chosen = read_passages(passages, passage_words)[:max_passages]
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
 
     async def main() -> dict:
@@ -179,8 +168,8 @@ def questions_command(
     try:
         counts = asyncio.run(main())
     except BackendError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     output.with_name(output.name + ".stats.json").write_text(json.dumps(counts, indent=2) + "\n")
     console.print(f"{counts['written']:,} questions from {counts['passages']:,} passages: {output} ({counts})")
     if counts["gave_up"]:
-        _fail(f"{counts['gave_up']} question(s) had no valid answer in {max_attempts} attempts; rerun with a larger --max-attempts")
+        fail(f"{counts['gave_up']} question(s) had no valid answer in {max_attempts} attempts; rerun with a larger --max-attempts")

@@ -6,29 +6,13 @@ import hashlib
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from alignmix.recipe import Recipe, RecipeError, load_recipe
+from alignmix.cli_common import RecipeArg, console, fail, load_recipe_or_fail
+from alignmix.recipe import RecipeError
 from alignmix.run import Stage
-
-console = Console()
-errors = Console(stderr=True)
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/tiny.yaml.")]
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _load(recipe_file: Path) -> Recipe:
-    try:
-        return load_recipe(recipe_file)
-    except RecipeError as exc:
-        _fail(str(exc))
 
 
 def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
@@ -60,7 +44,7 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --launcher slurm: print the script only.")] = False,
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
-    recipe = _load(recipe_file)
+    recipe = load_recipe_or_fail(recipe_file)
     from alignmix.corpus.plan import PlanError
     from alignmix.corpus.readers import InputError
     from alignmix.graph import POST_TRAINING, build_graph, check_runnable
@@ -70,17 +54,17 @@ def train(
     from alignmix.train.litgpt_config import TrainConfigError
 
     if launcher not in ("local", "slurm", "srun"):
-        _fail(f"--launcher: expected local, slurm or srun, got '{launcher}'")
+        fail(f"--launcher: expected local, slurm or srun, got '{launcher}'")
     trainable = [s.name for s in recipe.stages if s.train is not None]
     trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
     if stage not in trainable:
-        _fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
+        fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name
     if launcher == "slurm":
         _slurm(recipe_file, stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run)
         return
     if dry_run:
-        _fail("--dry-run applies to --launcher slurm")
+        fail("--dry-run applies to --launcher slurm")
     launch = Launch(("srun", "--kill-on-bad-exit=1") if launcher == "srun" else (), nodes, gpus_per_node)
     try:
         check_runnable(recipe)
@@ -91,7 +75,7 @@ def train(
                 "settings": recipe.model_dump(mode="json")}
         manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
     except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, StageFailed) as exc:
-        _fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
+        fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
     record = next(s for s in manifest["stages"] if s["name"] == stage)
     console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
 
@@ -101,7 +85,7 @@ def _slurm(recipe_file: Path, stage: str, run_dir: Path, nodes: int | None, gpus
     from alignmix.train.slurm import SlurmJob, sbatch_script
 
     if nodes is None or gpus_per_node is None:
-        _fail("--launcher slurm needs --nodes N and --gpus-per-node G")
+        fail("--launcher slurm needs --nodes N and --gpus-per-node G")
     script = sbatch_script(
         SlurmJob(recipe_file, stage, run_dir, nodes, gpus_per_node, partition=partition, time=time_limit), Path.cwd()
     )
@@ -117,7 +101,7 @@ def _slurm(recipe_file: Path, stage: str, run_dir: Path, nodes: int | None, gpus
         return
     result = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
     if result.returncode != 0:
-        _fail(f"sbatch {path} failed: {result.stderr.strip()}")
+        fail(f"sbatch {path} failed: {result.stderr.strip()}")
     console.print(f"wrote {path}; {result.stdout.strip()}")
 
 
@@ -131,7 +115,7 @@ def export(
     try:
         out = export_hf(checkpoint, hf)
     except ExportError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"transformers checkpoint: {out}")
 
 
