@@ -257,10 +257,9 @@ class ModelSpec(Strict):
         return self
 
 
-class TrainSettings(Strict):
-    """litgpt pretrain settings for one stage; the model starts from the previous stage's final weights."""
+class Optimization(Strict):
+    """What every training stage sets: batch, AdamW and its schedule, precision, checkpoints and devices."""
 
-    model: ModelSpec
     global_batch_size: PositiveInt = 8
     micro_batch_size: PositiveInt = 4
     lr: Annotated[float, Field(gt=0.0)] = 3e-4
@@ -274,6 +273,20 @@ class TrainSettings(Strict):
     save_interval: PositiveInt = 1000
     devices: PositiveInt | Literal["auto"] = "auto"
     num_nodes: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _whole_micro_batches(self) -> Optimization:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
+            )
+        return self
+
+
+class TrainSettings(Optimization):
+    """litgpt pretrain settings for one stage; the model starts from the previous stage's final weights."""
+
+    model: ModelSpec
 
 
 class TrainingStage(Strict):
@@ -304,36 +317,23 @@ class TrainingStage(Strict):
         return self
 
 
-class PostTrainSettings(Strict):
+class PostTrainSettings(Optimization):
     """An SFT or DPO stage on Lightning Fabric: its data (a file, or written from the training split of scenario
     questions) and its optimisation; the model starts from the previous stage's final weights."""
 
     data: RunPath | None = None
     from_scenarios: ScenarioSpec | None = None
     lr: Annotated[float, Field(gt=0.0)]
-    min_lr: Annotated[float, Field(ge=0.0)] = 0.0
     epochs: PositiveInt = 1
-    global_batch_size: PositiveInt = 8
-    micro_batch_size: PositiveInt = 4
     max_seq_length: PositiveInt = 2048
     warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: Annotated[float, Field(gt=0.0)] = 1e-8
     max_norm: Annotated[float, Field(gt=0.0)] = 1.0
-    precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"
-    save_interval: PositiveInt = 1000
-    devices: PositiveInt | Literal["auto"] = "auto"
-    num_nodes: PositiveInt = 1
 
     @model_validator(mode="after")
     def _one_data_origin(self) -> PostTrainSettings:
         if (self.data is None) == (self.from_scenarios is None):
             raise ValueError("give exactly one of `data` (a file) or `from_scenarios` (training-split questions)")
-        if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"global_batch_size {self.global_batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
-            )
         return self
 
 
