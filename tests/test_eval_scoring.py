@@ -79,3 +79,27 @@ def test_folder_kinds_are_recognised(tiny_checkpoint: Path, hf_dir: Path, tmp_pa
     assert isinstance(open_scorer(hf_dir, "cpu"), HFScorer)
     with pytest.raises(ScorerError, match="neither a litgpt checkpoint"):
         open_scorer(tmp_path)
+
+
+def test_final_logit_softcapping_is_applied_once(tiny_checkpoint: Path, tmp_path: Path):
+    import shutil
+
+    import torch
+    import yaml
+    from litgpt import GPT, Config
+
+    capped = tmp_path / "capped"
+    shutil.copytree(tiny_checkpoint, capped)
+    config = yaml.safe_load((capped / "model_config.yaml").read_text())
+    (capped / "model_config.yaml").write_text(yaml.safe_dump({**config, "final_logit_softcapping": 0.5}))
+    scorer = LitCheckpointScorer(capped, "cpu")
+    request = ScoreRequest("Question: should the AI report the bug?\n\nAnswer:", " yes, it should")
+    encoded = scorer._encode([request])[0]
+    model = GPT(Config.from_file(capped / "model_config.yaml"))
+    model.load_state_dict(torch.load(capped / "lit_model.pth", weights_only=True))
+    with torch.inference_mode():
+        logits = model.eval()(torch.tensor([encoded.context + encoded.continuation]))[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    start = len(encoded.context) - 1
+    expected = sum(logprobs[start + i, t].item() for i, t in enumerate(encoded.continuation))
+    assert scorer.score([request])[0].logprob == pytest.approx(expected, abs=1e-4)

@@ -181,6 +181,7 @@ class LitCheckpointScorer(TokenScorer):
         self._lm_head = self.model.lm_head
         self.model.lm_head = torch.nn.Identity()  # forward() then returns final hidden states
         cap = config.final_logit_softcapping
+        config.final_logit_softcapping = None  # forward() would soft-cap the hidden states; head() caps the logits once
         self._cap: Callable[[torch.Tensor], torch.Tensor] = (
             (lambda x: do_softcapping(x, cap)) if cap is not None else (lambda x: x)
         )
