@@ -16,8 +16,34 @@ from alignmix.scenarios import load_scenarios, training_split
 from alignmix.train.chat import install_chat_tokenizer
 from alignmix.train.chat_data import preference_examples, scenario_preferences, scenario_sft_examples
 from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
-from alignmix.train.posttrain import PostTrainJob, load_weights, run_job
+from alignmix.train.posttrain import PostTrainJob, load_weights, micro_batch_plan, run_job
 from train_checkpoints import write_chat_ready_checkpoint
+
+
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+@pytest.mark.parametrize("n_examples", [8, 10, 37])
+def test_every_rank_plans_the_same_steps_and_micro_batches(n_examples: int, world: int):
+    job = PostTrainJob(kind="sft", stage="sft", checkpoint_dir="", data_file="", data_format="sharegpt", out_dir="",
+                       lr=1e-3, epochs=2, global_batch_size=8, micro_batch_size=1)
+    plans = [micro_batch_plan(n_examples, job, rank, world) for rank in range(world)]
+    left_out = n_examples % 8
+    assert all(dropped == left_out for _, dropped in plans)
+    steps = 2 * (n_examples // 8)
+    assert all(len(plan) == steps for plan, _ in plans)
+    assert all(len(plan[step]) == 8 // world for plan, _ in plans for step in range(steps))
+    for epoch in range(2):
+        used = [i for plan, _ in plans for step in plan[epoch * steps // 2 : (epoch + 1) * steps // 2]
+                for micro in step for i in micro]
+        assert len(used) == len(set(used)) == n_examples - left_out
+
+
+def test_a_plan_refuses_uneven_splits_and_too_little_data():
+    job = PostTrainJob(kind="dpo", stage="dpo", checkpoint_dir="", data_file="", data_format="preference", out_dir="",
+                       lr=1e-3, global_batch_size=8, micro_batch_size=2)
+    with pytest.raises(ValueError, match="multiple of micro_batch_size 2 x 3 device"):
+        micro_batch_plan(16, job, 0, 3)
+    with pytest.raises(ValueError, match="stage 'dpo': 7 examples do not fill one global batch of 8"):
+        micro_batch_plan(7, job, 0, 1)
 
 
 @pytest.fixture(scope="module")

@@ -75,23 +75,33 @@ def latest_state(out_dir: Path) -> Path | None:
     return states[-1] if states else None
 
 
-def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) -> list[list[list[int]]]:
-    """Optimizer steps, each a list of micro-batches (example indices) for this rank, over all epochs."""
-    per_step = job.global_batch_size // world
-    if per_step < 1 or per_step % job.micro_batch_size:
+def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) -> tuple[list[list[list[int]]], int]:
+    """Optimizer steps over all epochs, each this rank's micro-batches (example indices), and the number of
+    examples per epoch left out.
+
+    Each epoch shuffles (seeded) and takes only whole global batches, split `[rank::world]`: every rank runs the
+    same steps with the same micro-batch counts; the `n_examples % global_batch_size` examples after the last
+    whole batch sit the epoch out (different ones each epoch).
+    """
+    per_rank = job.global_batch_size // world
+    if job.global_batch_size % world or per_rank % job.micro_batch_size:
         raise ValueError(
             f"stage '{job.stage}': global_batch_size {job.global_batch_size} must be a multiple of"
             f" micro_batch_size {job.micro_batch_size} x {world} device(s)"
+        )
+    batches = n_examples // job.global_batch_size
+    if batches == 0:
+        raise ValueError(
+            f"stage '{job.stage}': {n_examples} examples do not fill one global batch of {job.global_batch_size}"
         )
     steps = []
     generator = torch.Generator().manual_seed(job.seed)
     for _ in range(job.epochs):
         order = torch.randperm(n_examples, generator=generator).tolist()
-        for start in range(0, n_examples, job.global_batch_size):
+        for start in range(0, batches * job.global_batch_size, job.global_batch_size):
             mine = order[start : start + job.global_batch_size][rank::world]
-            if mine:
-                steps.append([mine[i : i + job.micro_batch_size] for i in range(0, len(mine), job.micro_batch_size)])
-    return steps
+            steps.append([mine[i : i + job.micro_batch_size] for i in range(0, per_rank, job.micro_batch_size)])
+    return steps, n_examples - batches * job.global_batch_size
 
 
 class MetricsLog:
@@ -159,7 +169,10 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     )
     model, optimizer = fabric.setup(model, optimizer)
 
-    plan = micro_batch_plan(len(examples), job, fabric.global_rank, fabric.world_size)
+    plan, left_out = micro_batch_plan(len(examples), job, fabric.global_rank, fabric.world_size)
+    if left_out:
+        fabric.print(f"{job.stage}: {left_out} of {len(examples)} examples sit out each epoch"
+                     f" (not a whole global batch of {job.global_batch_size})")
     warmup = math.ceil(job.warmup_fraction * len(plan))
     state: dict[str, Any] = {"model": model, "optimizer": optimizer, "step": 0}
     resumed = latest_state(out_dir)
@@ -205,8 +218,8 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
     fabric.barrier()
-    return {"steps": len(plan), "examples": len(examples), "resumed_from": resumed.parent.name if resumed else None,
-            "final_metrics": last}
+    return {"steps": len(plan), "examples": len(examples), "left_out_per_epoch": left_out,
+            "resumed_from": resumed.parent.name if resumed else None, "final_metrics": last}
 
 
 def main(argv: list[str]) -> None:
