@@ -1,6 +1,8 @@
 """SFT and DPO on Lightning Fabric with tiny models: the DPO objective, resume after a kill, the final folder."""
 
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -79,6 +81,21 @@ def preference_metrics(checkpoint: Path, setup: dict) -> tuple[float, float]:
     with torch.no_grad():
         _, metrics = dpo_loss(models[0], models[1], batch, beta=0.5)
     return metrics["train_loss"], metrics["logp_margin"]
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_the_reference_runs_in_the_policys_precision(setup: dict, precision: str):
+    """At step 0 the policy and the reference are the same model, so the first DPO loss is log 2, no margin."""
+    out = setup["root"] / f"dpo-{precision}"
+    job = PostTrainJob(
+        kind="dpo", stage="dpo", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "dpo.json"),
+        data_format="preference", out_dir=str(out), lr=1e-3, global_batch_size=8, micro_batch_size=8,
+        max_seq_length=256, beta=0.5, precision=precision,
+    )
+    run_job(job)
+    with (out / "logs" / "metrics.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    assert float(first["train_loss"]) == pytest.approx(math.log(2), abs=1e-6) and float(first["reward_margin"]) == 0.0
 
 
 def test_dpo_lowers_its_loss_and_widens_the_chosen_margin(setup: dict):

@@ -104,6 +104,13 @@ def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) 
     return steps, n_examples - batches * job.global_batch_size
 
 
+def setup_reference(fabric: Any, reference: torch.nn.Module) -> torch.nn.Module:
+    """DPO's frozen reference, in eval mode, with the policy's weight precision, on the device; its forward
+    runs under `fabric.autocast()` like the policy's."""
+    reference.requires_grad_(False).eval()
+    return fabric.to_device(fabric.strategy.precision.convert_module(reference))
+
+
 class MetricsLog:
     """`logs/metrics.csv`, appended across resumptions: step, lr and the objective's metrics."""
 
@@ -162,8 +169,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
             reference = GPT(config)
         load_weights(reference, start_dir)
         reference.max_seq_length = max_length
-        reference.requires_grad_(False).eval()
-        reference = fabric.to_device(reference)
+        reference = setup_reference(fabric, reference)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
     )
@@ -193,7 +199,8 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
                 if reference is None:
                     loss, metrics = sft_loss(model, batch)
                 else:
-                    loss, metrics = dpo_loss(model, reference, batch, job.beta)
+                    with fabric.autocast():  # the reference runs in the policy's precision
+                        loss, metrics = dpo_loss(model, reference, batch, job.beta)
                 fabric.backward(loss / len(micro_batches))
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
