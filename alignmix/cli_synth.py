@@ -66,7 +66,7 @@ def documents(
     """
     from alignmix.llm.batch import export_batch as write_batch
     from alignmix.llm.batch import import_batch_results
-    from alignmix.llm.jobs import read_responses
+    from alignmix.llm.jobs import fresh_answers
     from alignmix.scenarios import ScenarioError, read_scenarios
     from alignmix.synth.documents import (
         RESPONSES,
@@ -102,26 +102,28 @@ def documents(
     failed = 0
     try:
         if export_batch:
-            paths = write_batch(plan.requests, output / "batch", model, set(read_responses(output / RESPONSES)))
+            answered = set(fresh_answers(plan.requests, output / RESPONSES, model))
+            paths = write_batch(plan.requests, output / "batch", model, answered)
             console.print(f"{len(paths)} batch request file(s) in {output / 'batch'}; upload them to the Batch API, then "
                           "rerun this command with --batch-results FILE for each result file")
             return
         if batch_results:
-            imported = import_batch_results(batch_results, output / RESPONSES)
+            imported = import_batch_results(batch_results, output / RESPONSES, plan.requests, model)
             console.print(f"imported {imported.imported:,} results ({imported.already_present:,} already present, "
                           f"errors: {imported.errors or 'none'})")
         else:
             from alignmix.synth.documents import run_plan
 
             client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
-            job = run_plan(plan, client, output, concurrency)
+            job = run_plan(plan, client, output / RESPONSES, concurrency)
             failed = job.failed
-            console.print(f"answered {job.answered:,}, already answered {job.already_done:,}, failed {job.failed:,}")
+            console.print(f"answered {job.answered:,}, already answered {job.already_done:,}, failed {job.failed:,}, "
+                          f"stale {job.stale:,} (answered before for another model, prompt or sampling: asked again)")
             for failure in job.failures[:3]:
                 errors.print(f"  {failure}", highlight=False, markup=False)
     except BackendError as exc:
         fail(str(exc))
-    stats = finalize(plan, spec, output)
+    stats = finalize(plan, spec, output, output / RESPONSES)
     console.print(f"kept {stats['kept']:,} of {stats['requests']:,}; dropped {stats['dropped'] or 'none'}: {output}")
     if failed:
         fail(f"{failed:,} request(s) failed after their retries; rerun the same command to retry only those")

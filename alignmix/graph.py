@@ -24,6 +24,7 @@ from alignmix.scenarios import (
     training_split,
 )
 
+TRANSPORT_SETTINGS = {"concurrency", "timeout", "max_retries", "api_key_env"}  # out of the synth stage's key
 RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
 POST_TRAINING = ("sft", "dpo")
 
@@ -135,7 +136,11 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
             scenarios = _scenarios(recipe, synth_set.scenarios, base_dir)
             grounded = training_split(scenarios)
             if synth_set.generator != "offline":
-                stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output)
+                # Answers live beside the runner's records (the stage's output is RUN/synth), outside the output
+                # a changed stage key clears: a rerun under new settings pays only for prompts it has not seen.
+                responses = ctx.output.parent / ".alignmix" / "llm" / synth_set.name / "responses.jsonl"
+                stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output,
+                                                          responses)
                 continue
             rows = generate_synthetic(
                 grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
@@ -151,16 +156,17 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
 
     settings = {
         "seed": recipe.seed,
-        "sets": [s.model_dump(mode="json") for s in recipe.synth.sets],
+        "sets": [s.model_dump(mode="json", exclude={"server": TRANSPORT_SETTINGS}) for s in recipe.synth.sets],
         "scenario_files": {s.scenarios: _scenario_files(s.scenarios, base_dir) for s in recipe.synth.sets},
     }
     return Stage("synth", Path("synth"), settings, action)
 
 
 def _server_synth_set(
-    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path
+    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path, responses: Path
 ) -> dict[str, Any]:
-    """A synthetic set from an LLM server, resumable: answers already in OUT/NAME/responses.jsonl are not asked again."""
+    """A synthetic set from an LLM server into OUT/NAME, resumable: a request whose answer in `responses` has the
+    same prompt hash, model and sampling is not asked again."""
     from alignmix.llm.backend import BackendError, Sampling, open_backend
     from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, finalize, plan_documents, run_plan
     from alignmix.synth.postprocess import Bounds
@@ -182,13 +188,13 @@ def _server_synth_set(
     client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
                           server.max_retries, server.concurrency)
     try:
-        job = run_plan(plan, client, output / synth_set.name, server.concurrency)
+        job = run_plan(plan, client, responses, server.concurrency)
     except BackendError as exc:
         raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
     if job.failed:
         raise RuntimeError(f"synth set '{synth_set.name}': {job.failed} request(s) failed after their retries"
                            f" (first: {job.failures[0]}); rerun to send only those")
-    stats = finalize(plan, spec, output / synth_set.name)
+    stats = finalize(plan, spec, output / synth_set.name, responses)
     return {"generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(plan.grounded),
             "held_out_scenarios_excluded": len(scenarios) - len(plan.grounded), "documents": stats["kept"],
             "requests": stats["requests"], "dropped": stats["dropped"], "tokens": stats["tokens"]}

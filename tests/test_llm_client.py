@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from alignmix.llm import BackendError, Sampling, open_backend, run_chats
-from alignmix.llm.jobs import ChatRequest, read_responses, run_requests
+from alignmix.llm.jobs import ChatRequest, prompt_hash, read_responses, run_requests
 from alignmix.llm.loopback import Faults, LoopbackServer
 from alignmix.llm.openai_compat import OpenAIClient, backoff_delay
 
@@ -125,3 +125,21 @@ def test_failed_requests_are_not_recorded_and_retried_on_rerun(tmp_path: Path):
     assert first.failed > 0 and first.answered + first.failed == 10
     assert (second.already_done, second.answered, second.failed) == (first.answered, first.failed, 0)
     assert len(read_responses(output)) == 10
+
+
+def test_answers_from_another_model_or_sampling_are_asked_again(tmp_path: Path):
+    output = tmp_path / "responses.jsonl"
+    requests = [ChatRequest(f"r{i}", _conversation(i), Sampling(seed=i)) for i in range(6)]
+    hotter = [ChatRequest(r.id, r.messages, Sampling(temperature=0.9, seed=r.sampling.seed)) for r in requests]
+    server = LoopbackServer()
+    with server as url:
+        run_requests(_client(url), requests, output, concurrency=2)
+        other_model = open_backend("vllm", "loop-2", base_url=url)
+        moved = run_requests(other_model, requests, output, concurrency=2)
+        resampled = run_requests(_client(url), hotter, output, concurrency=2)
+        again = run_requests(_client(url), hotter, output, concurrency=2)
+    assert (moved.stale, moved.answered, resampled.stale, resampled.answered) == (6, 6, 6, 6)
+    assert (again.stale, again.already_done) == (0, 6) and len(server.bodies) == 18
+    newest = read_responses(output)["r0"]  # the last row of an id wins, stamped with what produced it
+    assert newest["model"] == "loop" and newest["sampling"]["temperature"] == 0.9
+    assert newest["prompt_sha256"] == prompt_hash(requests[0].messages)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from alignmix.corpus.decontaminate import NgramGuard
+from alignmix.llm.jobs import stamp
 from alignmix.llm.loopback import (
     Faults,
     LoopbackServer,
@@ -34,6 +35,7 @@ from alignmix.synth.postprocess import (
     strip_chatter,
 )
 from alignmix.synth.prompts import DocumentTemplates
+from alignmix.synth.questions import question_seed, read_passages
 
 TINY = DATA_DIR / "tiny.jsonl"
 SECRET = "sk-loopback-secret-9d1e"
@@ -167,10 +169,10 @@ def test_filters_count_every_request_with_its_reason(tmp_path: Path):
     ]
     out = tmp_path / "out"
     out.mkdir()
-    rows = [{"id": r.id, "text": t, "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 2}
-            for r, t in zip(plan.requests, texts)]
+    rows = [{"id": r.id, "text": t, "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 2,
+             **stamp(r, "m")} for r, t in zip(plan.requests, texts)]
     (out / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    stats = finalize(plan, spec, out)
+    stats = finalize(plan, spec, out, out / "responses.jsonl")
     assert stats["dropped"] == {"refusal": 1, "too_short": 1, "quotes_option": 1, "contaminated": 1,
                                 "near_duplicate": 1, "no_response": 1}
     assert stats["kept"] == 2 and stats["requests"] == 8 and stats["chatter_stripped"] == 1
@@ -240,10 +242,13 @@ def test_questions_from_passages_with_json_retries(tmp_path: Path):
     (passages / "a.md").write_text(f"# Title\n\n{paragraph}\n\n{paragraph}\n")
     (passages / "b.txt").write_text(paragraph + "\n")
 
+    first_attempts = {question_seed(0, p.id, c, 0) for p in read_passages(passages, 60) for c in range(2)}
+
     def respond(body: dict) -> str:  # the first attempt of every question is broken JSON
         from alignmix.llm.loopback import default_responder
 
-        return '{"passage": "unterminated' if body["seed"] < 97 else "```json\n" + default_responder(body) + "\n```"
+        broken = body["seed"] in first_attempts
+        return '{"passage": "unterminated' if broken else "```json\n" + default_responder(body) + "\n```"
 
     out = tmp_path / "questions.jsonl"
     server = LoopbackServer(respond=respond)
@@ -268,3 +273,21 @@ def test_questions_from_the_ai_safety_atlas(shared_data: Path, tmp_path: Path):
                        "vllm", "--base-url", url, "--model", "loop", "--output", str(out), "--max-passages", "5")
     assert result.returncode == 0, result.stderr
     assert len(read_scenarios(out)) == 5
+
+
+def test_rerun_with_another_model_or_temperature_asks_again_and_stamps_truly(tmp_path: Path):
+    out = tmp_path / "out"
+    train = next(s for s in read_scenarios(TINY) if s.split == "train")
+    server = LoopbackServer()
+    with server as url:
+        one = ("--ids", train.id, "--stances", "aligned")
+        first = synth(*documents_args(url, out, *one))
+        renamed = synth(*documents_args(url, out, *one, "--model", "loop-2"))  # the last --model counts
+        renamed_rows = shard_rows(out)
+        hotter = synth(*documents_args(url, out, *one, "--model", "loop-2", "--temperature", "0.9"))
+    assert first.returncode == renamed.returncode == hotter.returncode == 0, first.stderr + renamed.stderr
+    assert "answered 6, already answered 0, failed 0, stale 6" in " ".join(renamed.stdout.split())
+    assert "answered 6, already answered 0, failed 0, stale 6" in " ".join(hotter.stdout.split())
+    assert len(server.bodies) == 18 and {b["model"] for b in server.bodies[6:]} == {"loop-2"}
+    assert {r["metadata"]["synthetic"]["model"] for r in renamed_rows} == {"loop-2"}
+    assert {r["metadata"]["synthetic"]["sampling"]["temperature"] for r in shard_rows(out)} == {0.9}

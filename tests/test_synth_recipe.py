@@ -67,3 +67,28 @@ def test_unreachable_server_fails_the_stage_with_a_message(tmp_path: Path):
     data["synth"]["sets"][0]["server"]["max_retries"] = 0
     with pytest.raises(RuntimeError, match=r"synth set 'aligned_synthetic': 96 request\(s\) failed"):
         run_synth_stage(data, tmp_path)
+
+
+def test_changed_server_settings_through_the_runner_pay_for_no_answer_twice(tmp_path: Path):
+    """Transport settings leave the stage key alone; a filter setting reruns the stage, but its answers,
+    kept outside the stage's output, are reused."""
+    from alignmix.run import Runner
+
+    def run(data: dict) -> dict:
+        recipe = parse_recipe(data, base_dir=tmp_path)
+        stages = [s for s in build_graph(recipe, tmp_path) if s.name == "synth"]
+        return Runner(tmp_path / "run", stages, {}, echo=lambda _: None).run()["stages"][0]
+
+    server = LoopbackServer()
+    with server as url:
+        data = server_recipe(url, tmp_path)
+        first = run(data)
+        asked = len(server.bodies)
+        data["synth"]["sets"][0]["server"].update(concurrency=3, timeout=30.0, max_retries=2)
+        transport = run(data)
+        data["synth"]["sets"][0]["server"]["min_words"] = 41
+        filtered = run(data)
+    assert asked == 96 and len(server.bodies) == asked  # nothing was asked twice
+    assert (first["status"], transport["status"], filtered["status"]) == ("ran", "skipped", "ran")
+    assert filtered["counts"]["aligned_synthetic"]["documents"] == 96
+    assert (tmp_path / "run" / ".alignmix" / "llm" / "aligned_synthetic" / "responses.jsonl").is_file()

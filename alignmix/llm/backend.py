@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 BackendKind = Literal["openai", "vllm", "transformers"]
@@ -48,7 +48,11 @@ class ChatBackend(Protocol):
 
     model: str
 
-    async def chat(self, messages: Sequence[Message], sampling: Sampling) -> Completion: ...
+    async def chat(
+        self, messages: Sequence[Message], sampling: Sampling, extra: dict[str, Any] | None = None
+    ) -> Completion:
+        """`extra` adds request fields such as `response_format` (a backend without them may ignore it)."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alignmix.jsonl import JsonLinesError, iter_json_lines
 from alignmix.llm.backend import BackendError
-from alignmix.llm.jobs import ChatRequest, read_responses
+from alignmix.llm.jobs import ChatRequest, fresh_answers, stamp
 
 CHAT_URL = "/v1/chat/completions"
 
@@ -57,9 +57,13 @@ class ImportCounts:
     errors: dict[str, int] = field(default_factory=dict)  # results that carry no completion, by reason
 
 
-def import_batch_results(results: list[Path], responses: Path) -> ImportCounts:
-    """Append the completions in batch result files to `responses`; ids already there are skipped."""
-    present = set(read_responses(responses))
+def import_batch_results(
+    results: list[Path], responses: Path, requests: list[ChatRequest], model: str
+) -> ImportCounts:
+    """Append the completions in batch result files to `responses`, stamped as answers to `requests` from
+    `model` (the requests exported); ids with a fresh answer already there are skipped."""
+    by_id = {r.id: r for r in requests}
+    present = set(fresh_answers(requests, responses, model))
     counts = ImportCounts()
     responses.parent.mkdir(parents=True, exist_ok=True)
     with responses.open("a", encoding="utf-8") as sink:
@@ -69,10 +73,14 @@ def import_batch_results(results: list[Path], responses: Path) -> ImportCounts:
                     answer = _answer(row, f"{path}:{number}", counts)
                     if answer is None:
                         continue
+                    if answer["id"] not in by_id:
+                        counts.errors["unknown_request"] = counts.errors.get("unknown_request", 0) + 1
+                        continue
                     if answer["id"] in present:
                         counts.already_present += 1
                         continue
                     present.add(answer["id"])
+                    answer.update(stamp(by_id[answer["id"]], model))
                     sink.write(json.dumps(answer, ensure_ascii=False) + "\n")
                     counts.imported += 1
             except JsonLinesError as exc:

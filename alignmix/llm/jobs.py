@@ -1,13 +1,16 @@
 """Many requests with stable ids through one backend, resumable: no answered request is paid for twice.
 
-Each answer is appended to a jsonl file and flushed as soon as it arrives. On a rerun the ids already in the
-file are skipped (a torn last line, from a crash mid-write, is cut off first), so a killed job continues where
-it stopped. A request that fails after its retries is not written: the next run tries it again.
+Each answer is appended to a jsonl file and flushed as soon as it arrives, stamped with what produced it:
+`prompt_sha256` (the messages), `model` and `sampling`. On a rerun an id whose stored answer carries the same
+stamp is skipped (a torn last line, from a crash mid-write, is cut off first), so a killed job continues where
+it stopped; an answer with another stamp (another model, prompt or sampling) is stale and asked again, and the
+newer row wins. A request that fails after its retries is not written: the next run tries it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -33,12 +36,26 @@ class JobCounts:
     requested: int = 0
     already_done: int = 0
     answered: int = 0
+    stale: int = 0  # stored answers from another model, prompt or sampling, asked again
     failed: int = 0
     failures: list[str] = field(default_factory=list)  # the first few `id: reason`
 
 
+def prompt_hash(messages: list[Message]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def stamp(request: ChatRequest, model: str) -> dict[str, Any]:
+    """What an answer to `request` from `model` is stored with, and must match to be reused."""
+    return {"prompt_sha256": prompt_hash(request.messages), "model": model, "sampling": request.sampling.as_dict()}
+
+
+def is_fresh(row: dict[str, Any], request: ChatRequest, model: str) -> bool:
+    return all(row.get(k) == v for k, v in stamp(request, model).items())
+
+
 def read_responses(path: Path) -> dict[str, dict]:
-    """Answers by id from a responses file, cutting off a torn last line left by a crash."""
+    """Answers by id (the last row of an id wins) from a responses file, cutting off a torn last line."""
     if not path.is_file():
         return {}
     data = path.read_bytes()
@@ -52,36 +69,46 @@ def read_responses(path: Path) -> dict[str, dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BackendError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            answers.setdefault(row["id"], row)
+            answers[row["id"]] = row
     return answers
 
 
+def fresh_answers(requests: Iterable[ChatRequest], path: Path, model: str) -> dict[str, dict]:
+    """The stored answers, by id, whose stamp matches their request: the only ones a caller may use."""
+    stored = read_responses(path)
+    return {r.id: stored[r.id] for r in requests if r.id in stored and is_fresh(stored[r.id], r, model)}
+
+
 async def _answer(backend: ChatBackend, request: ChatRequest) -> dict[str, Any]:
-    if request.extra:
-        completion = await backend.chat(request.messages, request.sampling, extra=request.extra)  # type: ignore[call-arg]
-    else:
-        completion = await backend.chat(request.messages, request.sampling)
+    completion = await backend.chat(request.messages, request.sampling, extra=request.extra or None)
     return {
         "id": request.id, "text": completion.text, "finish_reason": completion.finish_reason,
         "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+        **stamp(request, backend.model),
     }
 
 
 async def run_requests_async(
     backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16
 ) -> JobCounts:
-    """Answer the requests whose ids are not in `output`, `concurrency` at a time, appending each."""
+    """Answer the requests without a fresh answer in `output`, `concurrency` at a time, appending each."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    skip = set(read_responses(output))
+    stored = read_responses(output)
+    seen: set[str] = set()  # a repeated id in the input is answered once
     counts = JobCounts()
 
     def pending() -> Iterator[ChatRequest]:
         for request in requests:
             counts.requested += 1
-            if request.id in skip:
+            if request.id in seen:
                 counts.already_done += 1
                 continue
-            skip.add(request.id)  # a repeated id in the input is answered once
+            seen.add(request.id)
+            row = stored.get(request.id)
+            if row is not None and is_fresh(row, request, backend.model):
+                counts.already_done += 1
+                continue
+            counts.stale += row is not None
             yield request
 
     async def worker(queue: Iterator[ChatRequest], sink: TextIO) -> None:
@@ -101,6 +128,8 @@ async def run_requests_async(
     with output.open("a", encoding="utf-8") as sink:
         queue = pending()
         await asyncio.gather(*(worker(queue, sink) for _ in range(concurrency)))
+    if counts.stale:
+        log.warning("%d stored answer(s) came from another model, prompt or sampling and were asked again", counts.stale)
     return counts
 
 

@@ -1,9 +1,11 @@
 """Synthetic documents through an LLM backend: training-split scenarios x stances x surface forms x K copies.
 
-OUT/responses.jsonl  every answer, appended as it arrives (a rerun skips the ids in it: resume after a crash)
+OUT/responses.jsonl  every answer, appended as it arrives with its prompt hash, model and sampling (a rerun
+                     skips the ids answered with the same ones: resume after a crash; others are asked again)
 OUT/data/*.jsonl.gz  the kept documents, with provenance in `metadata.synthetic`
 OUT/dropped.jsonl.gz the dropped ones' ids and reasons
-OUT/stats.json       every request counted once: kept, or dropped with a reason (`no_response` if unanswered)
+OUT/stats.json       every request counted once: kept, or dropped with a reason (`no_response` if unanswered,
+                     `stale_response` if only answered for another model, prompt or sampling)
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from typing import Any
 from alignmix.corpus.decontaminate import scenario_text
 from alignmix.jsonl import write_jsonl_gz
 from alignmix.llm.backend import ChatBackend, Sampling
-from alignmix.llm.jobs import ChatRequest, JobCounts, read_responses, run_requests
+from alignmix.llm.jobs import ChatRequest, JobCounts, is_fresh, prompt_hash, read_responses, run_requests
 from alignmix.scenarios import TRAIN_SPLIT, Scenario, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
 from alignmix.synth.prompts import (
     DocumentTemplates,
     document_requests,
-    prompt_hash,
     request_id,
 )
 
@@ -57,6 +58,7 @@ class Plan:
     grounded: list[Scenario]
     held_out: list[Scenario]  # decontamination targets: never grounded in
     requests: list[ChatRequest]
+    model: str
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> metadata.synthetic
 
 
@@ -94,7 +96,7 @@ def plan_documents(
     requests = document_requests(
         grounded, templates, list(spec.surface_forms), list(spec.stances), spec.per_combination, spec.sampling
     )
-    plan = Plan(grounded, held_out, requests)
+    plan = Plan(grounded, held_out, requests, model)
     for scenario in grounded:
         for stance in spec.stances:
             for form in spec.surface_forms:
@@ -102,7 +104,7 @@ def plan_documents(
                     rid = request_id(scenario.id, stance, form, copy)
                     plan.provenance[rid] = {
                         "scenario_id": scenario.id, "stance": stance, "surface_form": form, "copy": copy,
-                        "generator": backend, "backend": backend, "model": model,
+                        "backend": backend, "model": model,
                         "templates_sha256": templates.sha256,
                     }
     for request in requests:
@@ -112,14 +114,15 @@ def plan_documents(
     return plan
 
 
-def run_plan(plan: Plan, backend: ChatBackend, output: Path, concurrency: int) -> JobCounts:
-    """Send the requests not yet answered; answers are appended to OUT/responses.jsonl."""
-    return run_requests(backend, plan.requests, output / RESPONSES, concurrency)
+def run_plan(plan: Plan, backend: ChatBackend, responses: Path, concurrency: int) -> JobCounts:
+    """Send the requests without a fresh answer in `responses` (jsonl); answers are appended to it."""
+    return run_requests(backend, plan.requests, responses, concurrency)
 
 
-def finalize(plan: Plan, spec: DocumentSpec, output: Path) -> dict[str, Any]:
-    """Filter the answers in request order and write shards, dropped ids and stats; deterministic."""
-    answers = read_responses(output / RESPONSES)
+def finalize(plan: Plan, spec: DocumentSpec, output: Path, responses: Path) -> dict[str, Any]:
+    """Filter the fresh answers in `responses` in request order and write shards, dropped ids and stats into
+    `output`; deterministic."""
+    answers = read_responses(responses)
     scenarios = {s.id: s for s in plan.grounded}
     doc_filter = DocumentFilter(plan.held_out, spec.bounds, spec.ngram, spec.dedup_threshold)
     kept: list[dict] = []
@@ -129,9 +132,10 @@ def finalize(plan: Plan, spec: DocumentSpec, output: Path) -> dict[str, Any]:
     for request in plan.requests:
         provenance = plan.provenance[request.id]
         answer = answers.get(request.id)
-        if answer is None:
-            reasons["no_response"] += 1
-            dropped.append({"id": request.id, "reason": "no_response"})
+        if answer is None or not is_fresh(answer, request, plan.model):
+            reason = "no_response" if answer is None else "stale_response"
+            reasons[reason] += 1
+            dropped.append({"id": request.id, "reason": reason})
             continue
         prompt_tokens += answer.get("prompt_tokens", 0)
         completion_tokens += answer.get("completion_tokens", 0)

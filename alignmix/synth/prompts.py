@@ -4,7 +4,6 @@ of your own with the same file names): the paper's system prompt, user message a
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -65,10 +64,6 @@ class DocumentTemplates:
             {"role": "system", "content": self.system.format(**fields)},
             {"role": "user", "content": self.user.format(**fields)},
         ]
-
-
-def prompt_hash(messages: list[Message]) -> str:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def request_id(scenario_id: str, stance: str, surface_form: str, copy: int) -> str:

@@ -2,8 +2,9 @@
 
 Passages are paragraphs of text files (markdown or plain), packed up to a word budget. Each request asks for
 one question as JSON matching `QUESTION_SCHEMA` (sent as `response_format`); an answer that is not valid JSON
-or does not match is asked again with another seed, up to `max_attempts` times. Answers are kept in
-`OUT.responses.jsonl`, so a rerun resumes. The output is alignmix's scenario jsonl, which `scenarios.py` reads.
+or does not match, or repeats an earlier question (same normalised text), is asked again with another seed, up
+to `max_attempts` times. Answers are kept in `OUT.responses.jsonl`, so a rerun resumes; passage ids (file path
+and chunk number in that file) do not move when other files are added or removed. The output is alignmix's scenario jsonl, which `scenarios.py` reads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import jsonschema
 
 from alignmix.llm.backend import ChatBackend, Sampling
-from alignmix.llm.jobs import ChatRequest, read_responses, run_requests_async
+from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests_async
 from alignmix.scenarios import HELD_OUT_SPLIT, TRAIN_SPLIT, in_held_out_share
 
 TEMPLATES_DIR = Path(str(resources.files("alignmix.synth") / "templates"))
@@ -41,7 +42,7 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 @dataclass(frozen=True)
 class Passage:
-    id: str  # file stem and chunk number
+    id: str  # the file's path under the folder, `#`, the chunk's number in that file
     text: str
 
 
@@ -53,14 +54,14 @@ def read_passages(folder: Path, max_words: int = 400, min_words: int = 60) -> li
     passages = []
     for path in files:
         chunk: list[str] = []
-        count = 0
+        count = index = 0
         paragraphs = [p.strip() for p in re.split(r"\n\s*\n", path.read_text(encoding="utf-8"))]
         for paragraph in [p for p in paragraphs if p and not p.startswith(("#", "!", "|", "```"))] + [""]:
             words = len(paragraph.split())
             if chunk and (not paragraph or count + words > max_words):
                 if count >= min_words:
-                    name = path.relative_to(folder).with_suffix("").as_posix().replace("/", "-")
-                    passages.append(Passage(f"{name}-{len(passages)}", "\n\n".join(chunk)))
+                    passages.append(Passage(f"{path.relative_to(folder).as_posix()}#{index}", "\n\n".join(chunk)))
+                    index += 1
                 chunk, count = [], 0
             if paragraph:
                 chunk.append(paragraph)
@@ -96,6 +97,15 @@ def to_scenario(question_id: str, answer: dict[str, Any], split: str | None) -> 
     }
 
 
+def question_seed(seed: int | None, passage_id: str, copy: int, attempt: int) -> int:
+    """A request's seed, drawn from its passage, copy and attempt: distinct for any number of copies."""
+    return int(hashlib.sha256(f"{seed}:{passage_id}:{copy}:{attempt}".encode()).hexdigest()[:8], 16)
+
+
+def _normalised(question: str) -> str:
+    return " ".join(re.findall(r"\w+", question.lower()))
+
+
 def _messages(passage: Passage, system: str, user: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": system.format(count=1, schema=json.dumps(QUESTION_SCHEMA))},
@@ -114,6 +124,7 @@ async def generate_questions(
     response_format = {"type": "json_schema", "json_schema": {"name": "scenario_question", "schema": QUESTION_SCHEMA}}
     wanted = [(p, copy) for p in passages for copy in range(per_passage)]
     questions: dict[str, dict[str, Any]] = {}
+    asked: set[str] = set()  # normalised texts of the questions kept
     counts: Counter[str] = Counter()
     for attempt in range(max_attempts):
         missing = [(p, c) for p, c in wanted if f"{p.id}-{c}" not in questions]
@@ -122,13 +133,14 @@ async def generate_questions(
         requests = {
             f"{p.id}|{c}|{attempt}": ChatRequest(
                 f"{p.id}|{c}|{attempt}", _messages(p, system, user),
-                sampling.with_seed((sampling.seed or 0) * 1000 + attempt * 97 + c), {"response_format": response_format},
+                sampling.with_seed(question_seed(sampling.seed, p.id, c, attempt)), {"response_format": response_format},
             )
             for p, c in missing
         }
         job = await run_requests_async(backend, requests.values(), responses, concurrency)
         counts["request_failures"] += job.failed
-        answers = read_responses(responses)
+        counts["stale_answers_asked_again"] += job.stale
+        answers = fresh_answers(requests.values(), responses, backend.model)
         for (p, c), rid in zip(missing, requests):
             if rid not in answers:
                 continue
@@ -137,6 +149,10 @@ async def generate_questions(
             if parsed is None:
                 counts["invalid_json_or_schema"] += 1
                 continue
+            if _normalised(parsed["question"]) in asked:
+                counts["duplicate_question"] += 1
+                continue
+            asked.add(_normalised(parsed["question"]))
             qid = f"{p.id}-{c}"
             questions[qid] = to_scenario(f"gen-{hashlib.sha256(qid.encode()).hexdigest()[:12]}", parsed, split)
     rows = [questions[f"{p.id}-{c}"] for p, c in wanted if f"{p.id}-{c}" in questions]
