@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from alignmix.llm import BackendError, Sampling, open_backend, run_chats
-from alignmix.llm.local import plain_chat
 from alignmix.llm.loopback import LoopbackServer
 
 CONVERSATION = [{"role": "system", "content": "You write stories."}, {"role": "user", "content": "An AI complied."}]
+FEW_SHOT = [*CONVERSATION, {"role": "assistant", "content": "A story."}, {"role": "user", "content": "Another."}]
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,11 @@ def hf_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def test_plain_rendering_uses_the_papers_chat_tokens():
-    assert plain_chat(CONVERSATION) == "<|system|>\nYou write stories.\n<|user|>\nAn AI complied.\n<|assistant|>\n"
-
-
 def test_transformers_backend_generates_and_counts_tokens(hf_folder: Path):
     backend = open_backend("transformers", str(hf_folder))
-    assert backend.render(CONVERSATION) == plain_chat(CONVERSATION)  # no chat template in this tokenizer
+    # no chat template in this tokenizer: rendered as training renders it, eos after an assistant turn
+    assert backend.render(CONVERSATION) == "<|system|>\nYou write stories.\n<|user|>\nAn AI complied.\n<|assistant|>\n"
+    assert "<|assistant|>\nA story." + backend.tokenizer.eos_token + "<|user|>" in backend.render(FEW_SHOT)
     greedy = run_chats(backend, [CONVERSATION, CONVERSATION], Sampling(max_tokens=6), concurrency=2)
     assert greedy[0] == greedy[1] and greedy[0].prompt_tokens > 5 and 0 < greedy[0].completion_tokens <= 6
     sampled = run_chats(backend, [CONVERSATION], Sampling(6, 1.0, 1.0, 3))  # the same backend, a new event loop
@@ -52,12 +50,13 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(hf_folder: Path):
     assert backend.render(CONVERSATION) == "[system] You write stories.\n[user] An AI complied.\n[assistant]"
 
 
-def test_shipped_chat_template_renders_like_the_plain_fallback(hf_folder: Path):
+def test_shipped_chat_template_renders_like_the_fallback(hf_folder: Path):
     from alignmix.synth.prompts import TEMPLATES_DIR
 
     backend = open_backend("transformers", str(hf_folder))
+    fallback = [backend.render(c) for c in (CONVERSATION, FEW_SHOT)]
     backend.tokenizer.chat_template = (TEMPLATES_DIR / "chat_template.jinja").read_text()
-    assert backend.render(CONVERSATION) == plain_chat(CONVERSATION)
+    assert [backend.render(c) for c in (CONVERSATION, FEW_SHOT)] == fallback
 
 
 def test_loopback_server_answers_from_the_local_model(hf_folder: Path):

@@ -1,8 +1,8 @@
 """A local transformers model as a `ChatBackend`, on the CPU: for small runs, tests and checks without a server.
 
-The conversation is rendered with the tokenizer's chat template when it has one, else as plain text with the
-paper's chat tokens (`<|system|>`, `<|user|>`, `<|assistant|>`). Generation runs in a worker thread, one
-request at a time (a CPU model gains nothing from concurrent calls).
+The conversation is rendered with the tokenizer's chat template when it has one, else as SFT and DPO render it
+(`alignmix.train.chat.render`: the paper's chat tokens, the tokenizer's eos after an assistant turn).
+Generation runs in a worker thread, one request at a time (a CPU model gains nothing from concurrent calls).
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alignmix.llm.backend import BackendError, Completion, Message, Sampling
-
-
-def plain_chat(messages: Sequence[Message]) -> str:
-    """`<|role|>\\ncontent\\n` per message, then `<|assistant|>\\n` for the reply."""
-    return "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages) + "<|assistant|>\n"
+from alignmix.train import chat
 
 
 class TransformersBackend:
@@ -36,7 +32,8 @@ class TransformersBackend:
     def render(self, messages: Sequence[Message]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return plain_chat(messages)
+        turns = [chat.Message(m["role"], m["content"]) for m in messages]
+        return chat.render(turns, self.tokenizer.eos_token or "", generation_prompt=True)
 
     def _generate(self, prompt: str, sampling: Sampling) -> Completion:
         with self._lock:
