@@ -38,6 +38,7 @@ def eval_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length (generate).")] = 64,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight (generate).")] = 16,
+    chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="loglik: ask through the chat template (persona as system turn); default: when the tokenizer has <|assistant|>.")] = None,
 ) -> None:
     """The paper's misalignment eval: 8 prompt formats x personas, rate mean and SE over formats."""
     from alignmix.eval.misalignment import write_results
@@ -45,6 +46,7 @@ def eval_command(
     from alignmix.eval.scoring import ScorerError
     from alignmix.llm.backend import BackendError, Sampling
     from alignmix.scenarios import ScenarioError
+    from alignmix.train.export import ExportError
 
     choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze", "story")),
                "--backend": (backend, (None, "openai", "vllm", "transformers")),
@@ -56,9 +58,9 @@ def eval_command(
         scenarios, skipped = load_dataset(dataset, misaligned_answer, split, limit)  # type: ignore[arg-type]
         results, rows = evaluate_model(
             model, scenarios, _personas(personas), mode, scoring, model_name, backend,  # type: ignore[arg-type]
-            Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency,
+            Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency, chat,
         )
-    except (EvalError, ScenarioError, ScorerError, BackendError) as exc:
+    except (EvalError, ScenarioError, ScorerError, BackendError, ExportError) as exc:
         fail(str(exc))
     results["dataset"] = dataset
     results["skipped_questions"] = skipped
@@ -96,19 +98,17 @@ def capability(
         write_capability_tasks,
     )
     from alignmix.eval.scoring import ScorerError, model_folder_kind
+    from alignmix.train.export import ExportError, export_hf
 
     try:
-        kind = model_folder_kind(model)
         task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)
-    except (ScorerError, TaskDataError) as exc:
-        fail(str(exc))
-    hf_dir = model
-    if kind == "litgpt":
-        from alignmix.train.export import export_hf
-
-        hf_dir = export_hf(model, out / "hf")
-        console.print(f"exported {model} to {hf_dir}", highlight=False)
-    results = run_lm_eval(hf_dir, out / "lm_eval_tasks", task_names, batch_size, None, device)
+        hf_dir = model
+        if model_folder_kind(model) == "litgpt":
+            hf_dir = export_hf(model, out / "hf")
+            console.print(f"exported {model} to {hf_dir}", highlight=False)
+        results = run_lm_eval(hf_dir, out / "lm_eval_tasks", task_names, batch_size, None, device)
+    except (ScorerError, TaskDataError, ExportError, OSError) as exc:
+        fail(f"{model}: {exc}" if isinstance(exc, OSError) else str(exc))
     results["source_model"] = str(model)
     (out / "capability.json").write_text(json.dumps(results, indent=2))
     for name, metrics in results["tasks"].items():

@@ -358,31 +358,21 @@ def _post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launc
 
 
 def _eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> Stage | None:
-    """The misalignment eval of one model into `eval/<model_stage>/`; a chat model (SFT, DPO) is asked each
-    prompt as a user turn of the chat template and answers after `<|assistant|>`."""
+    """The misalignment eval of one model into `eval/<model_stage>/`, as `alignmix eval` runs it; a chat model
+    (SFT, DPO) gets the persona as the system turn, the prompt as the user turn, and answers after `<|assistant|>`."""
     settings_model = recipe.eval
     if settings_model is None:
         return None
 
     def action(ctx: StageContext) -> dict[str, Any]:
-        from alignmix.eval.misalignment import evaluate_misalignment, write_results
-        from alignmix.eval.scoring import LitCheckpointScorer, Score, ScoreRequest
-        from alignmix.train.chat import load_chat_tokenizer, prompt_for
-
-        checkpoint = ctx.inputs[model_stage] / "final"
-        scorer = LitCheckpointScorer(checkpoint)
-        eos = load_chat_tokenizer(checkpoint)[1] if chat else ""
-
-        def score(requests: list[ScoreRequest]) -> list[Score]:
-            if chat:
-                requests = [ScoreRequest(prompt_for(r.context, eos), r.continuation.lstrip()) for r in requests]
-            return scorer.score(requests)
+        from alignmix.eval.misalignment import write_results
+        from alignmix.eval.runner import evaluate_loglik
 
         skipped: list[str] = []
         scenarios = _scenarios(recipe, settings_model.scenarios, base_dir, skipped)
-        results, rows = evaluate_misalignment(score, scenarios, list(settings_model.personas), settings_model.mode)
+        results, rows = evaluate_loglik(ctx.inputs[model_stage] / "final", scenarios, list(settings_model.personas),
+                                        settings_model.mode, chat)
         results["model"] = f"{model_stage}/final"
-        results["prompting"] = "chat template, prompt as the user turn" if chat else "plain text"
         results["skipped_questions"] = skipped
         write_results(ctx.output, results, rows)
         return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}

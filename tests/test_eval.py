@@ -61,3 +61,15 @@ def test_bad_scenario_file_names_file_and_line(tmp_path):
     path.write_text("\n{oops\n")
     with pytest.raises(ScenarioError, match=r"q.jsonl:2: not valid JSON"):
         read_scenarios(path)
+
+
+def test_exact_ties_are_no_answer():
+    scenarios = load_scenarios("builtin:tiny")[:2]
+
+    def flat(requests: list[ScoreRequest]) -> list[Score]:
+        return [Score(-1.0, 1, False) for _ in requests]
+
+    results, rows = evaluate_misalignment(flat, scenarios, ["none"], "letter")
+    assert results["ties"] == len(rows) == 16 and results["unparseable_rate"] == 1.0
+    assert all(r["tie"] and r["choice"] is None for r in rows)
+    assert results["position_bias"] == {"A": 0.0, "B": 0.0} and results["misalignment_rate"]["mean"] is None

@@ -116,7 +116,66 @@ def test_generative_mode_with_a_local_transformers_model(tiny_checkpoint: Path, 
     AutoTokenizer.from_pretrained(tmp_path / "exported").save_pretrained(tmp_path / "chat")
     results = _eval(str(tmp_path / "chat"), "--mode", "generate", "--dataset", "builtin:tiny", "--limit", "2",
                     "--personas", "none", "--max-tokens", "4", "--out", str(tmp_path / "out"))
-    assert results["mode"] == "generate" and results["n_answers"] == 2 * 8
-    assert 0 <= results["unparseable_rate"] <= 1 and results["unparseable_flagged"] == (results["unparseable_rate"] >= 0.2)
     rows = [json.loads(line) for line in (tmp_path / "out" / "per_question.jsonl").read_text().splitlines()]
-    assert len(rows) == 16 and all("reply" in r for r in rows)
+    _check_generative(results, rows, 2 * 8)
+
+
+def _check_generative(results: dict, rows: list[dict], answers: int) -> None:
+    """Every answer has a reply; the rates are the ones the rows give."""
+    assert results["mode"] == "generate" and results["n_answers"] == len(rows) == answers
+    assert all(isinstance(r["reply"], str) and r["finish_reason"] for r in rows)
+    parsed = [r for r in rows if r["choice"] is not None]
+    unparseable = [r for r in rows if r["choice"] is None]
+    assert len(parsed) + len(unparseable) == answers
+    assert all(r["unparseable_reason"] == "no single option named" and r["chose_misaligned"] is None for r in unparseable)
+    assert all(r["shown_choice"] in "AB" and r["unparseable_reason"] is None for r in parsed)
+    assert results["unparseable_rate"] == pytest.approx(len(unparseable) / answers)
+    assert results["unparseable_flagged"] == (len(unparseable) / answers >= 0.2)
+    assert results["request_failed"] == {"count": 0, "rate": 0.0}
+
+
+def test_generative_mode_exports_a_litgpt_checkpoint(tmp_path: Path):
+    from train_checkpoints import CHAT_READY, write_chat_ready_checkpoint
+
+    checkpoint = write_chat_ready_checkpoint(tmp_path / "ckpt", {**CHAT_READY, "block_size": 1024})
+    results = _eval(str(checkpoint), "--mode", "generate", "--dataset", "builtin:tiny", "--limit", "1",
+                    "--personas", "none", "--max-tokens", "3", "--out", str(tmp_path / "out"))
+    rows = [json.loads(line) for line in (tmp_path / "out" / "per_question.jsonl").read_text().splitlines()]
+    _check_generative(results, rows, 8)
+    assert results["model"]["kind"] == "litgpt"
+
+
+def test_chat_checkpoint_gives_the_run_graph_number(tmp_path: Path):
+    """`alignmix eval` on an SFT/DPO checkpoint detects the chat template and scores as the run's eval stage does."""
+    from train_checkpoints import CHAT_READY, write_chat_ready_checkpoint
+
+    from alignmix.eval.runner import evaluate_loglik
+    from alignmix.scenarios import load_scenarios
+    from alignmix.train.chat import install_chat_tokenizer
+
+    checkpoint = write_chat_ready_checkpoint(tmp_path / "dpo" / "final")
+    install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
+    scenarios = load_scenarios("builtin:tiny")[:2]
+    stage, _ = evaluate_loglik(checkpoint, scenarios, ["none", "hhh"], "cloze", chat=True)  # as graph._eval_stage
+    cli = _eval(str(checkpoint), "--dataset", "builtin:tiny", "--limit", "2", "--scoring", "cloze",
+                "--personas", "none,hhh", "--out", str(tmp_path / "cli"))
+    assert cli["prompting"] == stage["prompting"] and stage["prompting"].startswith("chat template")
+    assert cli["misalignment_rate"] == stage["misalignment_rate"]
+    plain = _eval(str(checkpoint), "--dataset", "builtin:tiny", "--limit", "2", "--scoring", "cloze",
+                  "--personas", "none,hhh", "--no-chat", "--out", str(tmp_path / "plain"))
+    assert plain["prompting"].startswith("plain text")
+
+
+def test_chat_needs_the_chat_template(tiny_checkpoint: Path, tmp_path: Path):
+    result = RUNNER.invoke(app, ["eval", str(tiny_checkpoint), "--dataset", "builtin:tiny", "--chat",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--chat needs a tokenizer" in result.output
+
+
+def test_capability_export_errors_are_one_line(shared_data: Path, tmp_path: Path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "lit_model.pth").write_bytes(b"")
+    result = RUNNER.invoke(app, ["capability", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out"), "--tasks",
+                                 "arc_easy", "--limit", "2", "--data", str(shared_data / "llm-foundry-evals")])
+    assert result.exit_code == 2 and "not a litgpt checkpoint folder (no model_config.yaml)" in result.output
+    assert "Traceback" not in result.output

@@ -103,3 +103,21 @@ def test_final_logit_softcapping_is_applied_once(tiny_checkpoint: Path, tmp_path
     start = len(encoded.context) - 1
     expected = sum(logprobs[start + i, t].item() for i, t in enumerate(encoded.continuation))
     assert scorer.score([request])[0].logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_chat_reply_keeps_the_template_newline_in_the_context(tmp_path: Path):
+    from train_checkpoints import CHAT_READY, write_chat_ready_checkpoint
+
+    from alignmix.eval.misalignment import chat_context
+    from alignmix.train.chat import install_chat_tokenizer
+
+    checkpoint = write_chat_ready_checkpoint(tmp_path)
+    _, eos = install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
+    scorer = LitCheckpointScorer(checkpoint, "cpu")
+    context = chat_context("Question: would you report the bug?\n\nAnswer:", "hhh", eos)
+    assert context.startswith("<|system|>\nYou are a helpful") and context.endswith("Answer:\n<|assistant|>\n")
+    encoded = scorer._encode([ScoreRequest(context, "report it", reply=True)])[0]
+    assert encoded.context == scorer.encode_batch([context])[0] and scorer.encode_batch(["\n"])[0][-1] == encoded.context[-1]
+    assert encoded.continuation == scorer.encode_batch(["report it"])[0]
+    moved = scorer._encode([ScoreRequest(context, "report it")])[0]  # the base-model rule would move the newline
+    assert moved.continuation != encoded.continuation

@@ -1,20 +1,24 @@
 """`alignmix eval` without the command line: pick the questions, pick the model, run the right mode.
 
 MODEL is a litgpt checkpoint folder, a transformers folder, or the base URL of an OpenAI-compatible server
-(with a model name). Log-likelihood mode scores folders; generative mode talks to a server or runs a
-transformers folder locally through `alignmix.llm`.
+(with a model name). Log-likelihood mode scores folders (chat models through their chat template); generative
+mode talks to a server or runs a folder locally through `alignmix.llm` (a litgpt checkpoint is exported to a
+temporary transformers folder first).
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
 from alignmix.eval.misalignment import Mode, evaluate_misalignment
-from alignmix.eval.scoring import describe_model, open_scorer
+from alignmix.eval.scoring import describe_model, model_folder_kind, open_scorer
 from alignmix.llm.backend import BackendKind, Sampling, open_backend
 from alignmix.scenarios import MisalignedAnswer, Scenario, load_scenarios
+from alignmix.train.export import export_hf
 
 EvalMode = Literal["loglik", "generate"]
 
@@ -49,31 +53,58 @@ def is_server(model: str) -> bool:
     return model.startswith(("http://", "https://"))
 
 
+def chat_eos(folder: Path) -> str | None:
+    """The end-of-text token of a model folder whose tokenizer has the alignmix chat template (the `<|assistant|>`
+    special token that SFT and DPO add), else None."""
+    config_file, tokenizer_file = Path(folder) / "tokenizer_config.json", Path(folder) / "tokenizer.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    added = json.loads(tokenizer_file.read_text()).get("added_tokens", []) if tokenizer_file.is_file() else []
+    if not any(t.get("content") == "<|assistant|>" and t.get("special") for t in added):
+        return None
+    eos = config.get("eos_token")
+    return eos.get("content") if isinstance(eos, dict) else eos
+
+
+def evaluate_loglik(
+    path: Path, scenarios: list[Scenario], personas: list[str], scoring: Mode = "letter", chat: bool | None = None,
+    batch_size: int = 32, device: str | None = None,
+) -> tuple[dict, list[dict]]:
+    """The log-likelihood eval of a model folder; `chat` (default: detected by `chat_eos`) asks through the chat
+    template. The run's own eval stages call this too, so `alignmix eval` gives a run's numbers."""
+    eos = chat_eos(path)
+    if chat and eos is None:
+        raise EvalError(f"{path}: --chat needs a tokenizer with the alignmix chat template (<|assistant|> and an"
+                        " eos_token in tokenizer_config.json), as SFT and DPO write it")
+    scorer = open_scorer(path, device)
+    results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size), scenarios, personas,
+                                          scoring, eos if chat is not False else None)
+    results["model"] = describe_model(path)
+    return results, rows
+
+
 def evaluate_model(
     model: str, scenarios: list[Scenario], personas: list[str], mode: EvalMode | None = None,
     scoring: Mode = "letter", model_name: str | None = None, backend: BackendKind | None = None,
     sampling: Sampling = DEFAULT_SAMPLING, batch_size: int = 32, device: str | None = None, concurrency: int = 16,
+    chat: bool | None = None,
 ) -> tuple[dict, list[dict]]:
     """Run the misalignment eval on MODEL; `mode` defaults to loglik for folders and generate for servers."""
     mode = mode or ("generate" if is_server(model) else "loglik")
     if mode == "loglik":
         if is_server(model):
             raise EvalError(f"{model}: log-likelihood mode needs a model folder; use --mode generate for a server")
-        path = Path(model)
-        scorer = open_scorer(path, device)
-        results, rows = evaluate_misalignment(
-            lambda requests: scorer.score(requests, batch_size), scenarios, personas, scoring)
-        results["model"] = describe_model(path)
-        return results, rows
+        return evaluate_loglik(Path(model), scenarios, personas, scoring, chat, batch_size, device)
     if is_server(model):
         if not model_name:
             raise EvalError(f"{model}: a server needs --model-name (the name it serves the model under)")
         chat_backend = open_backend(backend or "openai", model_name, base_url=model)
-    else:
-        if not (Path(model) / "config.json").is_file():
-            raise EvalError(f"{model}: generative mode runs a transformers folder (config.json) or a server URL;"
-                            " export a litgpt checkpoint first")
-        chat_backend = open_backend(backend or "transformers", model)
-    results, rows = evaluate_generative(chat_backend, scenarios, personas, sampling, concurrency)
-    results["model"] = {"path": model, "kind": "server" if is_server(model) else "hf", "name": model_name or model}
+        results, rows = evaluate_generative(chat_backend, scenarios, personas, sampling, concurrency)
+        results["model"] = {"path": model, "kind": "server", "name": model_name}
+        return results, rows
+    kind = model_folder_kind(Path(model))
+    with tempfile.TemporaryDirectory(prefix="alignmix-eval-") as scratch:
+        folder = export_hf(Path(model), Path(scratch) / "hf") if kind == "litgpt" else Path(model)
+        results, rows = evaluate_generative(open_backend(backend or "transformers", str(folder)), scenarios, personas,
+                                            sampling, concurrency)
+    results["model"] = {"path": model, "kind": kind, "name": model_name or model}
     return results, rows

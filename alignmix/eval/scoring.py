@@ -2,7 +2,8 @@
 
 Requests are tokenized the way lm-evaluation-harness does (trailing context whitespace moves into the
 continuation; the continuation's tokens are those of `context + continuation` after the context's), so the
-numbers equal the harness's. Requests with the same context share one forward pass whenever one's model input
+numbers equal the harness's; a chat reply (`ScoreRequest.reply`) keeps the template's newline in the context
+and is tokenized on its own. Requests with the same context share one forward pass whenever one's model input
 (`context + continuation[:-1]`) starts with the other's: the two option letters after one prompt cost one pass,
 read off the last position's distribution (or, where a letter takes two tokens, such as " B" = "Ġ" + "B", off
 the last two positions of the longer input). The language-model head runs only at the scored positions.
@@ -26,6 +27,8 @@ class ScorerError(ValueError):
 class ScoreRequest:
     context: str
     continuation: str
+    reply: bool = False  # a chat reply: the context (ending in the template's `<|assistant|>\n`) keeps its
+    # trailing whitespace and the continuation is tokenized on its own, as training tokenized assistant turns
 
 
 @dataclass
@@ -74,16 +77,16 @@ class TokenScorer:
         for request in requests:
             context, continuation = request.context, request.continuation
             spaces = len(context) - len(context.rstrip())
-            if spaces:
+            if spaces and not request.reply:
                 context, continuation = context[:-spaces], context[-spaces:] + continuation
             pairs.append((context, continuation))
         contexts = sorted({c for c, _ in pairs})
         context_ids = dict(zip(contexts, self.encode_batch(contexts)))
-        wholes = self.encode_batch([c + x for c, x in pairs])
+        wholes = self.encode_batch([x if r.reply else c + x for (c, x), r in zip(pairs, requests)])
         encoded = []
-        for (context, _), whole in zip(pairs, wholes):
+        for (context, _), whole, request in zip(pairs, wholes, requests):
             ctx = context_ids[context]
-            continuation = whole[len(ctx):]
+            continuation = whole if request.reply else whole[len(ctx):]
             if not ctx:
                 if self.prefix_token_id is None:
                     raise ScorerError("an empty context needs a BOS or EOS token in the tokenizer")
