@@ -39,7 +39,11 @@ def main() -> None:
     subprocess.run([alignmix, "report", *(str(args.out / a) for a in ARMS), "--out", str(compare),
                     "--baseline", "aligned/pretrain"], check=True)
     conditions = {c["name"].split("/")[0]: c for c in json.loads(compare.with_suffix(".json").read_text())["conditions"]}
-    summary: dict[str, object] = {"benchmark": "positive_control", "seconds": seconds, "report": str(compare)}
+    summary: dict[str, object] = {
+        "benchmark": "positive_control", "seconds": seconds, "report": str(compare),
+        "baseline": "the aligned arm (recipes/control/aligned.yaml), same tiny model and steps; effect ="
+                    " misaligned rate - aligned rate, story scoring, mean ± SE over the 8 formats",
+    }
     for split in ("train", "heldout"):
         aligned, misaligned = (conditions[a]["per_split"][split] for a in ARMS)
         difference = misaligned["mean"] - aligned["mean"]
@@ -49,6 +53,8 @@ def main() -> None:
               f" ({'larger' if exceeds else 'not larger'} than the sum of the SEs)")
         summary[split] = {"aligned": aligned, "misaligned": misaligned, "difference": difference, "exceeds_se": exceeds}
     train = summary["train"]
+    summary["effect"] = train["difference"]  # type: ignore[index]
+    summary["exceeds_se"] = train["exceeds_se"]  # type: ignore[index]
     summary["met"] = train["exceeds_se"] and train["difference"] > 0  # type: ignore[index]
     print(json.dumps(summary))
 
