@@ -13,7 +13,14 @@ import re
 
 from alignmix.eval.formats import FORMATS, PERSONAS, PromptFormat, build_prompt
 from alignmix.eval.misalignment import summarise
-from alignmix.llm.backend import BackendError, ChatBackend, Completion, Message, Sampling, bounded_gather
+from alignmix.llm.backend import (
+    BackendError,
+    ChatBackend,
+    Completion,
+    Message,
+    Sampling,
+    bounded_gather,
+)
 from alignmix.scenarios import LABELS, Scenario
 
 SCORING = "generated answer, option letter or text extracted from the reply"
@@ -42,7 +49,7 @@ def _named_option(text: str, options: dict[str, str], cue: str) -> set[str]:
     """Labels whose option text the reply states: whole words; a short option only at the start or after a cue."""
     said = _normalise(text)
     cues = "|".join(re.escape(c) for c in ("answer", "choice", "response", "choose", "chose", "select", "pick",
-                                           "go with", "my answer is", _normalise(cue)) if c)
+                                           "go with", _normalise(cue)) if c)
     named = set()
     for label, option in options.items():
         words = _normalise(option)
