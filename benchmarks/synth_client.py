@@ -123,7 +123,7 @@ def postprocessing(documents: int) -> dict:
                 reason = doc_filter.check(str(i), text, scenario, "stop")[1]
             else:
                 tokens, hashes = doc_filter.words(text)
-                reason = ("contaminated" if doc_filter.guard.contaminated(tokens, hashes)  # type: ignore[union-attr]
+                reason = ("contaminated" if doc_filter.guard.contaminated_words(tokens, hashes)  # type: ignore[union-attr]
                           else "near_duplicate" if doc_filter.duplicates.seen(str(i), hashes) else None)
             if reason:
                 reasons[reason] = reasons.get(reason, 0) + 1

@@ -7,14 +7,11 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import xxhash
 from datasketch import MinHash, MinHashLSH
 
-from alignmix.corpus.decontaminate import scenario_text
+from alignmix.corpus.decontaminate import NgramGuard, WordHashes, ngram_hashes, words_of
 from alignmix.scenarios import Scenario
 
-_WORD = re.compile(r"\w+")  # as corpus/decontaminate.py splits words
-_PRIME = np.uint64(1_099_511_628_211)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _LEADING_CHATTER = re.compile(
     r"^\s*(?:(?:sure|certainly|of course|absolutely|okay|ok)\b[^\n]*|here(?:'s| is| are)\b[^\n]*[:.!])\s*\n+",
@@ -37,68 +34,14 @@ def strip_chatter(text: str) -> tuple[str, bool]:
     return stripped, stripped != text.strip()
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
 def quotes_option(text: str, scenario: Scenario, min_words: int = 5) -> bool:
     """Whether an option of `min_words` or more words appears word for word (case and punctuation aside)."""
-    document = f" {' '.join(_words(text))} "
+    document = f" {' '.join(words_of(text))} "
     for option in scenario.options.values():
-        words = _words(option)
+        words = words_of(option)
         if len(words) >= min_words and f" {' '.join(words)} " in document:
             return True
     return False
-
-
-class WordHashes:
-    """A document's lowercased words and their 64-bit hashes (cached per word), shared by dedup and decontamination."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, int] = {}
-
-    def __call__(self, text: str) -> tuple[list[str], np.ndarray]:
-        words = _words(text)
-        cache = self._cache
-        hashes = [cache.get(w) for w in words]
-        for i, h in enumerate(hashes):
-            if h is None:
-                hashes[i] = cache[words[i]] = xxhash.xxh64_intdigest(words[i])
-        return words, np.array(hashes, dtype=np.uint64)
-
-
-def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
-    """A polynomial hash of every run of `n` words (uint64 arithmetic wraps)."""
-    count = len(word_hashes) - n + 1
-    if count <= 0:
-        return np.empty(0, dtype=np.uint64)
-    out = np.zeros(count, dtype=np.uint64)
-    for j in range(n):
-        out = out * _PRIME + word_hashes[j : j + count]
-    return out
-
-
-class HeldOutGuard:
-    """Word n-grams of held-out items, as NgramGuard (`corpus/decontaminate.py`) keeps them; lookups hash a whole
-    document at once with numpy and confirm a hit on the n-gram's text, so the answer is exact."""
-
-    def __init__(self, held_out: list[Scenario], n: int, words: WordHashes):
-        self.n, self._words = n, words
-        self._keys: set[str] = set()
-        hashes = []
-        for scenario in held_out:
-            tokens, token_hashes = words(scenario_text(scenario))
-            self._keys.update(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-            hashes.append(ngram_hashes(token_hashes, n))
-        self._hashes = np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
-
-    def contaminated(self, words: list[str], word_hashes: np.ndarray) -> bool:
-        if not len(self._hashes):
-            return False
-        grams = ngram_hashes(word_hashes, self.n)
-        where = np.minimum(np.searchsorted(self._hashes, grams), len(self._hashes) - 1)  # sorted: binary search
-        hits = np.flatnonzero(self._hashes[where] == grams)
-        return any(" ".join(words[i : i + self.n]) in self._keys for i in hits)
 
 
 class NearDuplicates:
@@ -143,7 +86,7 @@ class DocumentFilter:
                  dedup_threshold: float = 0.8):
         self.bounds = bounds
         self.words = WordHashes()
-        self.guard = HeldOutGuard(held_out, ngram, self.words) if held_out else None
+        self.guard = NgramGuard(held_out, ngram, self.words) if held_out else None
         self.duplicates = NearDuplicates(dedup_threshold)
         self.chatter_stripped = 0
 
@@ -164,7 +107,7 @@ class DocumentFilter:
         if quotes_option(text, scenario):
             return text, "quotes_option"
         words, hashes = self.words(text)
-        if self.guard is not None and self.guard.contaminated(words, hashes):
+        if self.guard is not None and self.guard.contaminated_words(words, hashes):
             return text, "contaminated"
         if self.duplicates.seen(key, hashes):
             return text, "near_duplicate"
