@@ -58,13 +58,19 @@ def setup(tmp_path_factory) -> dict:
     return {"root": root, "base": base}
 
 
+def prepare(job: PostTrainJob) -> PostTrainJob:
+    """What the stage does before launching a job: the chat tokenizer in `OUT/tokenizer/`."""
+    install_chat_tokenizer(Path(job.checkpoint_dir), Path(job.out_dir) / "tokenizer", 448, job.stage)
+    return job
+
+
 def sft_job(setup: dict, out: Path, **overrides) -> PostTrainJob:
     job = PostTrainJob(
         kind="sft", stage="sft", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "sft.json"),
         data_format="sharegpt", out_dir=str(out), lr=3e-3, epochs=6, global_batch_size=8, micro_batch_size=4,
         max_seq_length=256, warmup_fraction=0.1,
     )
-    return replace(job, **overrides)
+    return prepare(replace(job, **overrides))
 
 
 def preference_metrics(checkpoint: Path, setup: dict) -> tuple[float, float]:
@@ -92,7 +98,7 @@ def test_the_reference_runs_in_the_policys_precision(setup: dict, precision: str
         data_format="preference", out_dir=str(out), lr=1e-3, global_batch_size=8, micro_batch_size=8,
         max_seq_length=256, beta=0.5, precision=precision,
     )
-    run_job(job)
+    run_job(prepare(job))
     with (out / "logs" / "metrics.csv").open() as handle:
         first = next(csv.DictReader(handle))
     assert float(first["train_loss"]) == pytest.approx(math.log(2), abs=1e-6) and float(first["reward_margin"]) == 0.0
@@ -105,7 +111,7 @@ def test_dpo_lowers_its_loss_and_widens_the_chosen_margin(setup: dict):
         data_format="preference", out_dir=str(out), lr=1e-3, epochs=3, global_batch_size=8, micro_batch_size=4,
         max_seq_length=256, beta=0.5,
     )
-    summary = run_job(job)
+    summary = run_job(prepare(job))
     assert summary["steps"] == 12 and summary["examples"] == 32
     loss_before, margin_before = preference_metrics(setup["base"], setup)
     loss_after, margin_after = preference_metrics(out / "final", setup)

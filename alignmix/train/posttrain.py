@@ -21,7 +21,8 @@ import yaml
 
 @dataclass
 class PostTrainJob:
-    """Everything an SFT or DPO run needs; written as `OUT/job.yaml` by the stage."""
+    """Everything an SFT or DPO run needs; written as `OUT/job.yaml` by the stage, with the chat tokenizer in
+    `OUT/tokenizer/`."""
 
     kind: Literal["sft", "dpo"]
     stage: str
@@ -137,7 +138,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     from litgpt import GPT, Config
     from litgpt.utils import save_config
 
-    from alignmix.train.chat import install_chat_tokenizer, load_chat_tokenizer
+    from alignmix.train.chat import load_chat_tokenizer
     from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
     from alignmix.train.sft import collate_sft, sft_examples, sft_loss
 
@@ -146,10 +147,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     fabric.launch()
     fabric.seed_everything(job.seed)
     config = Config.from_file(start_dir / "model_config.yaml")
-    tokenizer_dir = out_dir / "tokenizer"
-    if fabric.global_rank == 0:  # refuses a vocabulary (with the chat tokens) larger than the embedding
-        install_chat_tokenizer(start_dir, tokenizer_dir, config.padded_vocab_size, job.stage)
-    fabric.barrier()
+    tokenizer_dir = out_dir / "tokenizer"  # written by the stage (`post_training_job`) before launching
     tokenizer, eos = load_chat_tokenizer(tokenizer_dir)
     max_length = min(job.max_seq_length, config.block_size)
     if job.kind == "sft":
