@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from alignmix.cli_common import comma_list, console, errors, fail
-from alignmix.llm.backend import BackendError, Sampling, open_backend
+from alignmix.llm.backend import BackendError, ChatBackend, Sampling, open_backend
 
 synth_app = typer.Typer(help="Generate synthetic documents and scenario questions with an LLM.", no_args_is_help=True)
 
@@ -24,10 +24,15 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds p
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429, 5xx, timeouts and connection errors.")]
 
 
-def _backend(kind: str, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int):
+def _backend(
+    kind: str, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int
+) -> ChatBackend:
     if kind not in ("openai", "vllm", "transformers"):
         fail(f"--backend must be openai, vllm or transformers, not '{kind}'")
-    return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))  # type: ignore[arg-type]
+    try:
+        return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))  # type: ignore[arg-type]
+    except BackendError as exc:
+        fail(str(exc))
 
 
 @synth_app.command("documents")

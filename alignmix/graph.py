@@ -185,9 +185,9 @@ def _server_synth_set(
                               held_out_extra=held_out_items(recipe, base_dir))
     except HeldOutGroundingError as exc:
         raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
-    client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
-                          server.max_retries, server.concurrency)
     try:
+        client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
+                              server.max_retries, server.concurrency)
         job = run_plan(plan, client, responses, server.concurrency)
     except BackendError as exc:
         raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None

@@ -297,3 +297,10 @@ def test_rerun_with_another_model_or_temperature_asks_again_and_stamps_truly(tmp
     assert len(server.bodies) == 18 and {b["model"] for b in server.bodies[6:]} == {"loop-2"}
     assert {r["metadata"]["synthetic"]["model"] for r in renamed_rows} == {"loop-2"}
     assert {r["metadata"]["synthetic"]["sampling"]["temperature"] for r in shard_rows(out)} == {0.9}
+
+
+def test_a_malformed_base_url_is_an_immediate_error(tmp_path: Path):
+    start = time.perf_counter()
+    result = synth(*documents_args("http//127.0.0.1:8000/v1", tmp_path / "o"))
+    assert result.returncode == 2 and "base URL 'http//127.0.0.1:8000/v1' is not an http" in result.stderr
+    assert time.perf_counter() - start < 30 and not (tmp_path / "o" / "responses.jsonl").exists()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 
 from alignmix.llm.backend import BackendError, Completion, Message, Sampling
 
@@ -25,18 +26,28 @@ RETRIABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 @dataclass
 class Usage:
-    """Totals over the answered requests; `retries` counts the attempts that were repeated."""
+    """Totals over the answered requests."""
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    retries: int = 0
 
 
 def api_url(base_url: str, endpoint: str) -> str:
     """`http://host:8000` or `http://host:8000/v1` plus `chat/completions` -> the endpoint's URL."""
     base = base_url.rstrip("/")
     return f"{base}/{endpoint}" if base.endswith("/v1") else f"{base}/v1/{endpoint}"
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse, naming it, a server URL that is not http(s) with a host: no request to it could succeed."""
+    try:
+        url = yarl.URL(base_url)
+        valid = url.scheme in ("http", "https") and bool(url.host)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise BackendError(f"base URL '{base_url}' is not an http(s) URL with a host; expected e.g. http://127.0.0.1:8000/v1")
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -52,6 +63,7 @@ class OpenAIClient:
         self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
         max_retries: int = 6, backoff: float = 0.5, max_backoff: float = 30.0, connections: int = 256,
     ):
+        check_base_url(base_url)
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
@@ -105,7 +117,6 @@ class OpenAIClient:
             except ValueError as exc:  # a 200 whose body is not JSON
                 raise BackendError(f"{url}: answer is not JSON ({exc})") from None
             if attempt < self.max_retries:
-                self.usage.retries += 1
                 await asyncio.sleep(max(wait, backoff_delay(attempt, self.backoff, self.max_backoff)))
         raise BackendError(f"{url}: failed after {self.max_retries + 1} attempts; last: {problem}")
 
