@@ -168,3 +168,15 @@ def test_killed_job_resumes_from_its_last_step_checkpoint(setup: dict, straight_
     resumed = torch.load(out / "final" / "lit_model.pth", weights_only=True)
     uninterrupted = torch.load(straight_sft / "final" / "lit_model.pth", weights_only=True)
     assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-5) for k in uninterrupted)
+    with (out / "logs" / "metrics.csv").open() as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == list(range(1, 25))
+
+
+def test_a_resumed_job_logs_each_step_once(setup: dict):
+    """A rerun resumes from step 2 of 4 and logs steps 3 and 4 again: their first rows are dropped."""
+    out = setup["root"] / "rerun"
+    job = sft_job(setup, out, epochs=1, save_interval=2)
+    run_job(job)
+    assert run_job(job)["resumed_from"] == "step-000002"
+    with (out / "logs" / "metrics.csv").open() as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]

@@ -113,16 +113,18 @@ def setup_reference(fabric: Any, reference: torch.nn.Module) -> torch.nn.Module:
 
 
 class MetricsLog:
-    """`logs/metrics.csv`, appended across resumptions: step, lr and the objective's metrics."""
+    """`logs/metrics.csv`: step, lr and the objective's metrics, kept across resumptions up to the resumed step."""
 
     COLUMNS = ("train_loss", "reward_margin", "logp_margin", "reward_accuracy")
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, start_step: int):
+        """Drop the rows after `start_step` (logged after the checkpoint a job resumes from), then append."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = path.open("a", newline="")
+        rows = list(csv.reader(path.read_text().splitlines()))[1:] if path.is_file() else []
+        self.handle = path.open("w", newline="")
         self.writer = csv.writer(self.handle)
-        if path.stat().st_size == 0:
-            self.writer.writerow(["step", "lr", *self.COLUMNS])
+        self.writer.writerows([["step", "lr", *self.COLUMNS], *(row for row in rows if int(row[0]) <= start_step)])
+        self.handle.flush()
 
     def write(self, step: int, lr: float, metrics: dict[str, float]) -> None:
         self.writer.writerow([step, lr, *(metrics.get(k, "") for k in self.COLUMNS)])
@@ -183,7 +185,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     if resumed is not None:
         fabric.print(f"Resuming {job.stage} from {resumed.parent.name}")
         fabric.load(resumed, state, weights_only=True)
-    log = MetricsLog(out_dir / "logs" / "metrics.csv") if fabric.global_rank == 0 else None
+    log = MetricsLog(out_dir / "logs" / "metrics.csv", state["step"]) if fabric.global_rank == 0 else None
     last: dict[str, float] = {}
     for step in range(state["step"], len(plan)):
         lr = learning_rate(step, len(plan), warmup, job.lr, job.min_lr)
