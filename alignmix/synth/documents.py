@@ -20,7 +20,14 @@ from typing import Any
 from alignmix.corpus.decontaminate import scenario_text
 from alignmix.jsonl import write_jsonl_gz
 from alignmix.llm.backend import ChatBackend, Sampling
-from alignmix.llm.jobs import ChatRequest, JobCounts, is_fresh, prompt_hash, read_responses, run_requests
+from alignmix.llm.jobs import (
+    ChatRequest,
+    JobCounts,
+    is_fresh,
+    prompt_hash,
+    read_responses,
+    run_requests,
+)
 from alignmix.scenarios import TRAIN_SPLIT, Scenario, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
 from alignmix.synth.prompts import (

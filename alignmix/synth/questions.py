@@ -4,7 +4,8 @@ Passages are paragraphs of text files (markdown or plain), packed up to a word b
 one question as JSON matching `QUESTION_SCHEMA` (sent as `response_format`); an answer that is not valid JSON
 or does not match, or repeats an earlier question (same normalised text), is asked again with another seed, up
 to `max_attempts` times. Answers are kept in `OUT.responses.jsonl`, so a rerun resumes; passage ids (file path
-and chunk number in that file) do not move when other files are added or removed. The output is alignmix's scenario jsonl, which `scenarios.py` reads.
+and chunk number in that file) do not move when other files are added or removed. The output is alignmix's
+scenario jsonl, which `scenarios.py` reads.
 """
 
 from __future__ import annotations
