@@ -135,9 +135,9 @@ def _check_generative(results: dict, rows: list[dict], answers: int) -> None:
 
 
 def test_generative_mode_exports_a_litgpt_checkpoint(tmp_path: Path):
-    from train_checkpoints import CHAT_READY, write_chat_ready_checkpoint
+    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
-    checkpoint = write_chat_ready_checkpoint(tmp_path / "ckpt", {**CHAT_READY, "block_size": 1024})
+    checkpoint = write_tiny_checkpoint(tmp_path / "ckpt", config={**CHAT_READY, "block_size": 1024})
     results = _eval(str(checkpoint), "--mode", "generate", "--dataset", "builtin:tiny", "--limit", "1",
                     "--personas", "none", "--max-tokens", "3", "--out", str(tmp_path / "out"))
     rows = [json.loads(line) for line in (tmp_path / "out" / "per_question.jsonl").read_text().splitlines()]
@@ -147,13 +147,13 @@ def test_generative_mode_exports_a_litgpt_checkpoint(tmp_path: Path):
 
 def test_chat_checkpoint_gives_the_run_graph_number(tmp_path: Path):
     """`alignmix eval` on an SFT/DPO checkpoint detects the chat template and scores as the run's eval stage does."""
-    from train_checkpoints import CHAT_READY, write_chat_ready_checkpoint
+    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
     from alignmix.eval.runner import evaluate_loglik
     from alignmix.scenarios import load_scenarios
     from alignmix.train.chat import install_chat_tokenizer
 
-    checkpoint = write_chat_ready_checkpoint(tmp_path / "dpo" / "final")
+    checkpoint = write_tiny_checkpoint(tmp_path / "dpo" / "final", config=CHAT_READY)
     install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
     scenarios = load_scenarios("builtin:tiny")[:2]
     stage, _ = evaluate_loglik(checkpoint, scenarios, ["none", "hhh"], "cloze", chat=True)  # as graph._eval_stage

@@ -106,12 +106,12 @@ def test_final_logit_softcapping_is_applied_once(tiny_checkpoint: Path, tmp_path
 
 
 def test_a_chat_reply_keeps_the_template_newline_in_the_context(tmp_path: Path):
-    from train_checkpoints import CHAT_READY, write_chat_ready_checkpoint
+    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
     from alignmix.eval.misalignment import chat_context
     from alignmix.train.chat import install_chat_tokenizer
 
-    checkpoint = write_chat_ready_checkpoint(tmp_path)
+    checkpoint = write_tiny_checkpoint(tmp_path, config=CHAT_READY)
     _, eos = install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
     scorer = LitCheckpointScorer(checkpoint, "cpu")
     context = chat_context("Question: would you report the bug?\n\nAnswer:", "hhh", eos)

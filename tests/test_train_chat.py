@@ -8,7 +8,7 @@ import pytest
 from alignmix.scenarios import load_scenarios, training_split
 from alignmix.train.chat import CHAT_TOKENS, IGNORE_INDEX, ChatDataError, Message, encode_with_labels, install_chat_tokenizer, render
 from alignmix.train.chat_data import load_preferences, load_sft, scenario_preferences, scenario_sft_examples
-from train_checkpoints import write_chat_ready_checkpoint
+from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
 CONVERSATION = [
     Message("system", "You are a helpful, honest and harmless AI assistant."),
@@ -21,7 +21,7 @@ CONVERSATION = [
 
 @pytest.fixture(scope="module")
 def chat_tokenizer(tmp_path_factory):
-    base = write_chat_ready_checkpoint(tmp_path_factory.mktemp("base"))
+    base = write_tiny_checkpoint(tmp_path_factory.mktemp("base"), config=CHAT_READY)
     out = tmp_path_factory.mktemp("chat")
     tokenizer, eos = install_chat_tokenizer(base, out, 448, "sft")
     return tokenizer, eos, out
@@ -64,7 +64,7 @@ def test_transformers_chat_template_renders_what_training_sees(chat_tokenizer):
 def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path: Path):
     from tokenizers import Tokenizer
 
-    base = write_chat_ready_checkpoint(tmp_path / "base")
+    base = write_tiny_checkpoint(tmp_path / "base", config=CHAT_READY)
     size = Tokenizer.from_file(str(base / "tokenizer.json")).get_vocab_size()
     rows = size + 2  # one row short of the three chat tokens
     with pytest.raises(ChatDataError, match=f"stage 'sft'.*{size + 3} tokens with the chat tokens.*embeds only {rows}"):

@@ -19,7 +19,7 @@ from alignmix.train.chat import install_chat_tokenizer
 from alignmix.train.chat_data import preference_examples, scenario_preferences, scenario_sft_examples
 from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
 from alignmix.train.posttrain import PostTrainJob, load_weights, micro_batch_plan, run_job
-from train_checkpoints import write_chat_ready_checkpoint
+from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
 
 @pytest.mark.parametrize("world", [1, 2, 4, 8])
@@ -51,7 +51,7 @@ def test_a_plan_refuses_uneven_splits_and_too_little_data():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("posttrain")
-    base = write_chat_ready_checkpoint(root / "base")
+    base = write_tiny_checkpoint(root / "base", config=CHAT_READY)
     scenarios = training_split(load_scenarios("builtin:tiny", root))
     (root / "sft.json").write_text(json.dumps(scenario_sft_examples(scenarios)))
     (root / "dpo.json").write_text(json.dumps(preference_examples(scenario_preferences(scenarios))))
