@@ -7,7 +7,7 @@ import pytest
 
 from alignmix.scenarios import load_scenarios, training_split
 from alignmix.train.chat import CHAT_TOKENS, IGNORE_INDEX, ChatDataError, Message, encode_with_labels, install_chat_tokenizer, render
-from alignmix.train.chat_data import load_preferences, load_sft, scenario_preferences, scenario_sft_examples
+from alignmix.train.chat_data import load_preferences, load_sft, scenario_preferences, scenario_prompt, scenario_sft_examples
 from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
 CONVERSATION = [
@@ -103,3 +103,13 @@ def test_scenario_data_uses_training_questions_and_their_answers(tmp_path: Path)
     path = tmp_path / "sft.json"
     path.write_text(json.dumps(scenario_sft_examples(scenarios)))
     assert [c[-1].content for c in load_sft(path, "sharegpt")] == [p.chosen for p in pairs]
+
+
+def test_scenario_prompts_are_the_eval_questions_without_the_answer_cue(tmp_path: Path):
+    from alignmix.eval.formats import FORMATS, build_prompt
+
+    for scenario in load_scenarios("builtin:tiny", tmp_path):
+        for prompt_format in FORMATS:
+            question = scenario_prompt(scenario, prompt_format.swapped)
+            assert build_prompt(scenario, prompt_format, "none").text == f"{question}\n\n{prompt_format.wording}"
+            assert question.startswith(scenario.passage or "Question:") and not question.endswith("\n")

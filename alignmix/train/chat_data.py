@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from alignmix.eval.formats import PromptFormat, build_prompt
 from alignmix.scenarios import Scenario
 from alignmix.train.chat import ChatDataError, Message
 
@@ -123,12 +124,9 @@ def load_preferences(path: Path) -> list[Preference]:
 
 
 def scenario_prompt(scenario: Scenario, swapped: bool) -> str:
-    """A training-split scenario question as a user turn, its two options in the given order."""
-    labels = sorted(scenario.options)
-    order = list(reversed(labels)) if swapped else labels
-    choices = "\n".join(f" ({shown}) {scenario.options[own]}" for shown, own in zip(labels, order))
-    passage = f"{scenario.passage}\n\n" if scenario.passage else ""
-    return f"{passage}Question: {scenario.question}\n\nChoices:\n{choices}"
+    """A training-split scenario question as a user turn: the eval's question (`build_prompt`, no persona) with
+    its options in the given order, without an answer cue."""
+    return build_prompt(scenario, PromptFormat("", swapped), "none").text.removesuffix("\n\n")
 
 
 def scenario_preferences(scenarios: list[Scenario]) -> list[Preference]:
