@@ -225,3 +225,21 @@ def test_decontamination_is_the_same_in_every_task(tmp_path: Path):
     one = tokenize_source(shards, tmp_path / "tok", guard, tasks=1).contaminated
     two = tokenize_source(shards, tmp_path / "tok", guard, tasks=2).contaminated
     assert one == two == [True, False, True, False]
+
+
+def test_writing_a_mixture_leaves_litdatas_shared_cache_alone(tagged: Path, tmp_path: Path):
+    """litdata wipes TMPDIR/chunks when optimize starts: another run's chunks there must survive ours."""
+    import tempfile
+
+    shared = Path(tempfile.gettempdir()) / "chunks"
+    shared.mkdir(exist_ok=True)
+    other_run = shared / f"other-run-{tmp_path.name}.bin"
+    other_run.write_bytes(b"in flight")
+    try:
+        shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+        train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+        build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "mix", seed=5)
+        assert other_run.read_bytes() == b"in flight"
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".litdata-")]
+    finally:
+        other_run.unlink(missing_ok=True)

@@ -8,12 +8,15 @@ larger one is sampled. The entries' documents are then shuffled together and pac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import random
 import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,6 +155,24 @@ def draw(lengths: list[int], budget: int, rng: random.Random) -> list[tuple[int,
     return drawn
 
 
+@contextlib.contextmanager
+def _private_litdata_cache(parent: Path) -> Iterator[None]:
+    """litdata stages chunks in one machine-wide folder (TMPDIR/chunks) and wipes it when optimize starts, so two
+    mixtures written at once would delete each other's chunks: give this call a folder of its own."""
+    names = ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")
+    saved = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix=".litdata-", dir=parent) as cache:
+        os.environ[names[0]], os.environ[names[1]] = f"{cache}/chunks", f"{cache}/data"
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def _write_chunks(stream_file: Path, total: int, block_size: int, out_dir: Path) -> None:
     """Write the token stream as LitData chunks readable by `TokensLoader(block_size)`."""
     from litdata import optimize
@@ -159,16 +180,17 @@ def _write_chunks(stream_file: Path, total: int, block_size: int, out_dir: Path)
 
     piece = block_size * 256
     slices = [(start, min(start + piece, total)) for start in range(0, total, piece)]
-    optimize(
-        fn=_StreamSlice(str(stream_file), total),
-        inputs=slices,
-        output_dir=str(out_dir),
-        chunk_size=block_size * 1024,
-        item_loader=TokensLoader(block_size=block_size),
-        num_workers=1,
-        verbose=False,
-        start_method="fork",
-    )
+    with _private_litdata_cache(out_dir.parent):
+        optimize(
+            fn=_StreamSlice(str(stream_file), total),
+            inputs=slices,
+            output_dir=str(out_dir),
+            chunk_size=block_size * 1024,
+            item_loader=TokensLoader(block_size=block_size),
+            num_workers=1,
+            verbose=False,
+            start_method="fork",
+        )
     index_file = out_dir / "index.json"
     index = json.loads(index_file.read_text())
     index["updated_at"] = "0"  # litdata stamps the wall clock here; a fixed value keeps the chunks reproducible
