@@ -329,6 +329,7 @@ class PostTrainSettings(Optimization):
     warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     max_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # fsdp: shards litgpt's Blocks (a 6.9B model on 80 GB GPUs)
 
     @model_validator(mode="after")
     def _one_data_origin(self) -> PostTrainSettings:

@@ -10,6 +10,7 @@ import yaml
 from alignmix.recipe import load_recipe
 from alignmix.train.launch import Launch
 from alignmix.train.litgpt_config import StageFiles, TrainConfigError, pretrain_config
+from alignmix.train.posttrain import PostTrainJob
 from conftest import REPO
 
 PAPER = REPO / "recipes" / "paper"
@@ -112,4 +113,19 @@ def test_a_slurm_allocation_sets_the_post_training_job(tmp_path: Path):
     settings = recipe.post_training.dpo.model_copy(update={"data": tmp_path / "dpo.json"})
     job = post_training_job("dpo", settings, base, tmp_path / "dpo", 0, [], Launch(("srun",), nodes=8, gpus_per_node=4))
     assert (job.num_nodes, job.devices, job.beta, job.lr, job.precision) == (8, 4, 5.0, 1e-6, "bf16-mixed")
-    assert (tmp_path / "dpo" / "job.yaml").is_file()
+    assert recipe.post_training.sft.strategy == "fsdp" and job.strategy == "fsdp"
+    assert PostTrainJob.read(tmp_path / "dpo" / "job.yaml") == job
+
+
+def test_fsdp_shards_and_recomputes_litgpt_blocks():
+    """Only the strategy object: FSDP itself needs several GPUs."""
+    from lightning.fabric.strategies import FSDPStrategy
+    from litgpt.model import Block
+
+    from alignmix.train.posttrain import fabric_strategy
+
+    strategy = fabric_strategy("fsdp")
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy._fsdp_kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert fabric_strategy("ddp") == "ddp" and fabric_strategy("auto") == "auto"

@@ -44,6 +44,7 @@ class PostTrainJob:
     precision: str = "32-true"
     devices: int | str = 1
     num_nodes: int = 1
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     save_interval: int = 1000
     seed: int = 0
     beta: float = 0.1  # DPO only
@@ -105,11 +106,44 @@ def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) 
     return steps, n_examples - batches * job.global_batch_size
 
 
+def fabric_strategy(name: str) -> Any:
+    """`auto` and `ddp` by name; `fsdp` as litgpt's full fine-tuning sets it up: each litgpt `Block` sharded
+    and recomputed in the backward pass."""
+    if name != "fsdp":
+        return name
+    from lightning.fabric.strategies import FSDPStrategy
+    from litgpt.model import Block
+
+    return FSDPStrategy(auto_wrap_policy={Block}, activation_checkpointing_policy={Block}, limit_all_gathers=True)
+
+
 def setup_reference(fabric: Any, reference: torch.nn.Module) -> torch.nn.Module:
-    """DPO's frozen reference, in eval mode, with the policy's weight precision, on the device; its forward
-    runs under `fabric.autocast()` like the policy's."""
+    """DPO's frozen reference, in eval mode, with the policy's weight precision, on the device (sharded under
+    FSDP); its forward runs under `fabric.autocast()` like the policy's."""
+    from lightning.fabric.strategies import FSDPStrategy
+
     reference.requires_grad_(False).eval()
+    if isinstance(fabric.strategy, FSDPStrategy):
+        return fabric.setup_module(reference)
+    # not `setup_module`: DDP refuses a module without trainable parameters
     return fabric.to_device(fabric.strategy.precision.convert_module(reference))
+
+
+def full_state_dict(fabric: Any, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on the CPU for rank 0 (empty on the others); every rank must call it, since FSDP
+    gathers the shards."""
+    from lightning.fabric.strategies import FSDPStrategy
+
+    if isinstance(fabric.strategy, FSDPStrategy):
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+            state = model.state_dict()
+    else:
+        state = model.state_dict() if fabric.global_rank == 0 else {}
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 class MetricsLog:
@@ -145,7 +179,10 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     from alignmix.train.sft import collate_sft, sft_examples, sft_loss
 
     out_dir, start_dir = Path(job.out_dir), Path(job.checkpoint_dir)
-    fabric = L.Fabric(devices=job.devices, num_nodes=job.num_nodes, precision=job.precision)  # type: ignore[arg-type]
+    fabric = L.Fabric(
+        devices=job.devices, num_nodes=job.num_nodes, precision=job.precision,  # type: ignore[arg-type]
+        strategy=fabric_strategy(job.strategy),
+    )
     fabric.launch()
     fabric.seed_everything(job.seed)
     config = Config.from_file(start_dir / "model_config.yaml")
@@ -163,6 +200,10 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         model = GPT(config)
     load_weights(model, start_dir)
     model.max_seq_length = max_length
+    model = fabric.setup_module(model)  # under FSDP: sharded before the optimizer and the reference exist
+    optimizer = fabric.setup_optimizers(torch.optim.AdamW(
+        model.parameters(), lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
+    ))
     reference = None
     if job.kind == "dpo":
         with fabric.init_module():
@@ -170,10 +211,6 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         load_weights(reference, start_dir)
         reference.max_seq_length = max_length
         reference = setup_reference(fabric, reference)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
-    )
-    model, optimizer = fabric.setup(model, optimizer)
 
     plan, left_out = micro_batch_plan(len(examples), job, fabric.global_rank, fabric.world_size)
     if left_out:
@@ -215,12 +252,13 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         if (step + 1) % job.save_interval == 0 and step + 1 < len(plan):
             fabric.save(out_dir / f"step-{step + 1:06d}" / "state.pth", state)
     final = out_dir / "final"
+    weights = full_state_dict(fabric, model)
     if log is not None:
         log.close()
         partial = out_dir / "final.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(tokenizer_dir, partial)
-        torch.save({k: v.detach().cpu() for k, v in model.module.state_dict().items()}, partial / "lit_model.pth")
+        torch.save(weights, partial / "lit_model.pth")
         save_config(config, partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
