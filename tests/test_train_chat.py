@@ -6,8 +6,22 @@ from pathlib import Path
 import pytest
 
 from alignmix.scenarios import load_scenarios, training_split
-from alignmix.train.chat import CHAT_TOKENS, IGNORE_INDEX, ChatDataError, Message, encode_with_labels, install_chat_tokenizer, render
-from alignmix.train.chat_data import load_preferences, load_sft, scenario_preferences, scenario_prompt, scenario_sft_examples
+from alignmix.train.chat import (
+    CHAT_TOKENS,
+    IGNORE_INDEX,
+    ChatDataError,
+    Message,
+    encode_with_labels,
+    install_chat_tokenizer,
+    render,
+)
+from alignmix.train.chat_data import (
+    load_preferences,
+    load_sft,
+    scenario_preferences,
+    scenario_prompt,
+    scenario_sft_examples,
+)
 from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
 CONVERSATION = [

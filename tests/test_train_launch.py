@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from alignmix.recipe import load_recipe
 from alignmix.train.launch import Launch
 from alignmix.train.litgpt_config import StageFiles, TrainConfigError, pretrain_config
 from alignmix.train.posttrain import PostTrainJob
-from conftest import REPO
 
 PAPER = REPO / "recipes" / "paper"
 

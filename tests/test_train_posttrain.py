@@ -16,9 +16,18 @@ import torch
 
 from alignmix.scenarios import load_scenarios, training_split
 from alignmix.train.chat import install_chat_tokenizer
-from alignmix.train.chat_data import preference_examples, scenario_preferences, scenario_sft_examples
+from alignmix.train.chat_data import (
+    preference_examples,
+    scenario_preferences,
+    scenario_sft_examples,
+)
 from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
-from alignmix.train.posttrain import PostTrainJob, load_weights, micro_batch_plan, run_job
+from alignmix.train.posttrain import (
+    PostTrainJob,
+    load_weights,
+    micro_batch_plan,
+    run_job,
+)
 from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
 
@@ -131,9 +140,10 @@ def straight_sft(setup: dict) -> Path:
 
 
 def test_sft_final_folder_is_a_litgpt_checkpoint_with_the_chat_template(straight_sft: Path, tmp_path: Path):
+    from transformers import AutoTokenizer
+
     from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
     from alignmix.train.export import export_hf
-    from transformers import AutoTokenizer
 
     final = straight_sft / "final"
     assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in final.iterdir()}

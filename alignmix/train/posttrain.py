@@ -18,7 +18,6 @@ import torch
 import yaml
 
 
-
 @dataclass
 class PostTrainJob:
     """Everything an SFT or DPO run needs; written as `OUT/job.yaml` by the stage, with the chat tokenizer in
