@@ -19,3 +19,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from tests.checkpoints import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported as a transformers folder (shared by the session)."""
+    from alignmix.train.export import export_hf
+
+    return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))

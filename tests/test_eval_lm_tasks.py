@@ -20,13 +20,6 @@ from alignmix.eval.scoring import HFScorer
 from alignmix.scenarios import load_scenarios
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
-    from alignmix.train.export import export_hf
-
-    return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
-
-
 def test_capability_tasks_run_offline(shared_data: Path, hf_dir: Path, tmp_path: Path):
     data = shared_data / "llm-foundry-evals"
     names = write_capability_tasks(data, tmp_path, list(CAPABILITY_SETS), limit=5)

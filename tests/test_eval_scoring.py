@@ -15,13 +15,6 @@ from alignmix.eval.scoring import (
 from alignmix.scenarios import load_scenarios
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
-    from alignmix.train.export import export_hf
-
-    return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
-
-
 def _requests() -> list[ScoreRequest]:
     """The eval's own prompts: both letters and both option texts after each of a few prompts."""
     requests = []
@@ -106,10 +99,9 @@ def test_final_logit_softcapping_is_applied_once(tiny_checkpoint: Path, tmp_path
 
 
 def test_a_chat_reply_keeps_the_template_newline_in_the_context(tmp_path: Path):
-    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
-
     from alignmix.eval.misalignment import chat_context
     from alignmix.train.chat import install_chat_tokenizer
+    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path, config=CHAT_READY)
     _, eos = install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
