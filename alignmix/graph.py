@@ -159,6 +159,8 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
         "sets": [s.model_dump(mode="json", exclude={"server": TRANSPORT_SETTINGS}) for s in recipe.synth.sets],
         "scenario_files": {s.scenarios: _scenario_files(s.scenarios, base_dir) for s in recipe.synth.sets},
     }
+    if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these
+        settings.update(_held_out_identity(recipe, held_out_items(recipe, base_dir)))
     return Stage("synth", Path("synth"), settings, action)
 
 
@@ -258,6 +260,15 @@ def _post_training_scenarios(recipe: Recipe) -> dict[str, str]:
     return {kind: s.from_scenarios for kind, s in settings.items() if s is not None and s.from_scenarios is not None}
 
 
+def _held_out_identity(recipe: Recipe, held_out: list[Scenario]) -> dict[str, Any]:
+    """What decontaminating against `held_out` depends on, for a stage key: the settings, ids and texts."""
+    return {
+        "decontamination": recipe.decontamination.model_dump(mode="json"),
+        "held_out_items": sorted(s.id for s in held_out),
+        "held_out_text": strings_sha256(sorted(_normalised_text(s) + " ".join(s.options.values()) for s in held_out)),
+    }
+
+
 def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
     stages = []
     decontamination = recipe.decontamination
@@ -289,9 +300,7 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
 
         settings = {
             "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),
-            "decontamination": decontamination.model_dump(mode="json"),
-            "held_out_items": sorted(s.id for s in held_out),
-            "held_out_text": strings_sha256(sorted(_normalised_text(s) + " ".join(s.options.values()) for s in held_out)),
+            **_held_out_identity(recipe, held_out),
         }
         depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
         depends += tuple(f"mix/{name}" for name in replayed)

@@ -92,3 +92,15 @@ def test_changed_server_settings_through_the_runner_pay_for_no_answer_twice(tmp_
     assert (first["status"], transport["status"], filtered["status"]) == ("ran", "skipped", "ran")
     assert filtered["counts"]["aligned_synthetic"]["documents"] == 96
     assert (tmp_path / "run" / ".alignmix" / "llm" / "aligned_synthetic" / "responses.jsonl").is_file()
+
+
+def test_the_held_out_set_server_documents_are_decontaminated_against_is_in_the_synth_stage_key(tmp_path: Path):
+    def synth_settings(data: dict) -> dict:
+        recipe = parse_recipe(data, base_dir=tmp_path)
+        return next(s for s in build_graph(recipe, tmp_path) if s.name == "synth").settings
+
+    data = server_recipe("http://127.0.0.1:9/v1", tmp_path)
+    before = synth_settings(data)
+    data["decontamination"] = {"ngram": 8}
+    assert synth_settings(data) != before
+    assert before["held_out_items"] and len(before["held_out_items"]) == 8
