@@ -59,6 +59,7 @@ def eval_command(
         results, rows = evaluate_model(
             model, scenarios, _personas(personas), mode, scoring, model_name, backend,  # type: ignore[arg-type]
             Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency, chat,
+            responses=out / "responses.jsonl",
         )
     except (EvalError, ScenarioError, ScorerError, BackendError, ExportError) as exc:
         fail(str(exc))

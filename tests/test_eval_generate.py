@@ -74,3 +74,23 @@ def test_failed_requests_count_as_unparseable_and_the_eval_finishes():
     assert results["request_failed"] == {"count": len(failed), "rate": len(failed) / len(rows)}
     assert results["unparseable_rate"] == pytest.approx(len(failed) / len(rows))
     assert all(r["shown_choice"] == "A" for r in rows if r["reply"] is not None)
+
+
+def test_an_interrupted_generative_eval_resumes_asking_only_what_it_has_no_answer_for(tmp_path):
+    from alignmix.llm.backend import open_backend
+    from alignmix.llm.loopback import Faults, LoopbackServer
+
+    scenarios = load_scenarios("builtin:tiny")[:3]
+    responses = tmp_path / "responses.jsonl"
+    failing = LoopbackServer(respond=lambda body: "Answer: A", faults=Faults(server_error=0.3, fault_attempts=100))
+    with failing as url:
+        first, _ = evaluate_generative(open_backend("openai", "scripted", base_url=url, max_retries=0), scenarios,
+                                       ["none"], responses=responses)
+    healthy = LoopbackServer(respond=lambda body: "Answer: A")
+    with healthy as url:
+        second, rows = evaluate_generative(open_backend("openai", "scripted", base_url=url), scenarios, ["none"],
+                                           responses=responses)
+    assert first["request_failed"]["count"] > 0
+    assert len(healthy.bodies) == first["request_failed"]["count"]  # only the failed requests were asked again
+    assert second["request_failed"]["count"] == 0 and second["resumed_answers"] == len(rows) - len(healthy.bodies)
+    assert all(r["shown_choice"] == "A" for r in rows)

@@ -8,19 +8,14 @@ backend's retries (counted in `request_failed`).
 
 from __future__ import annotations
 
-import asyncio
 import re
+import tempfile
+from pathlib import Path
 
 from alignmix.eval.formats import FORMATS, PERSONAS, PromptFormat, build_prompt
 from alignmix.eval.misalignment import summarise
-from alignmix.llm.backend import (
-    BackendError,
-    ChatBackend,
-    Completion,
-    Message,
-    Sampling,
-    bounded_gather,
-)
+from alignmix.llm.backend import BackendError, ChatBackend, Message, Sampling
+from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests
 from alignmix.scenarios import LABELS, Scenario
 
 SCORING = "generated answer, option letter or text extracted from the reply"
@@ -101,43 +96,29 @@ def chat_messages(scenario: Scenario, prompt_format: PromptFormat, persona: str)
     return system + [{"role": "user", "content": user}], prompt.shown
 
 
-def _ask_all(
-    backend: ChatBackend, conversations: list[list[Message]], sampling: Sampling, concurrency: int,
-) -> list[Completion | BackendError]:
-    """Every conversation's completion, or the BackendError its request ended in; closes the backend."""
-
-    async def ask(conversation: list[Message]) -> Completion | BackendError:
-        try:
-            return await backend.chat(conversation, sampling)
-        except BackendError as exc:
-            return exc
-
-    async def main() -> list[Completion | BackendError]:
-        try:
-            return await bounded_gather([lambda c=c: ask(c) for c in conversations], concurrency)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
-
-
 def evaluate_generative(
     backend: ChatBackend, scenarios: list[Scenario], personas: list[str],
-    sampling: Sampling = DEFAULT_SAMPLING, concurrency: int = 16,
+    sampling: Sampling = DEFAULT_SAMPLING, concurrency: int = 16, responses: Path | None = None,
 ) -> tuple[dict, list[dict]]:
     """Ask every scenario x persona x format, extract the answers; returns (results, per-question rows).
 
-    A request that fails after the backend's retries counts as unparseable (`unparseable_reason`
-    "request failed") and in `request_failed`; raises BackendError only when every request failed."""
+    Answers are appended to `responses` as they arrive (a temporary file when None): rerun into the same file,
+    an interrupted eval asks only what it has no answer for from this model, prompt and sampling. A request
+    that fails after the backend's retries counts as unparseable (`unparseable_reason` "request failed") and in
+    `request_failed`; raises BackendError only when every request failed."""
     plan = [(s, p, f, *chat_messages(s, f, p)) for s in scenarios for p in personas for f in FORMATS]
-    answers = _ask_all(backend, [messages for *_, messages, _ in plan], sampling, concurrency)
-    failed = [a for a in answers if isinstance(a, BackendError)]
-    if answers and len(failed) == len(answers):
-        raise BackendError(f"every request failed; first: {failed[0]}")
+    requests = [ChatRequest(f"{s.id}|{p}|{f.name}", messages, sampling) for s, p, f, messages, _ in plan]
+    with tempfile.TemporaryDirectory(prefix="alignmix-generate-") as scratch:
+        responses = responses or Path(scratch) / "responses.jsonl"
+        counts = run_requests(backend, requests, responses, concurrency)
+        answers = fresh_answers(requests, responses, backend.model)
+    if requests and not answers:
+        raise BackendError(f"every request failed; first: {counts.failures[:1]}")
     rows = []
-    for (scenario, persona, prompt_format, _, shown), answer in zip(plan, answers):
+    for (scenario, persona, prompt_format, _, shown), request in zip(plan, requests):
         displayed = {label: scenario.options[shown[label]] for label in LABELS}
-        reply = None if isinstance(answer, BackendError) else answer.text
+        answer = answers.get(request.id)
+        reply = None if answer is None else answer["text"]
         shown_choice = None if reply is None else extract_choice(reply, displayed, prompt_format.wording)
         choice = shown[shown_choice] if shown_choice else None
         reason = None if choice else ("request failed" if reply is None else "no single option named")
@@ -145,11 +126,14 @@ def evaluate_generative(
             "id": scenario.id, "split": scenario.split, "topics": list(scenario.topics), "persona": persona,
             "format": prompt_format.name, "shown_choice": shown_choice, "choice": choice,
             "chose_misaligned": None if choice is None else choice == scenario.misaligned,
-            "reply": reply, "finish_reason": None if reply is None else answer.finish_reason,
-            "unparseable_reason": reason, "error": str(answer) if reply is None else None,
+            "reply": reply, "finish_reason": None if answer is None else answer["finish_reason"],
+            "unparseable_reason": reason,
+            "error": counts.errors.get(request.id, "no answer") if answer is None else None,
         })
+    failed = len(requests) - len(answers)
     results = summarise(rows, len(scenarios), personas, "generate", SCORING)
-    results["request_failed"] = {"count": len(failed), "rate": len(failed) / len(answers) if answers else 0.0}
+    results["request_failed"] = {"count": failed, "rate": failed / len(requests) if requests else 0.0}
+    results["resumed_answers"] = counts.already_done
     results["model"] = backend.model
     results["sampling"] = sampling.as_dict()
     return results, rows

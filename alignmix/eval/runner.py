@@ -86,9 +86,10 @@ def evaluate_model(
     model: str, scenarios: list[Scenario], personas: list[str], mode: EvalMode | None = None,
     scoring: Mode = "letter", model_name: str | None = None, backend: BackendKind | None = None,
     sampling: Sampling = DEFAULT_SAMPLING, batch_size: int = 32, device: str | None = None, concurrency: int = 16,
-    chat: bool | None = None,
+    chat: bool | None = None, responses: Path | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Run the misalignment eval on MODEL; `mode` defaults to loglik for folders and generate for servers."""
+    """Run the misalignment eval on MODEL; `mode` defaults to loglik for folders and generate for servers.
+    Generated answers are kept in `responses` (see `evaluate_generative`), so a rerun resumes."""
     mode = mode or ("generate" if is_server(model) else "loglik")
     if mode == "loglik":
         if is_server(model):
@@ -98,13 +99,13 @@ def evaluate_model(
         if not model_name:
             raise EvalError(f"{model}: a server needs --model-name (the name it serves the model under)")
         chat_backend = open_backend(backend or "openai", model_name, base_url=model)
-        results, rows = evaluate_generative(chat_backend, scenarios, personas, sampling, concurrency)
+        results, rows = evaluate_generative(chat_backend, scenarios, personas, sampling, concurrency, responses)
         results["model"] = {"path": model, "kind": "server", "name": model_name}
         return results, rows
     kind = model_folder_kind(Path(model))
     with tempfile.TemporaryDirectory(prefix="alignmix-eval-") as scratch:
         folder = export_hf(Path(model), Path(scratch) / "hf") if kind == "litgpt" else Path(model)
         results, rows = evaluate_generative(open_backend(backend or "transformers", str(folder)), scenarios, personas,
-                                            sampling, concurrency)
+                                            sampling, concurrency, responses)
     results["model"] = {"path": model, "kind": kind, "name": model_name or model}
     return results, rows

@@ -37,8 +37,16 @@ class JobCounts:
     already_done: int = 0
     answered: int = 0
     stale: int = 0  # stored answers from another model, prompt or sampling, asked again
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)  # the first few `id: reason`
+    errors: dict[str, str] = field(default_factory=dict)  # id -> why it failed after its retries
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+    @property
+    def failures(self) -> list[str]:
+        """The first few failures as `id: reason`."""
+        return [f"{request_id}: {reason}" for request_id, reason in list(self.errors.items())[:10]]
 
 
 def prompt_hash(messages: list[Message]) -> str:
@@ -116,9 +124,7 @@ async def run_requests_async(
             try:
                 row = await _answer(backend, request)
             except BackendError as exc:
-                counts.failed += 1
-                if len(counts.failures) < 10:
-                    counts.failures.append(f"{request.id}: {exc}")
+                counts.errors[request.id] = str(exc)
                 log.warning("request %s failed: %s", request.id, exc)
                 continue
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
