@@ -12,6 +12,7 @@ the last two positions of the longer input). The language-model head runs only a
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,23 +55,24 @@ def _default_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-class TokenScorer:
+class TokenScorer(ABC):
     """The scoring loop shared by the litgpt and transformers scorers; subclasses supply the model parts."""
 
     max_length: int
     device: torch.device
     prefix_token_id: int | None = None
 
+    @abstractmethod
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        raise NotImplementedError
+        """Token ids of each text, without special tokens."""
 
+    @abstractmethod
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Final-layer hidden states (after the last norm), shape (batch, time, width)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from hidden states at the scored positions."""
-        raise NotImplementedError
 
     def _encode(self, requests: Sequence[ScoreRequest]) -> list[_Encoded]:
         pairs = []
