@@ -15,13 +15,13 @@ from pathlib import Path
 from alignmix.jsonl import JsonLinesError, iter_json_lines
 from alignmix.llm.backend import BackendError
 from alignmix.llm.jobs import ChatRequest, fresh_answers, stamp
+from alignmix.llm.openai_compat import request_body
 
 CHAT_URL = "/v1/chat/completions"
 
 
 def batch_line(request: ChatRequest, model: str) -> dict:
-    body = {"model": model, "messages": request.messages, **request.extra}
-    body.update({k: v for k, v in request.sampling.as_dict().items() if v is not None})
+    body = {**request_body(model, request.sampling, request.extra), "messages": request.messages}
     return {"custom_id": request.id, "method": "POST", "url": CHAT_URL, "body": body}
 
 

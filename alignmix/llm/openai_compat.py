@@ -50,6 +50,12 @@ def check_base_url(base_url: str) -> None:
         raise BackendError(f"base URL '{base_url}' is not an http(s) URL with a host; expected e.g. http://127.0.0.1:8000/v1")
 
 
+def request_body(model: str, sampling: Sampling, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields every request carries: the model, the sampling settings that are set, then `extra`."""
+    sampled = {k: v for k, v in sampling.as_dict().items() if v is not None}
+    return {"model": model, **sampled, **(extra or {})}
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: half the step fixed, half drawn at random."""
     step = min(cap, base * 2**attempt)
@@ -120,10 +126,6 @@ class OpenAIClient:
                 await asyncio.sleep(max(wait, backoff_delay(attempt, self.backoff, self.max_backoff)))
         raise BackendError(f"{url}: failed after {self.max_retries + 1} attempts; last: {problem}")
 
-    def _payload(self, sampling: Sampling, extra: dict[str, Any] | None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self.model, **{k: v for k, v in sampling.as_dict().items() if v is not None}}
-        return {**payload, **(extra or {})}
-
     def _completion(self, answer: dict[str, Any], endpoint: str, chat: bool) -> Completion:
         try:
             choice = answer["choices"][0]
@@ -144,12 +146,12 @@ class OpenAIClient:
         self, messages: Sequence[Message], sampling: Sampling, extra: dict[str, Any] | None = None
     ) -> Completion:
         """One chat completion; `extra` adds request fields such as `response_format`."""
-        payload = {**self._payload(sampling, extra), "messages": list(messages)}
+        payload = {**request_body(self.model, sampling, extra), "messages": list(messages)}
         return self._completion(await self.post("chat/completions", payload), "chat/completions", chat=True)
 
     async def complete(self, prompt: str, sampling: Sampling) -> Completion:
         """One plain-text completion (/v1/completions), for base models."""
-        payload = {**self._payload(sampling, None), "prompt": prompt}
+        payload = {**request_body(self.model, sampling), "prompt": prompt}
         return self._completion(await self.post("completions", payload), "completions", chat=False)
 
 
