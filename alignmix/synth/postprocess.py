@@ -93,16 +93,16 @@ class DocumentFilter:
     def check(self, key: str, text: str, scenario: Scenario, finish_reason: str | None) -> tuple[str, str | None]:
         text, stripped = strip_chatter(text)
         self.chatter_stripped += stripped
-        words = len(text.split())
+        word_count = len(text.split())
         if not text:
             return text, "empty"
         if _REFUSAL.search(text[:300]):
             return text, "refusal"
         if finish_reason == "length":
             return text, "truncated"
-        if words < self.bounds.min_words:
+        if word_count < self.bounds.min_words:
             return text, "too_short"
-        if words > self.bounds.max_words:
+        if word_count > self.bounds.max_words:
             return text, "too_long"
         if quotes_option(text, scenario):
             return text, "quotes_option"
