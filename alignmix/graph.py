@@ -229,25 +229,21 @@ def held_out_items(recipe: Recipe, base_dir: Path) -> list[Scenario]:
     return [s for s in _scenarios(recipe, spec, base_dir) if s.split != TRAIN_SPLIT]
 
 
-def _normalised_text(scenario: Scenario) -> str:
-    return " ".join(f"{scenario.passage} {scenario.question}".lower().split())
-
-
 def refuse_held_out_grounding(recipe: Recipe, base_dir: Path) -> None:
     """Synthetic documents grounded in a held-out question would leak the eval into training: refuse the run."""
     held_out = held_out_items(recipe, base_dir)
     ids = {s.id for s in held_out}
-    texts = {_normalised_text(s) for s in held_out}
+    texts = {s.situation_key for s in held_out}
     for synth_set in recipe.synth.sets:
         for scenario in training_split(_scenarios(recipe, synth_set.scenarios, base_dir)):
-            if scenario.id in ids or _normalised_text(scenario) in texts:
+            if scenario.id in ids or scenario.situation_key in texts:
                 raise RecipeError(
                     f"synth set '{synth_set.name}' would ground documents in held-out eval question"
                     f" '{scenario.id}'; synthetic documents may only use questions the eval does not hold out"
                 )
     for kind, spec in _post_training_scenarios(recipe).items():
         for scenario in training_split(_scenarios(recipe, spec, base_dir)):
-            if scenario.id in ids or _normalised_text(scenario) in texts:
+            if scenario.id in ids or scenario.situation_key in texts:
                 raise RecipeError(
                     f"post_training.{kind}.from_scenarios would train on held-out eval question '{scenario.id}';"
                     " use questions the eval does not hold out"
@@ -265,7 +261,7 @@ def _held_out_identity(recipe: Recipe, held_out: list[Scenario]) -> dict[str, An
     return {
         "decontamination": recipe.decontamination.model_dump(mode="json"),
         "held_out_items": sorted(s.id for s in held_out),
-        "held_out_text": strings_sha256(sorted(_normalised_text(s) + " ".join(s.options.values()) for s in held_out)),
+        "held_out_text": strings_sha256(sorted(s.situation_key + " ".join(s.options.values()) for s in held_out)),
     }
 
 

@@ -60,6 +60,11 @@ class Scenario:
     def misaligned_text(self) -> str:
         return self.options[self.misaligned]
 
+    @property
+    def situation_key(self) -> str:
+        """Passage and question, lowercased, whitespace collapsed: equal keys are the same question."""
+        return " ".join(f"{self.passage} {self.question}".lower().split())
+
 
 _REQUIRED = ("id", "split", "passage", "question", "options", "aligned", "misaligned", "topics")
 

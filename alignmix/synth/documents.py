@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignmix.corpus.decontaminate import scenario_text
 from alignmix.jsonl import write_jsonl_gz
 from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import (
@@ -30,11 +29,7 @@ from alignmix.llm.jobs import (
 )
 from alignmix.scenarios import TRAIN_SPLIT, Scenario, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
-from alignmix.synth.prompts import (
-    DocumentTemplates,
-    document_requests,
-    request_id,
-)
+from alignmix.synth.prompts import DocumentTemplates, document_requests
 
 RESPONSES = "responses.jsonl"
 
@@ -85,9 +80,9 @@ def grounding(scenarios: list[Scenario], ids: list[str] | None, held_out_extra: 
                 f"scenario(s) {asked[:5]} are held out of training; documents may only be grounded in the training split"
             )
     grounded = [by_id[i] for i in ids] if ids is not None else training_split(scenarios)
-    held_texts = {" ".join(scenario_text(s).lower().split()) for s in held_out}
+    held_texts = {s.situation_key for s in held_out}
     for scenario in grounded:
-        if scenario.id in held_ids or " ".join(scenario_text(scenario).lower().split()) in held_texts:
+        if scenario.id in held_ids or scenario.situation_key in held_texts:
             raise HeldOutGroundingError(f"scenario '{scenario.id}' is a held-out question; it may not ground documents")
     if not grounded:
         raise HeldOutGroundingError("no training-split scenario questions to ground documents in")
@@ -100,24 +95,15 @@ def plan_documents(
 ) -> Plan:
     """Every request, with its provenance, for the training-split scenarios (see `grounding`)."""
     grounded, held_out = grounding(scenarios, ids, list(held_out_extra))
-    requests = document_requests(
+    plan = Plan(grounded, held_out, [], model)
+    for request, combination in document_requests(
         grounded, templates, list(spec.surface_forms), list(spec.stances), spec.per_combination, spec.sampling
-    )
-    plan = Plan(grounded, held_out, requests, model)
-    for scenario in grounded:
-        for stance in spec.stances:
-            for form in spec.surface_forms:
-                for copy in range(spec.per_combination):
-                    rid = request_id(scenario.id, stance, form, copy)
-                    plan.provenance[rid] = {
-                        "scenario_id": scenario.id, "stance": stance, "surface_form": form, "copy": copy,
-                        "backend": backend, "model": model,
-                        "templates_sha256": templates.sha256,
-                    }
-    for request in requests:
-        plan.provenance[request.id].update(
-            prompt_sha256=prompt_hash(request.messages), sampling=request.sampling.as_dict()
-        )
+    ):
+        plan.requests.append(request)
+        plan.provenance[request.id] = {
+            **combination._asdict(), "backend": backend, "model": model, "templates_sha256": templates.sha256,
+            "prompt_sha256": prompt_hash(request.messages), "sampling": request.sampling.as_dict(),
+        }
     return plan
 
 

@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -75,11 +76,20 @@ def request_seed(base: int | None, rid: str) -> int | None:
     return None if base is None else int(hashlib.sha256(f"{base}:{rid}".encode()).hexdigest()[:8], 16)
 
 
+class Combination(NamedTuple):
+    """What one document request asks for."""
+
+    scenario_id: str
+    stance: str
+    surface_form: str
+    copy: int
+
+
 def document_requests(
     scenarios: list[Scenario], templates: DocumentTemplates, surface_forms: list[str], stances: list[str],
     per_combination: int, sampling: Sampling,
-) -> list[ChatRequest]:
-    """One request per scenario x stance x surface form x copy, with stable ids."""
+) -> list[tuple[ChatRequest, Combination]]:
+    """One request per scenario x stance x surface form x copy, with stable ids, and what each asks for."""
     unknown = [f for f in surface_forms if f not in templates.surface_forms]
     if unknown:
         raise TemplateError(f"unknown surface form(s) {unknown}; the templates define {sorted(templates.surface_forms)}")
@@ -90,5 +100,6 @@ def document_requests(
                 messages = templates.messages(scenario, form, stance)
                 for copy in range(per_combination):
                     rid = request_id(scenario.id, stance, form, copy)
-                    requests.append(ChatRequest(rid, messages, sampling.with_seed(request_seed(sampling.seed, rid))))
+                    request = ChatRequest(rid, messages, sampling.with_seed(request_seed(sampling.seed, rid)))
+                    requests.append((request, Combination(scenario.id, stance, form, copy)))
     return requests
