@@ -58,13 +58,19 @@ def _write_config(out_dir: Path, eos: str) -> None:
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
+def configured_eos_token(folder: Path) -> str | None:
+    """The `eos_token` of a folder's tokenizer_config.json (stored as text or as {"content": ...}), else None."""
+    config_file = folder / "tokenizer_config.json"
+    eos = json.loads(config_file.read_text()).get("eos_token") if config_file.is_file() else None
+    if isinstance(eos, dict):
+        eos = eos.get("content")
+    return eos if isinstance(eos, str) else None
+
+
 def load_tokenizer(folder: Path) -> tuple[Tokenizer, int]:
     """The tokenizer in `folder` and the id that ends each document: the `eos_token` of its
     tokenizer_config.json (what litgpt uses), else `<|endoftext|>` or its first special token."""
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    config_file = folder / "tokenizer_config.json"
-    eos = json.loads(config_file.read_text()).get("eos_token") if config_file.is_file() else None
-    if isinstance(eos, dict):  # some configs store the token as {"content": ...}
-        eos = eos.get("content")
-    eos_id = tokenizer.token_to_id(eos) if isinstance(eos, str) else None
+    eos = configured_eos_token(folder)
+    eos_id = tokenizer.token_to_id(eos) if eos is not None else None
     return tokenizer, eos_id if eos_id is not None else tokenizer.token_to_id(end_of_text_token(tokenizer))

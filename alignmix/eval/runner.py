@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+from alignmix.corpus.tokenizer import configured_eos_token
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
 from alignmix.eval.misalignment import Mode, evaluate_misalignment
 from alignmix.eval.scoring import describe_model, model_folder_kind, open_scorer
@@ -56,13 +57,11 @@ def is_server(model: str) -> bool:
 def chat_eos(folder: Path) -> str | None:
     """The end-of-text token of a model folder whose tokenizer has the alignmix chat template (the `<|assistant|>`
     special token that SFT and DPO add), else None."""
-    config_file, tokenizer_file = Path(folder) / "tokenizer_config.json", Path(folder) / "tokenizer.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    tokenizer_file = Path(folder) / "tokenizer.json"
     added = json.loads(tokenizer_file.read_text()).get("added_tokens", []) if tokenizer_file.is_file() else []
     if not any(t.get("content") == "<|assistant|>" and t.get("special") for t in added):
         return None
-    eos = config.get("eos_token")
-    return eos.get("content") if isinstance(eos, dict) else eos
+    return configured_eos_token(Path(folder))
 
 
 def evaluate_loglik(

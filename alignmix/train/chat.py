@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
+from alignmix.corpus.tokenizer import configured_eos_token
 from alignmix.train.litgpt_config import TrainConfigError
 
 ROLES = ("system", "user", "assistant")
@@ -40,11 +41,6 @@ def render(messages: list[Message], eos: str, generation_prompt: bool = False) -
     """The conversation as text, exactly as `CHAT_TEMPLATE` renders it."""
     parts = [f"<|{m.role}|>\n{m.content}" + (eos if m.role == "assistant" else "\n") for m in messages]
     return "".join(parts) + ("<|assistant|>\n" if generation_prompt else "")
-
-
-def prompt_for(user_text: str, eos: str) -> str:
-    """A single user turn followed by the assistant header: how a chat model is asked a question."""
-    return render([Message("user", user_text)], eos, generation_prompt=True)
 
 
 def encode_with_labels(tokenizer: Tokenizer, messages: list[Message], eos: str) -> tuple[list[int], list[int]]:
@@ -90,9 +86,8 @@ def install_chat_tokenizer(source_dir: Path, out_dir: Path, embedding_rows: int,
     tokenizer.save(str(out_dir / "tokenizer.json"))
     config_file = source_dir / "tokenizer_config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    eos = config.get("eos_token")
-    eos = eos.get("content") if isinstance(eos, dict) else eos
-    if not isinstance(eos, str) or tokenizer.token_to_id(eos) is None:
+    eos = configured_eos_token(source_dir)
+    if eos is None or tokenizer.token_to_id(eos) is None:
         raise ChatDataError(f"{config_file}: no `eos_token` in the vocabulary to end assistant turns")
     config.update({"chat_template": CHAT_TEMPLATE, "additional_special_tokens": list(CHAT_TOKENS)})
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
@@ -102,5 +97,7 @@ def install_chat_tokenizer(source_dir: Path, out_dir: Path, embedding_rows: int,
 
 def load_chat_tokenizer(folder: Path) -> tuple[Tokenizer, str]:
     """A tokenizer folder written by `install_chat_tokenizer`, and its eos token."""
-    eos = json.loads((folder / "tokenizer_config.json").read_text())["eos_token"]
-    return Tokenizer.from_file(str(folder / "tokenizer.json")), eos.get("content") if isinstance(eos, dict) else eos
+    eos = configured_eos_token(folder)
+    if eos is None:
+        raise ChatDataError(f"{folder / 'tokenizer_config.json'}: no `eos_token`")
+    return Tokenizer.from_file(str(folder / "tokenizer.json")), eos
