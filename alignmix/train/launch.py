@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,13 @@ class Launch:
 LOCAL = Launch()
 
 
+def echo_if_worth_showing(
+    line: str, stage: str, worth_showing: Callable[[str], bool], stream: io.TextIOBase | TextIO
+) -> None:
+    if worth_showing(line):
+        print(f"  [{stage}] {line.rstrip()}", file=stream, flush=True)
+
+
 class _LogLines(io.TextIOBase):
     """A stdout that appends to the stage log and echoes the lines worth showing."""
 
@@ -42,8 +50,7 @@ class _LogLines(io.TextIOBase):
         self.log.flush()
         *lines, self.pending = (self.pending + text).split("\n")
         for line in lines:
-            if self.worth_showing(line):
-                print(f"  [{self.stage}] {line.rstrip()}", file=self.echo, flush=True)
+            echo_if_worth_showing(line, self.stage, self.worth_showing, self.echo)
         return len(text)
 
 
@@ -72,8 +79,7 @@ def run_logged(command: list[str], log_file: Path, stage: str, worth_showing: Ca
         for line in process.stdout:
             log.write(line)
             log.flush()
-            if worth_showing(line):
-                print(f"  [{stage}] {line.rstrip()}", flush=True)
+            echo_if_worth_showing(line, stage, worth_showing, sys.stdout)
         code = process.wait()
     if code != 0:
         raise RuntimeError(f"stage '{stage}': {' '.join(command[:4])} ... exited with {code}; see {log_file}")

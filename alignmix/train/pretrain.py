@@ -40,16 +40,6 @@ def keep_model_weights_only(checkpoint: Path) -> None:
         partial.replace(checkpoint)
 
 
-def write_pretrain_config(stage: TrainingStage, files: StageFiles, seed: int, launch: Launch = LOCAL) -> Path:
-    """Write `OUT/pretrain.yaml` (resuming where a step checkpoint exists) and return its path."""
-    files.out_dir.mkdir(parents=True, exist_ok=True)
-    resume = latest_step_checkpoint(files.out_dir) is not None
-    config = pretrain_config(stage, files, seed, resume=resume, launch=launch)
-    config_file = files.out_dir / "pretrain.yaml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    return config_file
-
-
 def single_process(config: dict[str, Any]) -> bool:
     """Whether the generated config trains on one device of one node (then litgpt runs in this process)."""
     devices = config["devices"]
@@ -79,11 +69,14 @@ def litgpt_pretrain_in_process(config_file: Path, log_file: Path, stage: str) ->
 
 
 def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: Path, launch: Launch = LOCAL) -> dict:
-    """Write `OUT/pretrain.yaml` and run litgpt on it (in this process on one device, else as a process under
+    """Write `OUT/pretrain.yaml` (resuming where a step checkpoint exists) and run litgpt on it (in this process on one device, else as a process under
     the launch prefix, e.g. srun); returns what was resumed and where the model is."""
     resumed_from = latest_step_checkpoint(files.out_dir)
-    config_file = write_pretrain_config(stage, files, seed, launch)
-    if not launch.prefix and single_process(yaml.safe_load(config_file.read_text())):
+    files.out_dir.mkdir(parents=True, exist_ok=True)
+    config = pretrain_config(stage, files, seed, resume=resumed_from is not None, launch=launch)
+    config_file = files.out_dir / "pretrain.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    if not launch.prefix and single_process(config):
         litgpt_pretrain_in_process(config_file, log_file, stage.name)
     else:
         command = [*launch.prefix, sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)]
