@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from alignmix.train.checkpoint import lit_weights
+
 
 class ScorerError(ValueError):
     """A model folder that cannot be scored: the message names the folder and what is missing."""
@@ -170,6 +172,7 @@ class LitCheckpointScorer(TokenScorer):
         from litgpt import GPT, Config, Tokenizer
         from litgpt.model import do_softcapping
 
+
         checkpoint_dir = Path(checkpoint_dir)
         for required in ("lit_model.pth", "model_config.yaml"):
             if not (checkpoint_dir / required).is_file():
@@ -177,8 +180,7 @@ class LitCheckpointScorer(TokenScorer):
         self.device = _default_device(device)
         config = Config.from_file(checkpoint_dir / "model_config.yaml")
         self.model = GPT(config)
-        state = torch.load(checkpoint_dir / "lit_model.pth", map_location="cpu", weights_only=True, mmap=True)
-        self.model.load_state_dict(state.get("model", state))
+        self.model.load_state_dict(lit_weights(checkpoint_dir))
         target = _cpu_dtype(self.device, dtype)
         self.model.to(device=self.device, dtype=target).eval()
         self.model.max_seq_length = config.block_size

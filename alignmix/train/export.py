@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from alignmix.train.checkpoint import lit_weights
+
 
 class ExportError(ValueError):
     """A checkpoint that cannot be exported: the message names the folder and what is missing."""
@@ -76,8 +78,7 @@ def export_hf(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype | None = N
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
     tokenizer = _tokenizer(checkpoint_dir)
     hf_config = _hf_config(config, {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id})
-    lit_state = torch.load(checkpoint_dir / "lit_model.pth", map_location="cpu", weights_only=True, mmap=True)
-    lit_state = lit_state.get("model", lit_state)
+    lit_state = lit_weights(checkpoint_dir)
     hf_state: dict[str, torch.Tensor] = {}
     copy_weights_gpt_neox(config, hf_state, lit_state)
     dtype = dtype or next(iter(lit_state.values())).dtype

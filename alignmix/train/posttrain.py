@@ -17,6 +17,8 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from alignmix.train.checkpoint import lit_weights
+
 
 @dataclass
 class PostTrainJob:
@@ -66,9 +68,8 @@ def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float)
 
 
 def load_weights(model: torch.nn.Module, checkpoint_dir: Path) -> None:
-    """Load `lit_model.pth` (a raw state dict or litgpt's {"model": ...}) with weights_only=True."""
-    state = torch.load(checkpoint_dir / "lit_model.pth", map_location="cpu", weights_only=True)
-    model.load_state_dict(state.get("model", state))
+    """Load the folder's `lit_model.pth` into `model`."""
+    model.load_state_dict(lit_weights(checkpoint_dir))
 
 
 def latest_state(out_dir: Path) -> Path | None:
