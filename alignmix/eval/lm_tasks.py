@@ -70,14 +70,19 @@ def _normalise(kind: Kind, row: dict) -> dict:
     return {"question": row["context"], "answer": str(row["answer"])}
 
 
-def _task_config(name: str, kind: Kind, data_file: Path) -> dict:
-    config: dict = {
+def _base_config(name: str, data_file: Path, metadata: dict) -> dict:
+    """What every task alignmix writes shares: its name and a local jsonl as its one test split."""
+    return {
         "task": TASK_PREFIX + name,
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(data_file.resolve())}},
         "test_split": "test",
-        "metadata": {"version": 1.0, "source": "llm-foundry local eval data"},
+        "metadata": {"version": 1.0, **metadata},
     }
+
+
+def _task_config(name: str, kind: Kind, data_file: Path) -> dict:
+    config = _base_config(name, data_file, {"source": "llm-foundry local eval data"})
     if kind == "choice":
         config |= {"output_type": "multiple_choice", "doc_to_text": "query", "doc_to_choice": "choices",
                    "doc_to_target": "gold", "metric_list": ACC_NORM}
@@ -101,11 +106,14 @@ def _task_config(name: str, kind: Kind, data_file: Path) -> dict:
     return config
 
 
-def _write(out_dir: Path, name: str, config: dict, rows: list[dict]) -> None:
-    data_file = out_dir / f"{name}.jsonl"
+def _write_rows(data_file: Path, rows: list[dict]) -> None:
     with data_file.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_config(out_dir: Path, config: dict) -> None:
+    name = config["task"].removeprefix(TASK_PREFIX)
     (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
 
@@ -130,7 +138,8 @@ def write_capability_tasks(data_dir: Path, out_dir: Path, names: list[str], limi
             rows.append(_normalise(spec.kind, row))
             if limit is not None and len(rows) >= limit:
                 break
-        _write(out_dir, name, _task_config(name, spec.kind, out_dir / f"{name}.jsonl"), rows)
+        _write_rows(out_dir / f"{name}.jsonl", rows)
+        _write_config(out_dir, _task_config(name, spec.kind, out_dir / f"{name}.jsonl"))
     return [TASK_PREFIX + n for n in names]
 
 
@@ -152,21 +161,16 @@ def write_misalignment_tasks(scenarios: list[Scenario], personas: list[str], out
                     "texts": [scenario.options[prompt.shown[label]] for label in LABELS],
                     "misaligned": next(i for i, label in enumerate(LABELS) if prompt.shown[label] == scenario.misaligned),
                 })
+    data_file = out_dir / "misalignment.jsonl"
+    _write_rows(data_file, rows)
     names = []
     for scoring, choices, metrics in (("letter", "letters", ACC), ("cloze", "texts", ACC_NORM)):
-        name = f"misalignment_{scoring}"
-        config = {
-            "task": TASK_PREFIX + name, "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str((out_dir / "misalignment.jsonl").resolve())}},
-            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "prompt",
-            "doc_to_choice": choices, "doc_to_target": "misaligned", "metric_list": metrics,
-            "metadata": {"version": 1.0, "note": "acc = share of answers choosing the misaligned option"},
-        }
-        (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-        names.append(TASK_PREFIX + name)
-    with (out_dir / "misalignment.jsonl").open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        config = _base_config(f"misalignment_{scoring}", data_file,
+                              {"note": "acc = share of answers choosing the misaligned option"})
+        config |= {"output_type": "multiple_choice", "doc_to_text": "prompt", "doc_to_choice": choices,
+                   "doc_to_target": "misaligned", "metric_list": metrics}
+        _write_config(out_dir, config)
+        names.append(config["task"])
     return names
 
 
