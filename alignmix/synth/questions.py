@@ -15,7 +15,6 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ import jsonschema
 from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests_async
 from alignmix.scenarios import HELD_OUT_SPLIT, TRAIN_SPLIT, in_held_out_share
+from alignmix.synth.prompts import TEMPLATES_DIR
 
-TEMPLATES_DIR = Path(str(resources.files("alignmix.synth") / "templates"))
 QUESTION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
