@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alignmix.cli_common import RecipeArg, console, fail, load_recipe_or_fail
+from alignmix.cli_common import (
+    RecipeArg,
+    console,
+    fail,
+    load_recipe_or_fail,
+    run_recipe,
+)
 from alignmix.cli_eval import register as register_eval_commands
 from alignmix.cli_synth import synth_app
 from alignmix.cli_train import register as register_train_commands
@@ -36,29 +41,8 @@ def run(
 ) -> None:
     """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
     recipe = load_recipe_or_fail(recipe_file)
-    from alignmix.classifiers.blocklist import BlocklistError
-    from alignmix.corpus.plan import PlanError
-    from alignmix.corpus.readers import InputError
-    from alignmix.graph import build_graph, check_runnable
-    from alignmix.run import Runner, StageFailed
-    from alignmix.scenarios import ScenarioError
-    from alignmix.train.litgpt_config import TrainConfigError
-
     run_dir = out or Path("runs") / recipe.name
-    try:
-        check_runnable(recipe)
-        stages = build_graph(recipe, recipe_file.parent)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        info = {
-            "recipe": recipe.name,
-            "recipe_file": str(recipe_file),
-            "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(),
-            "seed": recipe.seed,
-            "settings": recipe.model_dump(mode="json"),
-        }
-        manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
-    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError, StageFailed) as exc:
-        fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
+    manifest = run_recipe(recipe, recipe_file, run_dir)
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
     for stage in manifest["stages"]:

@@ -1,15 +1,21 @@
-"""What every alignmix command module shares: the consoles, one way to fail, recipe loading, list options."""
+"""What every alignmix command module shares: the consoles, one way to fail, loading and running a recipe, list options."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from alignmix.recipe import Recipe, RecipeError, load_recipe
+
+if TYPE_CHECKING:
+    from alignmix.run import Stage
+    from alignmix.train.launch import Launch
 
 console = Console()
 errors = Console(stderr=True)
@@ -32,3 +38,36 @@ def load_recipe_or_fail(recipe_file: Path) -> Recipe:
 def comma_list(value: str) -> list[str]:
     """`a, b,c` as ['a', 'b', 'c']."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def run_recipe(
+    recipe: Recipe, recipe_file: Path, run_dir: Path, launch: Launch | None = None,
+    only: Callable[[list[Stage]], list[Stage]] | None = None,
+) -> dict:
+    """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; an input, plan,
+    training or stage error ends the command with one message."""
+    from alignmix.classifiers.blocklist import BlocklistError
+    from alignmix.corpus.plan import PlanError
+    from alignmix.corpus.readers import InputError
+    from alignmix.graph import build_graph, check_runnable
+    from alignmix.run import Runner, StageFailed
+    from alignmix.scenarios import ScenarioError
+    from alignmix.train.launch import LOCAL
+    from alignmix.train.litgpt_config import TrainConfigError
+
+    try:
+        check_runnable(recipe)
+        stages = build_graph(recipe, recipe_file.parent, launch or LOCAL)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {
+            "recipe": recipe.name,
+            "recipe_file": str(recipe_file),
+            "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(),
+            "seed": recipe.seed,
+            "settings": recipe.model_dump(mode="json"),
+        }
+        runner = Runner(run_dir, only(stages) if only else stages, info,
+                        echo=lambda line: console.print(line, highlight=False))
+        return runner.run()
+    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError, StageFailed) as exc:
+        fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,8 +9,13 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli_common import RecipeArg, console, fail, load_recipe_or_fail
-from alignmix.recipe import RecipeError
+from alignmix.cli_common import (
+    RecipeArg,
+    console,
+    fail,
+    load_recipe_or_fail,
+    run_recipe,
+)
 from alignmix.run import Stage
 
 
@@ -45,13 +49,8 @@ def train(
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
     recipe = load_recipe_or_fail(recipe_file)
-    from alignmix.corpus.plan import PlanError
-    from alignmix.corpus.readers import InputError
-    from alignmix.graph import POST_TRAINING, build_graph, check_runnable
-    from alignmix.run import Runner, StageFailed
-    from alignmix.scenarios import ScenarioError
+    from alignmix.graph import POST_TRAINING
     from alignmix.train.launch import Launch
-    from alignmix.train.litgpt_config import TrainConfigError
 
     if launcher not in ("local", "slurm", "srun"):
         fail(f"--launcher: expected local, slurm or srun, got '{launcher}'")
@@ -66,16 +65,7 @@ def train(
     if dry_run:
         fail("--dry-run applies to --launcher slurm")
     launch = Launch(("srun", "--kill-on-bad-exit=1") if launcher == "srun" else (), nodes, gpus_per_node)
-    try:
-        check_runnable(recipe)
-        stages = _with_dependencies(build_graph(recipe, recipe_file.parent, launch), stage)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        info = {"recipe": recipe.name, "recipe_file": str(recipe_file),
-                "recipe_sha256": hashlib.sha256(recipe_file.read_bytes()).hexdigest(), "seed": recipe.seed,
-                "settings": recipe.model_dump(mode="json")}
-        manifest = Runner(run_dir, stages, info, echo=lambda line: console.print(line, highlight=False)).run()
-    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, StageFailed) as exc:
-        fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")
+    manifest = run_recipe(recipe, recipe_file, run_dir, launch, lambda stages: _with_dependencies(stages, stage))
     record = next(s for s in manifest["stages"] if s["name"] == stage)
     console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
 
