@@ -105,6 +105,10 @@ def test_bad_data_names_the_file_and_example(tmp_path: Path):
     path.write_text(json.dumps([{"conversations": [{"from": "robot", "value": "x"}], "chosen": "a", "rejected": "b"}]))
     with pytest.raises(ChatDataError, match=r"example 0, turn 0"):
         load_preferences(path)
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text(json.dumps({"instruction": "Hi", "output": "Hello"}) + "\n{broken\n")
+    with pytest.raises(ChatDataError, match=r"bad.jsonl:2: not valid JSON"):
+        load_sft(jsonl, "alpaca")
 
 
 def test_scenario_data_uses_training_questions_and_their_answers(tmp_path: Path):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alignmix.eval.formats import PromptFormat, build_prompt
+from alignmix.jsonl import JsonLinesError, iter_json_lines
 from alignmix.scenarios import Scenario
 from alignmix.train.chat import ChatDataError, Message
 
@@ -39,13 +40,10 @@ def _read_examples(path: Path) -> list[Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        data = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    data.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ChatDataError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        try:
+            data = [row for _, row in iter_json_lines(path)]
+        except JsonLinesError as exc:
+            raise ChatDataError(str(exc)) from None
     if not isinstance(data, list) or not data:
         raise ChatDataError(f"{path}: expected a non-empty JSON list (or jsonl) of examples")
     return data
