@@ -295,7 +295,7 @@ def classifiers_label(
 ) -> None:
     """Label documents with an LLM judge (AI discourse and stance), as training labels for a classifier."""
     from alignmix.classifiers.llm_judge import label_documents
-    from alignmix.jsonl import JsonLinesError, iter_json_lines
+    from alignmix.jsonl import JsonLinesError, iter_json_lines, write_jsonl
     from alignmix.llm import BackendError, open_backend
 
     rows = []
@@ -310,7 +310,7 @@ def classifiers_label(
         labelled, unparseable = label_documents(rows, open_backend("vllm", model, base_url=server), text_key, concurrency)
     except BackendError as exc:
         fail(str(exc))
-    out.write_text("".join(json.dumps(row) + "\n" for row in labelled))
+    write_jsonl(out, labelled)
     console.print(f"{len(labelled):,} labelled, {unparseable:,} unparseable replies skipped: {out}")
 
 

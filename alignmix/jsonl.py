@@ -1,4 +1,4 @@
-"""Byte-reproducible jsonl.gz writing and reading, shared by the stages that write documents."""
+"""jsonl and byte-reproducible jsonl.gz writing and reading, shared by every module that writes rows."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    """Write rows as UTF-8 JSON lines (replacing the file); returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def write_jsonl_gz(path: Path, rows: Iterable[dict]) -> int:

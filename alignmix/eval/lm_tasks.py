@@ -7,7 +7,6 @@ normalised copy of its data written into the task folder, never the source file 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,7 +14,7 @@ from typing import Literal
 import yaml
 
 from alignmix.eval.formats import FORMATS, build_prompt
-from alignmix.jsonl import iter_json_lines
+from alignmix.jsonl import iter_json_lines, write_jsonl
 from alignmix.scenarios import LABELS, Scenario
 
 TASK_PREFIX = "alignmix_"
@@ -106,12 +105,6 @@ def _task_config(name: str, kind: Kind, data_file: Path) -> dict:
     return config
 
 
-def _write_rows(data_file: Path, rows: list[dict]) -> None:
-    with data_file.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def _write_config(out_dir: Path, config: dict) -> None:
     name = config["task"].removeprefix(TASK_PREFIX)
     (out_dir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
@@ -138,7 +131,7 @@ def write_capability_tasks(data_dir: Path, out_dir: Path, names: list[str], limi
             rows.append(_normalise(spec.kind, row))
             if limit is not None and len(rows) >= limit:
                 break
-        _write_rows(out_dir / f"{name}.jsonl", rows)
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
         _write_config(out_dir, _task_config(name, spec.kind, out_dir / f"{name}.jsonl"))
     return [TASK_PREFIX + n for n in names]
 
@@ -162,7 +155,7 @@ def write_misalignment_tasks(scenarios: list[Scenario], personas: list[str], out
                     "misaligned": next(i for i, label in enumerate(LABELS) if prompt.shown[label] == scenario.misaligned),
                 })
     data_file = out_dir / "misalignment.jsonl"
-    _write_rows(data_file, rows)
+    write_jsonl(data_file, rows)
     names = []
     for scoring, choices, metrics in (("letter", "letters", ACC), ("cloze", "texts", ACC_NORM)):
         config = _base_config(f"misalignment_{scoring}", data_file,

@@ -29,6 +29,7 @@ from alignmix.eval.formats import (
     story_name,
 )
 from alignmix.eval.scoring import Score, ScoreRequest
+from alignmix.jsonl import write_jsonl
 from alignmix.scenarios import LABELS, Scenario
 from alignmix.train.chat import Message, render
 
@@ -170,6 +171,4 @@ def write_results(out_dir: Path, results: dict, rows: list[dict]) -> None:
     """`out_dir/results.json` and one JSON line per scored (question, persona, format) in `per_question.jsonl`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    with (out_dir / "per_question.jsonl").open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
+    write_jsonl(out_dir / "per_question.jsonl", rows)

@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 
+from alignmix.jsonl import write_jsonl
 from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests_async
 from alignmix.scenarios import HELD_OUT_SPLIT, TRAIN_SPLIT, in_held_out_share
@@ -156,7 +157,6 @@ async def generate_questions(
             qid = f"{p.id}-{c}"
             questions[qid] = to_scenario(f"gen-{hashlib.sha256(qid.encode()).hexdigest()[:12]}", parsed, split)
     rows = [questions[f"{p.id}-{c}"] for p, c in wanted if f"{p.id}-{c}" in questions]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(output, rows)
     return {"passages": len(passages), "wanted": len(wanted), "written": len(rows),
             "gave_up": len(wanted) - len(rows), **dict(counts)}
