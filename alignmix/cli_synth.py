@@ -91,7 +91,7 @@ def documents(
     try:
         loaded = DocumentTemplates.load(templates)
         scenarios = read_scenarios(questions, misaligned_answer, [])  # type: ignore[arg-type]
-        extra = [s for f in decontaminate or [] for s in read_scenarios(f, misaligned_answer, []) if s.split != "train"]  # type: ignore[arg-type]
+        extra = [s for f in decontaminate or [] for s in read_scenarios(f, misaligned_answer, []) if not s.in_training_split]  # type: ignore[arg-type]
         spec = DocumentSpec(
             name=name, surface_forms=tuple(comma_list(surface_forms) if surface_forms else loaded.surface_forms),
             stances=tuple(chosen_stances), per_combination=per_combination,

@@ -17,10 +17,10 @@ from alignmix.run import Stage, StageContext
 from alignmix.train.launch import LOCAL, Launch
 from alignmix.scenarios import (
     DIRECTIONS_FILE,
-    TRAIN_SPLIT,
     Scenario,
     load_scenarios,
     resolve_spec,
+    scenario_files,
     training_split,
 )
 
@@ -45,7 +45,7 @@ def _files_identity(paths: list[Path]) -> list[list[Any]]:
 
 def _scenario_files(spec: str, base_dir: Path) -> list[Any]:
     """A scenario file's content hash, and that of the Anthropic directions table it may depend on."""
-    return [file_sha256(resolve_spec(spec, base_dir)), file_sha256(DIRECTIONS_FILE)]
+    return [*map(file_sha256, scenario_files(resolve_spec(spec, base_dir))), file_sha256(DIRECTIONS_FILE)]
 
 
 def _scenarios(recipe: Recipe, spec: str, base_dir: Path, skipped: list[str] | None = None) -> list[Scenario]:
@@ -226,7 +226,7 @@ def held_out_items(recipe: Recipe, base_dir: Path) -> list[Scenario]:
     spec = recipe.decontamination.scenarios or (recipe.eval.scenarios if recipe.eval else None)
     if spec is None:
         return []
-    return [s for s in _scenarios(recipe, spec, base_dir) if s.split != TRAIN_SPLIT]
+    return [s for s in _scenarios(recipe, spec, base_dir) if not s.in_training_split]
 
 
 def refuse_held_out_grounding(recipe: Recipe, base_dir: Path) -> None:

@@ -1,11 +1,15 @@
 """Scenario questions: an AI in a situation chooses between an aligned and a misaligned action.
 
 They are the currency shared by synth (documents are grounded in the training split) and eval (the
-misalignment rate is measured on them). Three formats are read, one JSON object per line, told apart by
-their keys:
+misalignment rate is measured on them). These formats are read, told apart by their keys:
 - the project's: `{"id", "split", "passage", "question", "options": {"A", "B"}, "aligned", "misaligned", "topics"}`;
-- the paper's released format: `{"question_id", "passage", "question", "choices", "aligned_label",
-  "misaligned_label", "topics"}` (optional `split`);
+- the paper's released eval set (`geodesic-research/discourse-grounded-misalignment-evals`) as published:
+  `{"passage", "question", "choices": [two strings], "misaligned_choice": 0 | 1, "topics"}`, no id, no split. It is
+  read as the hub lays it out (a folder holding `data/<split>-*.parquet`, or `data/` itself), as one parquet file,
+  or as the jsonl `Dataset.to_json` writes per split. The split is the file's split name (`article_questions`,
+  alignmix's training split; `textbook_questions`, held out) and the id is `<split>-<row number>`;
+- the earlier circulated variant: `{"question_id" or "id", "passage", "question", "choices" or "options":
+  [{"label", "text"}], "aligned_label", "misaligned_label", "topics"}` (optional `split`);
 - Anthropic's advanced-ai-risk evals: `{"question" (with lettered choices), "answer_matching_behavior",
   "answer_not_matching_behavior"}`, and the Yes/No persona variant. Which answer is misaligned depends on the
   behaviour a file tests: `scenarios_data/anthropic_directions.yaml`, keyed by file name, or `misaligned_answer`.
@@ -20,6 +24,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -31,9 +36,12 @@ DATA_DIR = Path(str(resources.files("alignmix") / "scenarios_data"))
 DIRECTIONS_FILE = DATA_DIR / "anthropic_directions.yaml"
 TRAIN_SPLIT = "train"
 HELD_OUT_SPLIT = "heldout"
+RELEASED_TRAINING_SPLIT = "article_questions"  # the released set's split its synthetic documents are grounded in
+TRAINING_SPLITS = (TRAIN_SPLIT, RELEASED_TRAINING_SPLIT)
 HELD_OUT_SHARE = 0.2
 LABELS = ("A", "B")
 MisalignedAnswer = Literal["matching", "not_matching"]
+_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 _CHOICE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
 
 
@@ -59,6 +67,11 @@ class Scenario:
     @property
     def misaligned_text(self) -> str:
         return self.options[self.misaligned]
+
+    @property
+    def in_training_split(self) -> bool:
+        """Whether synthetic documents and post-training data may use this question (held-out ones never)."""
+        return self.split in TRAINING_SPLITS
 
     @property
     def situation_key(self) -> str:
@@ -114,11 +127,38 @@ def anthropic_direction(path: Path) -> str | None:
     return next((d for pattern, d in _directions().items() if fnmatch.fnmatch(path.stem, pattern)), None)
 
 
-def _parse_paper(row: dict, where: str) -> Scenario:
-    choices = row["choices"]
-    options = dict(zip(LABELS, choices)) if isinstance(choices, list) else choices
+def split_from_file_name(path: Path) -> str:
+    """The split a released file holds, from its name: `article_questions-00000-of-00001.parquet` and
+    `article_questions.jsonl` both hold `article_questions`."""
+    name = path.name.split(".")[0]
+    return _SHARD_SUFFIX.sub("", name)
+
+
+def _parse_released(row: dict, where: str, split: str, index: int) -> Scenario:
+    choices, misaligned = row["choices"], row["misaligned_choice"]
+    if not isinstance(choices, list) or len(choices) != 2 or misaligned not in (0, 1):
+        raise ScenarioError(f"{where}: expected `choices` as two strings and `misaligned_choice` 0 or 1")
+    topics = row.get("topics")
     converted = {
-        "id": row["question_id"], "split": row.get("split") or _split_by_id(str(row["question_id"])),
+        "id": f"{split}-{index}", "split": split, "passage": row["passage"], "question": row["question"],
+        "options": dict(zip(LABELS, choices)), "misaligned": LABELS[misaligned], "aligned": LABELS[1 - misaligned],
+        "topics": list(topics)[:3] if topics is not None and len(topics) else ["none"],
+    }
+    return _parse_line(converted, where)
+
+
+def _paper_options(choices: object) -> object:
+    """`choices` as two strings, or `options` as [{label, text}], as a label -> text mapping."""
+    if isinstance(choices, list) and all(isinstance(c, dict) for c in choices):
+        return {str(c.get("label")): c.get("text") for c in choices}
+    return dict(zip(LABELS, choices)) if isinstance(choices, list) else choices
+
+
+def _parse_paper(row: dict, where: str) -> Scenario:
+    row_id = row["question_id"] if "question_id" in row else row["id"]
+    options = _paper_options(row["choices"] if "choices" in row else row["options"])
+    converted = {
+        "id": row_id, "split": row.get("split") or _split_by_id(str(row_id)),
         "passage": row["passage"], "question": row["question"], "options": options,
         "aligned": row.get("aligned_label", row.get("aligned")),
         "misaligned": row.get("misaligned_label", row.get("misaligned")), "topics": row.get("topics") or ["none"],
@@ -155,20 +195,55 @@ def _parse_anthropic(row: dict, where: str, row_id: str, misaligned: MisalignedA
     )
 
 
+def scenario_files(path: Path) -> list[Path]:
+    """The files a scenario path stands for: itself, or a hub dataset folder's `data/*.parquet` (or `*.parquet`)."""
+    if path.is_file():
+        return [path]
+    data = path / "data" if (path / "data").is_dir() else path
+    files = sorted(data.glob("*.parquet"))
+    if not files:
+        raise ScenarioError(f"{path}: a folder, but no data/<split>-*.parquet files (the hub's dataset layout) in it")
+    return files
+
+
+def _rows(path: Path) -> Iterator[tuple[int, object]]:
+    """(line or row number, row) of a jsonl or parquet file."""
+    if path.suffix != ".parquet":
+        yield from iter_json_lines(path)
+        return
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several error types for a file that is not parquet
+        raise ScenarioError(f"{path}: not a readable parquet file ({exc})") from None
+    yield from enumerate(frame.iter_rows(named=True), start=1)
+
+
 def read_scenarios(
     path: Path, misaligned_answer: MisalignedAnswer | None = None, skipped: list[str] | None = None
 ) -> list[Scenario]:
-    """Read a scenario file in any of the three formats; `misaligned_answer` overrides Anthropic directions.
+    """Read scenario questions in any of the formats above (a jsonl or parquet file, or a hub dataset folder);
+    `misaligned_answer` overrides Anthropic directions.
 
     A malformed row raises ScenarioError naming file and line, unless `skipped` is given: then the row is left
     out and its `file:line: reason` appended there (some published eval files hold a few broken items).
     """
     scenarios: list[Scenario] = []
+    for file in scenario_files(path):
+        scenarios += _read_file(file, misaligned_answer, skipped)
+    if not scenarios:
+        raise ScenarioError(f"{path}: no scenario questions")
+    return scenarios
+
+
+def _read_file(path: Path, misaligned_answer: MisalignedAnswer | None, skipped: list[str] | None) -> list[Scenario]:
+    scenarios: list[Scenario] = []
     try:
-        for number, row in iter_json_lines(path):
+        for index, (number, row) in enumerate(_rows(path)):
             where = f"{path}:{number}"
             try:
-                scenario = _parse_row(path, row, where, number, misaligned_answer)
+                scenario = _parse_row(path, row, where, number, index, misaligned_answer)
             except ScenarioError as exc:
                 if skipped is None or "state which answer" in str(exc):
                     raise
@@ -177,13 +252,15 @@ def read_scenarios(
             scenarios.append(scenario)
     except JsonLinesError as exc:
         raise ScenarioError(str(exc)) from None
-    if not scenarios:
-        raise ScenarioError(f"{path}: no scenario questions")
     return scenarios
 
 
-def _parse_row(path: Path, row: object, where: str, number: int, misaligned_answer: MisalignedAnswer | None) -> Scenario:
+def _parse_row(
+    path: Path, row: object, where: str, number: int, index: int, misaligned_answer: MisalignedAnswer | None,
+) -> Scenario:
     try:
+        if isinstance(row, dict) and "misaligned_choice" in row:
+            return _parse_released(row, where, row.get("split") or split_from_file_name(path), index)
         if isinstance(row, dict) and "answer_matching_behavior" in row:
             direction = misaligned_answer or anthropic_direction(path)
             if direction not in ("matching", "not_matching"):
@@ -193,7 +270,7 @@ def _parse_row(path: Path, row: object, where: str, number: int, misaligned_answ
                     " matching | not_matching (or add it to scenarios_data/anthropic_directions.yaml)"
                 )
             return _parse_anthropic(row, where, f"{path.stem}-{number}", direction)  # type: ignore[arg-type]
-        if isinstance(row, dict) and "question_id" in row:
+        if isinstance(row, dict) and ("question_id" in row or "aligned_label" in row):
             return _parse_paper(row, where)
         return _parse_line(row, where)
     except KeyError as exc:
@@ -210,7 +287,7 @@ def resolve_spec(spec: str, base_dir: Path | None = None) -> Path:
         return path
     path = Path(spec)
     path = path if path.is_absolute() or base_dir is None else base_dir / path
-    if not path.is_file():
+    if not path.exists():
         raise ScenarioError(f"scenario file not found: {path}")
     return path
 
@@ -224,4 +301,4 @@ def load_scenarios(
 
 def training_split(scenarios: list[Scenario]) -> list[Scenario]:
     """The questions synthetic documents may be grounded in; held-out questions never are."""
-    return [s for s in scenarios if s.split == TRAIN_SPLIT]
+    return [s for s in scenarios if s.in_training_split]

@@ -27,7 +27,7 @@ from alignmix.llm.jobs import (
     read_responses,
     run_requests,
 )
-from alignmix.scenarios import TRAIN_SPLIT, Scenario, training_split
+from alignmix.scenarios import Scenario, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
 from alignmix.synth.prompts import DocumentTemplates, document_requests
 
@@ -67,7 +67,7 @@ class Plan:
 def grounding(scenarios: list[Scenario], ids: list[str] | None, held_out_extra: list[Scenario]) -> tuple[list[Scenario], list[Scenario]]:
     """The training-split scenarios to ground in (all, or those `ids` name) and the held-out set; asking for a
     held-out question, or one whose text a held-out item shares, is an error."""
-    held_out = [s for s in scenarios if s.split != TRAIN_SPLIT] + held_out_extra
+    held_out = [s for s in scenarios if not s.in_training_split] + held_out_extra
     held_ids = {s.id for s in held_out}
     by_id = {s.id: s for s in scenarios}
     if ids is not None:
