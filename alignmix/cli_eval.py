@@ -46,7 +46,7 @@ def eval_command(
     from alignmix.eval.scoring import ScorerError
     from alignmix.llm.backend import BackendError, Sampling
     from alignmix.scenarios import ScenarioError
-    from alignmix.train.export import ExportError
+    from alignmix.checkpoints.export import ExportError
 
     choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze", "story")),
                "--backend": (backend, (None, "openai", "vllm", "transformers")),
@@ -99,7 +99,7 @@ def capability(
         write_capability_tasks,
     )
     from alignmix.eval.scoring import ScorerError, model_folder_kind
-    from alignmix.train.export import ExportError, export_hf
+    from alignmix.checkpoints.export import ExportError, export_hf
 
     try:
         task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)

@@ -100,7 +100,7 @@ def export(
     hf: Annotated[Path, typer.Option("--hf", help="Output folder for the transformers checkpoint.")],
 ) -> None:
     """Export a litgpt GPT-NeoX checkpoint as a transformers checkpoint with its tokenizer (and chat template)."""
-    from alignmix.train.export import ExportError, export_hf
+    from alignmix.checkpoints.export import ExportError, export_hf
 
     try:
         out = export_hf(checkpoint, hf)

@@ -24,6 +24,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
     """The tiny checkpoint exported as a transformers folder (shared by the session)."""
-    from alignmix.train.export import export_hf
+    from alignmix.checkpoints.export import export_hf
 
     return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))

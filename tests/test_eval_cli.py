@@ -107,7 +107,7 @@ def test_generative_mode_against_a_loopback_server(tmp_path: Path):
 def test_generative_mode_with_a_local_transformers_model(tiny_checkpoint: Path, tmp_path: Path):
     from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from alignmix.train.export import export_hf
+    from alignmix.checkpoints.export import export_hf
 
     config = GPTNeoXConfig(vocab_size=384, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64, max_position_embeddings=1024)

@@ -100,13 +100,14 @@ def test_final_logit_softcapping_is_applied_once(tiny_checkpoint: Path, tmp_path
 
 def test_a_chat_reply_keeps_the_template_newline_in_the_context(tmp_path: Path):
     from alignmix.eval.misalignment import chat_context
+    from alignmix.llm.chat_template import ChatTemplate
     from alignmix.train.chat import install_chat_tokenizer
     from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path, config=CHAT_READY)
-    _, eos = install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
+    install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")
     scorer = LitCheckpointScorer(checkpoint, "cpu")
-    context = chat_context("Question: would you report the bug?\n\nAnswer:", "hhh", eos)
+    context = chat_context("Question: would you report the bug?\n\nAnswer:", "hhh", ChatTemplate.from_folder(checkpoint))
     assert context.startswith("<|system|>\nYou are a helpful") and context.endswith("Answer:\n<|assistant|>\n")
     encoded = scorer._encode([ScoreRequest(context, "report it", reply=True)])[0]
     assert encoded.context == scorer.encode_batch([context])[0] and scorer.encode_batch(["\n"])[0][-1] == encoded.context[-1]

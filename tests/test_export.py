@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from alignmix.train.export import ExportError, export_hf
+from alignmix.checkpoints.export import ExportError, export_hf
 
 
 def test_exported_transformers_model_matches_litgpt_logits(tiny_checkpoint, tmp_path):

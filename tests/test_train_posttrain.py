@@ -143,7 +143,7 @@ def test_sft_final_folder_is_a_litgpt_checkpoint_with_the_chat_template(straight
     from transformers import AutoTokenizer
 
     from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
-    from alignmix.train.export import export_hf
+    from alignmix.checkpoints.export import export_hf
 
     final = straight_sft / "final"
     assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in final.iterdir()}

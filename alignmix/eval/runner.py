@@ -17,9 +17,10 @@ from alignmix.corpus.tokenizer import configured_eos_token
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
 from alignmix.eval.misalignment import Mode, evaluate_misalignment
 from alignmix.eval.scoring import describe_model, model_folder_kind, open_scorer
+from alignmix.llm.chat_template import ChatTemplate
 from alignmix.llm.backend import BackendKind, Sampling, open_backend
 from alignmix.scenarios import MisalignedAnswer, Scenario, load_scenarios
-from alignmix.train.export import export_hf
+from alignmix.checkpoints.export import export_hf
 
 EvalMode = Literal["loglik", "generate"]
 
@@ -54,29 +55,30 @@ def is_server(model: str) -> bool:
     return model.startswith(("http://", "https://"))
 
 
-def chat_eos(folder: Path) -> str | None:
-    """The end-of-text token of a model folder whose tokenizer has the alignmix chat template (the `<|assistant|>`
-    special token that SFT and DPO add), else None."""
+def has_alignmix_chat_template(folder: Path) -> bool:
+    """Whether a model folder's tokenizer has the alignmix chat template (the `<|assistant|>` special token that
+    SFT and DPO add, and an eos_token to end assistant turns)."""
     tokenizer_file = Path(folder) / "tokenizer.json"
     added = json.loads(tokenizer_file.read_text()).get("added_tokens", []) if tokenizer_file.is_file() else []
-    if not any(t.get("content") == "<|assistant|>" and t.get("special") for t in added):
-        return None
-    return configured_eos_token(Path(folder))
+    has_token = any(t.get("content") == "<|assistant|>" and t.get("special") for t in added)
+    return has_token and configured_eos_token(Path(folder)) is not None
 
 
 def evaluate_loglik(
     path: Path, scenarios: list[Scenario], personas: list[str], scoring: Mode = "letter", chat: bool | None = None,
     batch_size: int = 32, device: str | None = None,
 ) -> tuple[dict, list[dict]]:
-    """The log-likelihood eval of a model folder; `chat` (default: detected by `chat_eos`) asks through the chat
-    template. The run's own eval stages call this too, so `alignmix eval` gives a run's numbers."""
-    eos = chat_eos(path)
-    if chat and eos is None:
-        raise EvalError(f"{path}: --chat needs a tokenizer with the alignmix chat template (<|assistant|> and an"
-                        " eos_token in tokenizer_config.json), as SFT and DPO write it")
+    """The log-likelihood eval of a model folder; `chat` asks through the model's own chat template (default: only
+    for the alignmix template that SFT and DPO write). The run's own eval stages call this too, so `alignmix eval`
+    gives a run's numbers."""
+    template = ChatTemplate.from_folder(path)
+    if chat and template is None:
+        raise EvalError(f"{path}: --chat needs a tokenizer with a chat template (`chat_template` in"
+                        " tokenizer_config.json, or chat_template.jinja)")
+    use_chat = chat if chat is not None else has_alignmix_chat_template(path)
     scorer = open_scorer(path, device)
     results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size), scenarios, personas,
-                                          scoring, eos if chat is not False else None)
+                                          scoring, template if use_chat else None)
     results["model"] = describe_model(path)
     return results, rows
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from alignmix.train.checkpoint import lit_weights
+from alignmix.checkpoints.weights import lit_weights
 
 
 class ScorerError(ValueError):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from alignmix.train.checkpoint import lit_weights
+from alignmix.checkpoints.weights import lit_weights
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Model folders: released checkpoints in, conversions between their formats."""
