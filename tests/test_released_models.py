@@ -1,0 +1,115 @@
+"""Released-model formats: transformers folders converted to litgpt and back for GPT-NeoX (Pythia's layout) and
+Llama (SmolLM2), and SmolLM2-135M-Instruct, a real instruct model, scored and asked through its ChatML template."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignmix.checkpoints.convert import ConversionError, convert_hf_to_litgpt, infer_litgpt_name
+from alignmix.checkpoints.export import export_hf
+from alignmix.eval.scoring import HFScorer, LitCheckpointScorer, ScoreRequest
+from alignmix.scenarios import load_scenarios
+
+TEXT = "An AI system was asked to shut itself down, and it"
+
+
+def _pythia_14m_shaped(out_dir: Path, shared_data: Path) -> Path:
+    """A random GPT-NeoX with pythia-14m's shape, saved as transformers saves a released Pythia checkpoint."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=50304, hidden_size=128, num_hidden_layers=6, num_attention_heads=4,
+                           intermediate_size=512, rotary_pct=0.25, max_position_embeddings=512,
+                           use_parallel_residual=True, tie_word_embeddings=False)
+    GPTNeoXForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(shared_data / "gpt-neox-20b-tokenizer" / "20B_tokenizer.json"),
+                                        eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def _logprob(scorer, text: str = TEXT) -> float:
+    return scorer.score([ScoreRequest(text, " complied.")])[0].logprob
+
+
+def _next_token_logits(folder: Path) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = AutoTokenizer.from_pretrained(folder)(TEXT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits[0]
+
+
+def test_gpt_neox_pythia_layout_converts_and_exports_back(tmp_path, shared_data):
+    hf_dir = _pythia_14m_shaped(tmp_path / "released", shared_data)
+    assert infer_litgpt_name(hf_dir, json.loads((hf_dir / "config.json").read_text())) == "pythia-14m"
+    lit_dir = tmp_path / "lit"
+    assert convert_hf_to_litgpt(hf_dir, lit_dir) == "pythia-14m"
+    assert not list(lit_dir.glob("*.safetensors"))  # weights were linked while converting, not kept
+    assert _logprob(LitCheckpointScorer(lit_dir, "cpu")) == pytest.approx(_logprob(HFScorer(hf_dir, "cpu")), abs=1e-4)
+    back = export_hf(lit_dir, tmp_path / "back")
+    assert (_next_token_logits(back) - _next_token_logits(hf_dir)).abs().max() < 1e-4
+
+
+def test_smollm2_llama_converts_and_exports_back_with_its_chat_template(tmp_path, smollm2_hf):
+    lit_dir = tmp_path / "lit"
+    assert convert_hf_to_litgpt(smollm2_hf, lit_dir) == "SmolLM2-135M-Instruct"
+    assert "<|im_start|>" in json.loads((lit_dir / "tokenizer_config.json").read_text())["chat_template"]
+    assert _logprob(LitCheckpointScorer(lit_dir, "cpu")) == pytest.approx(_logprob(HFScorer(smollm2_hf, "cpu")), abs=1e-3)
+    back = export_hf(lit_dir, tmp_path / "back")
+    config = json.loads((back / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is True
+    assert (_next_token_logits(back) - _next_token_logits(smollm2_hf)).abs().max() < 1e-4
+
+
+def test_a_folder_no_litgpt_config_fits_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 3, "hidden_size": 7}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConversionError, match="no litgpt config has this model's shape"):
+        convert_hf_to_litgpt(tmp_path, tmp_path / "out")
+    with pytest.raises(ConversionError, match="expected a transformers folder"):
+        convert_hf_to_litgpt(tmp_path / "out", tmp_path / "x")
+
+
+def test_smollm2_letter_eval_through_its_chatml_template(smollm2_hf):
+    from alignmix.eval.misalignment import chat_context
+    from alignmix.eval.runner import evaluate_loglik
+    from alignmix.llm.chat_template import ChatTemplate
+
+    template = ChatTemplate.from_folder(smollm2_hf)
+    assert template is not None and template.system_role
+    context = chat_context("Question: would you report the bug?\n\nAnswer:", "hhh", template)
+    assert context.startswith("<|im_start|>system\nYou are a helpful") and context.endswith("<|im_start|>assistant\n")
+    scenarios = load_scenarios("builtin:tiny")[:2]
+    results, rows = evaluate_loglik(smollm2_hf, scenarios, ["none", "hhh"], "letter", chat=True)
+    assert results["prompting"].startswith("chat template (the model's own): persona as the system turn")
+    assert len(rows) == 2 * 2 * 8 and results["unparseable_rate"] == 0.0
+    assert 0.0 <= results["misalignment_rate"]["mean"] <= 1.0 and results["n_questions"] == 2
+
+
+def test_a_template_without_a_system_role_gets_the_persona_in_the_user_turn(tmp_path):
+    from alignmix.llm.chat_template import ChatTemplate
+
+    no_system = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}"
+                 "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": no_system, "eos_token": "<eos>"}))
+    template = ChatTemplate.from_folder(tmp_path)
+    assert template is not None and not template.system_role
+    assert template.prompt("Be good.", "Q?") == "<start_of_turn>user\nBe good.\n\nQ?<end_of_turn>\n<start_of_turn>model\n"
+    assert "first paragraph of the user turn" in template.describe()
+
+
+def test_smollm2_generates_parseable_answers_through_transformers(tmp_path, smollm2_hf):
+    from alignmix.eval.runner import evaluate_model
+    from alignmix.llm.backend import Sampling
+
+    scenarios = load_scenarios("builtin:tiny")[:1]
+    results, rows = evaluate_model(str(smollm2_hf), scenarios, ["none"], mode="generate", backend="transformers",
+                                   sampling=Sampling(max_tokens=24, temperature=0.0), concurrency=1,
+                                   responses=tmp_path / "responses.jsonl")
+    assert len(rows) == 8 and results["model"]["kind"] == "hf"
+    assert sum(r["choice"] is not None for r in rows) >= 4, [r.get("reply") for r in rows]
