@@ -1,6 +1,7 @@
 """The stage graph of a recipe: which stages run, in what order, on which files, with which settings.
 
-corpus (generated sources) -> tag -> synth -> tokenizer -> mix/<stage> -> <training stage>... -> eval -> report
+corpus (generated sources) -> tag -> synth -> tokenizer -> mix/<stage> -> <training stage>... -> eval -> report,
+with `base` (a released model converted once) before the tokenizer and the first training stage.
 Stages pass files only; this module knows the run folder's layout and nothing of the stages' internals.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.hashing import file_sha256, strings_sha256
-from alignmix.recipe import Recipe, RecipeError, SynthSet
+from alignmix.recipe import ModelSpec, Recipe, RecipeError, SynthSet, TrainingStage
 from alignmix.run import Stage, StageContext
 from alignmix.train.launch import LOCAL, Launch
 from alignmix.scenarios import (
@@ -25,7 +26,7 @@ from alignmix.scenarios import (
 )
 
 TRANSPORT_SETTINGS = {"concurrency", "timeout", "max_retries", "api_key_env"}  # out of the synth stage's key
-RESERVED_NAMES = {"corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
+RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
 POST_TRAINING = ("sft", "dpo")
 
 
@@ -202,11 +203,34 @@ def _server_synth_set(
             "requests": stats["requests"], "dropped": stats["dropped"], "tokens": stats["tokens"]}
 
 
+def _base_stage(recipe: Recipe) -> Stage | None:
+    """The released model the run continues, converted once into a litgpt checkpoint folder `base/`."""
+    base = recipe.base_model
+    if base is None:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.checkpoints.base import install_base
+
+        with ctx.stderr_to_log():
+            info = install_base(base.path, base.name, ctx.output)
+        ctx.echo(f"  {info['kind']} model {info['source']} as litgpt '{info['litgpt_name']}'")
+        return info
+
+    from alignmix.checkpoints.base import resolve_base_path
+
+    settings = {**base.model_dump(mode="json"), "files": _files_identity([resolve_base_path(base.path)])}
+    return Stage("base", Path("base"), settings, action)
+
+
 def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.corpus.tokenizer import install_tokenizer, train_bpe
         from alignmix.jsonl import read_jsonl_gz
 
+        if recipe.base_model is not None:
+            install_tokenizer(ctx.inputs["base"], ctx.output)
+            return {"tokenizer": f"base_model ({recipe.base_model.path})"}
         if recipe.tokenizer.path is not None:
             install_tokenizer(recipe.tokenizer.path, ctx.output)
             return {"tokenizer": str(recipe.tokenizer.path)}
@@ -215,6 +239,8 @@ def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
         return {"trained_bpe_vocab_size": recipe.tokenizer.vocab_size}
 
     settings = recipe.tokenizer.model_dump(mode="json")
+    if recipe.base_model is not None:
+        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",))
     if recipe.tokenizer.path is not None:
         settings["files"] = _files_identity([recipe.tokenizer.path])
         return Stage("tokenizer", Path("tokenizer"), settings, action)
@@ -304,23 +330,51 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
     return stages
 
 
+def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
+    """The recipe's training stages, each `train.model` defaulting to the base model's architecture; a stage whose
+    model differs from the base's is refused, naming the fields."""
+    if recipe.base_model is None:
+        return list(recipe.stages)
+    from alignmix.checkpoints.base import architecture_differences, base_model_config
+    from alignmix.checkpoints.convert import ConversionError
+    from alignmix.train.litgpt_config import model_config
+
+    try:
+        base = base_model_config(recipe.base_model.path, recipe.base_model.name)
+    except ConversionError as exc:
+        raise RecipeError(str(exc)) from None
+    stages = []
+    for index, stage in enumerate(recipe.stages):
+        if stage.train is not None and stage.train.model is not None:
+            differences = architecture_differences(model_config(stage.train.model), base)
+            if differences:
+                raise RecipeError(f"stages.{index}.train.model differs from the base model '{base['name']}':"
+                                  f" {', '.join(differences[:5])}; leave it out to train the base's architecture")
+        if stage.train is not None:
+            stage = stage.model_copy(update={"train": stage.train.model_copy(update={"model": ModelSpec(config=base)})})
+        stages.append(stage)
+    return stages
+
+
 def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
     stages: list[Stage] = []
-    previous: str | None = None
-    for training_stage in recipe.stages:
+    previous: str | None = "base" if recipe.base_model is not None else None
+    for training_stage in with_base_architecture(recipe):
         if training_stage.train is None:
             continue
 
         def action(ctx: StageContext, training_stage=training_stage, previous=previous) -> dict[str, Any]:
+            from alignmix.checkpoints.base import tied_embeddings
             from alignmix.corpus.tokenizer import load_tokenizer
             from alignmix.train.litgpt_config import StageFiles
             from alignmix.train.pretrain import run_pretrain
 
             tokenizer, _ = load_tokenizer(ctx.inputs["tokenizer"])
+            start = None if previous is None else ctx.inputs[previous] if previous == "base" else ctx.inputs[previous] / "final"
             files = StageFiles(
                 data_dir=ctx.inputs[f"mix/{training_stage.name}"], tokenizer_dir=ctx.inputs["tokenizer"],
-                out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(),
-                initial_checkpoint_dir=ctx.inputs[previous] / "final" if previous else None,
+                out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
+                tied_embeddings=start is not None and tied_embeddings(start),
             )
             return run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch)
 
@@ -430,8 +484,11 @@ def check_runnable(recipe: Recipe) -> None:
             " give them `paths`"
         )
     for index, training_stage in enumerate(recipe.stages):
-        if training_stage.train is not None:
+        if training_stage.train is not None and training_stage.train.model is not None:
             validate_model_spec(training_stage.train.model, f"stages.{index}.train.model")
+    if recipe.base_model is not None and recipe.tokenizer.path is not None:
+        raise RecipeError(f"tokenizer.path ({recipe.tokenizer.path}) and base_model.path ({recipe.base_model.path}):"
+                          " a run continuing a base model uses the base's tokenizer; leave tokenizer.path out")
     if _post_training_wanted(recipe) and not any(s.train is not None for s in recipe.stages):
         raise RecipeError("post_training needs a training stage with `train` settings to start from")
 
@@ -446,7 +503,7 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
     if clashing:
         raise RecipeError(f"stage name(s) {', '.join(clashing)} are reserved for alignmix's own stages")
     refuse_held_out_grounding(recipe, base_dir)
-    stages: list[Stage] = []
+    stages: list[Stage] = [base] if (base := _base_stage(recipe)) is not None else []
     corpus = _corpus_stage(recipe)
     synth = _synth_stage(recipe, base_dir)
     stages += [s for s in (corpus, _tag_stage(recipe, corpus is not None), synth) if s is not None]

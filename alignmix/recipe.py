@@ -284,9 +284,11 @@ class Optimization(Strict):
 
 
 class TrainSettings(Optimization):
-    """litgpt pretrain settings for one stage; the model starts from the previous stage's final weights."""
+    """litgpt pretrain settings for one stage; the model starts from the previous stage's final weights (the first
+    stage from `base_model`, where one is given). `model` is required unless the recipe has a `base_model`, whose
+    architecture it then defaults to."""
 
-    model: ModelSpec
+    model: ModelSpec | None = None
 
 
 class TrainingStage(Strict):
@@ -388,11 +390,25 @@ class ReportSettings(Strict):
     title: str | None = None
 
 
+def _resolve_base(spec: str, info: ValidationInfo) -> str:
+    return spec if spec.startswith("builtin:") else str(_resolve_existing(Path(spec), info))
+
+
+class BaseModel(Strict):
+    """A released model the first training stage continues: a transformers folder (config.json + safetensors),
+    a litgpt checkpoint folder, a .gguf file, or builtin:SmolLM2-135M-Instruct. `name` is its litgpt config name
+    (default: inferred from the folder's name or config.json). The run's tokenizer is the base's."""
+
+    path: Annotated[str, AfterValidator(_resolve_base)]
+    name: str | None = None
+
+
 class Recipe(Strict):
     """A whole run: corpus, tagging, synthetic sets, tokenizer, training stages, evaluation and report."""
 
     name: Identifier
     seed: int = 0
+    base_model: BaseModel | None = None
     corpus: Corpus
     tagging: Tagging = Tagging()
     synth: Synth = Synth()
@@ -415,6 +431,8 @@ class Recipe(Strict):
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
         known = set(corpus_names) | set(synth_names)
         for i, stage in enumerate(self.stages):
+            if stage.train is not None and stage.train.model is None and self.base_model is None:
+                raise ValueError(f"stages.{i}.train.model: required unless the recipe starts from a `base_model`")
             labels = [(e.source, e.replay, e.select) for e in stage.mixture]
             if len(set(labels)) < len(labels):
                 raise ValueError(

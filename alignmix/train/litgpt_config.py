@@ -56,6 +56,7 @@ class StageFiles:
     out_dir: Path
     vocab_size: int
     initial_checkpoint_dir: Path | None
+    tied_embeddings: bool = False  # the starting model ties its input and output embeddings (e.g. SmolLM2)
 
 
 def pretrain_config(
@@ -64,8 +65,8 @@ def pretrain_config(
     """The `litgpt pretrain --config` mapping for one stage; `resume` continues from its last step checkpoint,
     and `launch` may override the recipe's devices and nodes (e.g. a Slurm allocation)."""
     settings = stage.train
-    if settings is None:
-        raise TrainConfigError(f"stage '{stage.name}' has no `train` settings")
+    if settings is None or settings.model is None:
+        raise TrainConfigError(f"stage '{stage.name}' has no `train` settings with a model")
     config = model_config(settings.model)
     check_vocabulary(stage.name, config, files.vocab_size)
     if stage.seq_len > config["block_size"]:
@@ -95,7 +96,7 @@ def pretrain_config(
             "lr_warmup_fraction": settings.warmup_fraction,
             "max_norm": settings.max_norm,
             "min_lr": settings.min_lr,
-            "tie_embeddings": False,
+            "tie_embeddings": files.tied_embeddings,
         },
         "eval": {"interval": 10**9, "max_iters": 2, "initial_validation": False, "final_validation": True},
         "optimizer": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -83,4 +84,7 @@ def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: P
         run_logged(command, log_file, stage.name, worth_showing)
     final = files.out_dir / "final"
     keep_model_weights_only(final / "lit_model.pth")
+    came_from = files.initial_checkpoint_dir / "config.json" if files.initial_checkpoint_dir else None
+    if came_from is not None and came_from.is_file():  # the transformers architecture, for export and later stages
+        shutil.copyfile(came_from, final / "config.json")
     return {"resumed_from": resumed_from.name if resumed_from else None, "final_checkpoint": str(final)}
