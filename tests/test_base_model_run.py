@@ -79,3 +79,25 @@ def test_a_second_tokenizer_is_refused_naming_both(tmp_path, shared_data):
     result = _alignmix("run", str(recipe), "--out", str(tmp_path / "run"))
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "tokenizer.path" in output and "base_model.path" in output
+
+
+@pytest.mark.slow
+def test_smollm2_continued_a_few_steps_exports_logits_that_follow_the_original(tmp_path, smollm2_hf):
+    from alignmix.llm.chat_template import ChatTemplate
+    from tests.test_released_models import _next_token_logits
+
+    recipe = _recipe(tmp_path, smollm2_hf)
+    data = yaml.safe_load(recipe.read_text())
+    data["stages"][0].update(tokens=2 * 33)
+    data["stages"][0]["train"].update(global_batch_size=1, micro_batch_size=1, lr=1e-6)
+    del data["eval"]
+    recipe.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    result = _alignmix("run", str(recipe), "--out", str(run))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert yaml.safe_load((run / "cpt" / "pretrain.yaml").read_text())["train"]["tie_embeddings"] is True
+    exported = export_hf(run / "cpt" / "final", tmp_path / "exported")
+    assert "<|im_start|>" in ChatTemplate.from_folder(exported).template
+    after, before = _next_token_logits(exported), _next_token_logits(smollm2_hf)
+    assert 0 < (after - before).abs().max() < 0.5
+    assert torch.equal(after.argmax(-1), before.argmax(-1))
