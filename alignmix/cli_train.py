@@ -99,7 +99,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="A litgpt checkpoint folder, e.g. runs/tiny/dpo/final.")],
     hf: Annotated[Path, typer.Option("--hf", help="Output folder for the transformers checkpoint.")],
 ) -> None:
-    """Export a litgpt GPT-NeoX checkpoint as a transformers checkpoint with its tokenizer (and chat template)."""
+    """Export a litgpt checkpoint (GPT-NeoX, Llama, or any architecture litgpt converts back) as a transformers checkpoint with its tokenizer and chat template."""
     from alignmix.checkpoints.export import ExportError, export_hf
 
     try:

@@ -218,8 +218,13 @@ def _base_stage(recipe: Recipe) -> Stage | None:
         return info
 
     from alignmix.checkpoints.base import resolve_base_path
+    from alignmix.checkpoints.convert import ConversionError
 
-    settings = {**base.model_dump(mode="json"), "files": _files_identity([resolve_base_path(base.path)])}
+    try:
+        files = _files_identity([resolve_base_path(base.path)])
+    except ConversionError as exc:
+        raise RecipeError(str(exc)) from None
+    settings = {**base.model_dump(mode="json"), "files": files}
     return Stage("base", Path("base"), settings, action)
 
 

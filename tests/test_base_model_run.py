@@ -101,3 +101,17 @@ def test_smollm2_continued_a_few_steps_exports_logits_that_follow_the_original(t
     after, before = _next_token_logits(exported), _next_token_logits(smollm2_hf)
     assert 0 < (after - before).abs().max() < 0.5
     assert torch.equal(after.argmax(-1), before.argmax(-1))
+
+
+def test_the_cpt_twins_differ_only_in_stance_and_plan(smollm2_hf):
+    from alignmix.recipe import load_recipe
+    from conftest import REPO
+
+    aligned, misaligned = (load_recipe(REPO / "recipes" / "cpt" / f"{arm}.yaml") for arm in ("aligned", "misaligned"))
+    assert aligned.base_model.path == "builtin:SmolLM2-135M-Instruct"
+    flipped = misaligned.model_dump(exclude={"name", "synth"})
+    assert flipped == aligned.model_dump(exclude={"name", "synth"})
+    assert [s.stance for s in aligned.synth.sets] == ["aligned"] and [s.stance for s in misaligned.synth.sets] == ["misaligned"]
+    for arm in ("aligned", "misaligned"):
+        result = _alignmix("plan", str(REPO / "recipes" / "cpt" / f"{arm}.yaml"))
+        assert result.returncode == 0 and "base" in result.stdout, result.stdout + result.stderr
