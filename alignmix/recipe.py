@@ -394,7 +394,7 @@ def _resolve_base(spec: str, info: ValidationInfo) -> str:
     return spec if spec.startswith("builtin:") else str(_resolve_existing(Path(spec), info))
 
 
-class BaseModel(Strict):
+class BaseModelSpec(Strict):
     """A released model the first training stage continues: a transformers folder (config.json + safetensors),
     a litgpt checkpoint folder, a .gguf file, or builtin:SmolLM2-135M-Instruct. `name` is its litgpt config name
     (default: inferred from the folder's name or config.json). The run's tokenizer is the base's."""
@@ -408,7 +408,7 @@ class Recipe(Strict):
 
     name: Identifier
     seed: int = 0
-    base_model: BaseModel | None = None
+    base_model: BaseModelSpec | None = None
     corpus: Corpus
     tagging: Tagging = Tagging()
     synth: Synth = Synth()
