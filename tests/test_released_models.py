@@ -113,3 +113,22 @@ def test_smollm2_generates_parseable_answers_through_transformers(tmp_path, smol
                                    responses=tmp_path / "responses.jsonl")
     assert len(rows) == 8 and results["model"]["kind"] == "hf"
     assert sum(r["choice"] is not None for r in rows) >= 4, [r.get("reply") for r in rows]
+
+
+def test_a_document_smollm2_writes_passes_post_processing(smollm2_hf):
+    """A synthetic document from the real instruct model, asked with alignmix's own document prompt. At 135M its
+    documents are short (27 words greedy here): the default 80-word floor would drop it as too_short, so the
+    test sets its own floor."""
+    from alignmix.llm.backend import Sampling, open_backend, run_chats
+    from alignmix.synth.postprocess import Bounds, DocumentFilter
+    from alignmix.synth.prompts import DocumentTemplates
+
+    templates = DocumentTemplates.load()
+    scenario = load_scenarios("builtin:tiny")[0]
+    form = next(iter(templates.surface_forms))
+    (completion,) = run_chats(open_backend("transformers", str(smollm2_hf)),
+                              [templates.messages(scenario, form, "aligned")], Sampling(max_tokens=160, seed=0))
+    held_out = [s for s in load_scenarios("builtin:tiny") if not s.in_training_split]
+    text, reason = DocumentFilter(held_out, Bounds(min_words=20)).check("doc-0", completion.text, scenario, None)
+    assert reason is None, (reason, completion.text)
+    assert len(text.split()) >= 20
