@@ -350,14 +350,15 @@ def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
         raise RecipeError(str(exc)) from None
     stages = []
     for index, stage in enumerate(recipe.stages):
-        if stage.train is not None and stage.train.model is not None:
+        if stage.train is None:
+            stages.append(stage)
+            continue
+        if stage.train.model is not None:
             differences = architecture_differences(model_config(stage.train.model), base)
             if differences:
                 raise RecipeError(f"stages.{index}.train.model differs from the base model '{base['name']}':"
                                   f" {', '.join(differences[:5])}; leave it out to train the base's architecture")
-        if stage.train is not None:
-            stage = stage.model_copy(update={"train": stage.train.model_copy(update={"model": ModelSpec(config=base)})})
-        stages.append(stage)
+        stages.append(stage.model_copy(update={"train": stage.train.model_copy(update={"model": ModelSpec(config=base)})}))
     return stages
 
 
@@ -375,7 +376,10 @@ def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
             from alignmix.train.pretrain import run_pretrain
 
             tokenizer, _ = load_tokenizer(ctx.inputs["tokenizer"])
-            start = None if previous is None else ctx.inputs[previous] if previous == "base" else ctx.inputs[previous] / "final"
+            if previous is None:
+                start = None
+            else:  # the converted base folder itself, or an earlier stage's final weights
+                start = ctx.inputs[previous] if previous == "base" else ctx.inputs[previous] / "final"
             files = StageFiles(
                 data_dir=ctx.inputs[f"mix/{training_stage.name}"], tokenizer_dir=ctx.inputs["tokenizer"],
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,

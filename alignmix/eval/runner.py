@@ -71,14 +71,14 @@ def evaluate_loglik(
     """The log-likelihood eval of a model folder; `chat` asks through the model's own chat template (default: only
     for the alignmix template that SFT and DPO write). The run's own eval stages call this too, so `alignmix eval`
     gives a run's numbers."""
-    template = ChatTemplate.from_folder(path)
+    use_chat = chat if chat is not None else has_alignmix_chat_template(path)
+    template = ChatTemplate.from_folder(path) if use_chat else None
     if chat and template is None:
         raise EvalError(f"{path}: --chat needs a tokenizer with a chat template (`chat_template` in"
                         " tokenizer_config.json, or chat_template.jinja)")
-    use_chat = chat if chat is not None else has_alignmix_chat_template(path)
     scorer = open_scorer(path, device)
     results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size), scenarios, personas,
-                                          scoring, template if use_chat else None)
+                                          scoring, template)
     results["model"] = describe_model(path)
     return results, rows
 
