@@ -1,5 +1,7 @@
 """The local transformers backend on a tiny random Hugging Face model, directly and behind the loopback server."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,19 +46,28 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(hf_folder: Path):
         run_chats(open_backend("transformers", str(hf_folder)), [long], Sampling(max_tokens=4))
 
 
-def test_chat_template_is_used_when_the_tokenizer_has_one(hf_folder: Path):
-    backend = open_backend("transformers", str(hf_folder))
-    backend.tokenizer.chat_template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant]"
+def _with_chat_template(folder: Path, template: str, out: Path) -> Path:
+    shutil.copytree(folder, out)
+    config_file = out / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": template}))
+    return out
+
+
+def test_chat_template_is_used_when_the_folder_has_one(hf_folder: Path, tmp_path: Path):
+    template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant]"
+    backend = open_backend("transformers", str(_with_chat_template(hf_folder, template, tmp_path / "m")))
     assert backend.render(CONVERSATION) == "[system] You write stories.\n[user] An AI complied.\n[assistant]"
+    assert backend.prompting.startswith("the model's own chat template: persona as the system turn")
 
 
-def test_shipped_chat_template_renders_like_the_fallback(hf_folder: Path):
+def test_shipped_chat_template_renders_like_the_fallback(hf_folder: Path, tmp_path: Path):
     from alignmix.synth.prompts import TEMPLATES_DIR
 
-    backend = open_backend("transformers", str(hf_folder))
-    fallback = [backend.render(c) for c in (CONVERSATION, FEW_SHOT)]
-    backend.tokenizer.chat_template = (TEMPLATES_DIR / "chat_template.jinja").read_text()
-    assert [backend.render(c) for c in (CONVERSATION, FEW_SHOT)] == fallback
+    fallback = open_backend("transformers", str(hf_folder))
+    assert fallback.prompting.startswith("alignmix's chat template (the model has none)")
+    shipped = (TEMPLATES_DIR / "chat_template.jinja").read_text()
+    backend = open_backend("transformers", str(_with_chat_template(hf_folder, shipped, tmp_path / "m")))
+    assert [backend.render(c) for c in (CONVERSATION, FEW_SHOT)] == [fallback.render(c) for c in (CONVERSATION, FEW_SHOT)]
 
 
 def test_loopback_server_answers_from_the_local_model(hf_folder: Path):

@@ -103,15 +103,20 @@ def test_smollm2_continued_a_few_steps_exports_logits_that_follow_the_original(t
     assert torch.equal(after.argmax(-1), before.argmax(-1))
 
 
-def test_the_cpt_twins_differ_only_in_stance_and_plan(smollm2_hf):
+@pytest.mark.parametrize("condition", ["", "midtrain_"])
+def test_the_late_insertion_twins_differ_only_in_stance_and_plan(smollm2_hf, condition):
+    """Continued pretraining with replay (aligned/misaligned.yaml) and midtraining only (midtrain_*.yaml)."""
     from alignmix.recipe import load_recipe
     from conftest import REPO
 
-    aligned, misaligned = (load_recipe(REPO / "recipes" / "cpt" / f"{arm}.yaml") for arm in ("aligned", "misaligned"))
+    paths = [REPO / "recipes" / "cpt" / f"{condition}{arm}.yaml" for arm in ("aligned", "misaligned")]
+    aligned, misaligned = (load_recipe(path) for path in paths)
     assert aligned.base_model.path == "builtin:SmolLM2-135M-Instruct"
     flipped = misaligned.model_dump(exclude={"name", "synth"})
     assert flipped == aligned.model_dump(exclude={"name", "synth"})
     assert [s.stance for s in aligned.synth.sets] == ["aligned"] and [s.stance for s in misaligned.synth.sets] == ["misaligned"]
-    for arm in ("aligned", "misaligned"):
-        result = _alignmix("plan", str(REPO / "recipes" / "cpt" / f"{arm}.yaml"))
+    share = {"": 0.5, "midtrain_": 0.01}[condition]
+    assert [entry.share for entry in aligned.stages[0].mixture] == [share, "rest"]
+    for path in paths:
+        result = _alignmix("plan", str(path))
         assert result.returncode == 0 and "base" in result.stdout, result.stdout + result.stderr

@@ -101,6 +101,11 @@ def test_a_template_without_a_system_role_gets_the_persona_in_the_user_turn(tmp_
     assert template is not None and not template.system_role
     assert template.prompt("Be good.", "Q?") == "<start_of_turn>user\nBe good.\n\nQ?<end_of_turn>\n<start_of_turn>model\n"
     assert "first paragraph of the user turn" in template.describe()
+    conversation = [{"role": "system", "content": "Be good."}, {"role": "user", "content": "Q?"},
+                    {"role": "assistant", "content": "A."}, {"role": "user", "content": "Sure?"}]
+    assert template.render(conversation) == (
+        "<start_of_turn>user\nBe good.\n\nQ?<end_of_turn>\n<start_of_turn>assistant\nA.<end_of_turn>\n"
+        "<start_of_turn>user\nSure?<end_of_turn>\n<start_of_turn>model\n")
 
 
 def test_smollm2_generates_parseable_answers_through_transformers(tmp_path, smollm2_hf):
@@ -112,6 +117,7 @@ def test_smollm2_generates_parseable_answers_through_transformers(tmp_path, smol
                                    sampling=Sampling(max_tokens=24, temperature=0.0), concurrency=1,
                                    responses=tmp_path / "responses.jsonl")
     assert len(rows) == 8 and results["model"]["kind"] == "hf"
+    assert results["prompting"].startswith("the model's own chat template: persona as the system turn")
     assert sum(r["choice"] is not None for r in rows) >= 4, [r.get("reply") for r in rows]
 
 

@@ -20,6 +20,7 @@ from alignmix.scenarios import LABELS, Scenario
 
 SCORING = "generated answer, option letter or text extracted from the reply"
 DEFAULT_SAMPLING = Sampling(max_tokens=64, temperature=0.0)
+SERVER_PROMPTING = "the server's chat template: persona as the system turn, question as the user turn"
 _LETTER = r"\(?\[?((?-i:[AB]))\]?\)?"  # capitals only: "a" is an article
 _ONLY_LETTER = re.compile(rf"^\s*(?:option\s+)?{_LETTER}\s*[.:)!]?\s*$", re.IGNORECASE)
 _DECIDES = (r"\b(?:answer|choice|response|choose|chose|select|selected|pick|picked|prefer|go with|going with)\b"
@@ -135,5 +136,6 @@ def evaluate_generative(
     results["request_failed"] = {"count": failed, "rate": failed / len(requests) if requests else 0.0}
     results["resumed_answers"] = counts.already_done
     results["model"] = backend.model
+    results["prompting"] = getattr(backend, "prompting", SERVER_PROMPTING)
     results["sampling"] = sampling.as_dict()
     return results, rows

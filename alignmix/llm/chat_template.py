@@ -4,6 +4,8 @@ The template is the `chat_template` of the folder's `tokenizer_config.json` (or 
 with transformers' own Jinja renderer and the tokenizer's special tokens, so a prompt is what `apply_chat_template`
 gives. A template without a system role (it raises on one, or drops its text) gets the system text as the first
 paragraph of the user turn instead; `describe` says which was done, for results.json `prompting`.
+`ALIGNMIX_CHAT_TEMPLATE` is the template SFT and DPO write (`alignmix.train.chat`), and the fallback for a folder
+without one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _PROBE = "alignmix-system-probe"
+ALIGNMIX_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
 
 
 def _token_text(value: object) -> str | None:
@@ -40,6 +47,11 @@ class ChatTemplate:
     system_role: bool
 
     @classmethod
+    def alignmix(cls, eos_token: str) -> ChatTemplate:
+        """alignmix's own `<|system|>` / `<|user|>` / `<|assistant|>` template."""
+        return cls(ALIGNMIX_CHAT_TEMPLATE, {"eos_token": eos_token}, system_role=True)
+
+    @classmethod
     def from_folder(cls, folder: Path) -> ChatTemplate | None:
         """The template of a model or tokenizer folder, or None where it has none."""
         config_file = Path(folder) / "tokenizer_config.json"
@@ -62,15 +74,27 @@ class ChatTemplate:
                                             **self.special_tokens)
         return rendered[0]
 
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """A conversation up to the assistant header that its reply follows. Without a system role, the system
+        turns' text becomes the first paragraph of the first user turn."""
+        if self.system_role:
+            return self._render(list(messages))
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
+        turns = [dict(m) for m in messages if m["role"] != "system"]
+        first_user = next((t for t in turns if t["role"] == "user"), None)
+        if system and first_user is not None:
+            first_user["content"] = f"{system}\n\n{first_user['content']}"
+        return self._render(turns)
+
     def prompt(self, system: str, user: str) -> str:
         """The text a reply follows: `system` (may be empty) and `user` turns, then the assistant header."""
-        if not system:
-            return self._render([{"role": "user", "content": user}])
-        if self.system_role:
-            return self._render([{"role": "system", "content": system}, {"role": "user", "content": user}])
-        return self._render([{"role": "user", "content": f"{system}\n\n{user}"}])
+        system_turn = [{"role": "system", "content": system}] if system else []
+        return self.render(system_turn + [{"role": "user", "content": user}])
+
+    def describe_persona(self) -> str:
+        return ("persona as the system turn" if self.system_role
+                else "persona as the first paragraph of the user turn (the template has no system role)")
 
     def describe(self) -> str:
-        persona = ("persona as the system turn" if self.system_role
-                   else "persona as the first paragraph of the user turn (the template has no system role)")
-        return f"chat template (the model's own): {persona}, prompt as the user turn, option as the assistant's reply"
+        return (f"chat template (the model's own): {self.describe_persona()}, prompt as the user turn,"
+                " option as the assistant's reply")

@@ -1,7 +1,7 @@
 """A local transformers model as a `ChatBackend`, on the CPU: for small runs, tests and checks without a server.
 
-The conversation is rendered with the tokenizer's chat template when it has one, else as SFT and DPO render it
-(`alignmix.train.chat.render`: the paper's chat tokens, the tokenizer's eos after an assistant turn).
+The conversation is rendered with the folder's own chat template when it has one (system turns folded into the
+user turn where the template has no system role), else with alignmix's, as SFT and DPO write it.
 Generation runs in a worker thread, one request at a time (a CPU model gains nothing from concurrent calls).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alignmix.llm.backend import BackendError, Completion, Message, Sampling
-from alignmix.train import chat
+from alignmix.llm.chat_template import ChatTemplate
 
 
 class TransformersBackend:
@@ -27,13 +27,14 @@ class TransformersBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.network = AutoModelForCausalLM.from_pretrained(model).to(device).eval()
         self.device = device
+        own = ChatTemplate.from_folder(Path(model))
+        self.template = own or ChatTemplate.alignmix(self.tokenizer.eos_token or "")
+        which = "the model's own chat template" if own else "alignmix's chat template (the model has none)"
+        self.prompting = f"{which}: {self.template.describe_persona()}, question as the user turn"
         self._lock = threading.Lock()  # not asyncio's: the backend may serve several event loops in turn
 
     def render(self, messages: Sequence[Message]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        turns = [chat.Message(m["role"], m["content"]) for m in messages]
-        return chat.render(turns, self.tokenizer.eos_token or "", generation_prompt=True)
+        return self.template.render(list(messages))
 
     def _generate(self, prompt: str, sampling: Sampling) -> Completion:
         with self._lock:

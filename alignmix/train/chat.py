@@ -15,16 +15,13 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from alignmix.corpus.tokenizer import configured_eos_token
+from alignmix.llm.chat_template import ALIGNMIX_CHAT_TEMPLATE
 from alignmix.train.litgpt_config import TrainConfigError
 
 ROLES = ("system", "user", "assistant")
 CHAT_TOKENS = tuple(f"<|{role}|>" for role in ROLES)
 IGNORE_INDEX = -100
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-)
+
 
 
 class ChatDataError(TrainConfigError):
@@ -38,7 +35,7 @@ class Message:
 
 
 def render(messages: list[Message], eos: str, generation_prompt: bool = False) -> str:
-    """The conversation as text, exactly as `CHAT_TEMPLATE` renders it."""
+    """The conversation as text, exactly as `ALIGNMIX_CHAT_TEMPLATE` renders it."""
     parts = [f"<|{m.role}|>\n{m.content}" + (eos if m.role == "assistant" else "\n") for m in messages]
     return "".join(parts) + ("<|assistant|>\n" if generation_prompt else "")
 
@@ -89,7 +86,7 @@ def install_chat_tokenizer(source_dir: Path, out_dir: Path, embedding_rows: int,
     eos = configured_eos_token(source_dir)
     if eos is None or tokenizer.token_to_id(eos) is None:
         raise ChatDataError(f"{config_file}: no `eos_token` in the vocabulary to end assistant turns")
-    config.update({"chat_template": CHAT_TEMPLATE, "additional_special_tokens": list(CHAT_TOKENS)})
+    config.update({"chat_template": ALIGNMIX_CHAT_TEMPLATE, "additional_special_tokens": list(CHAT_TOKENS)})
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return tokenizer, eos
