@@ -153,11 +153,14 @@ def tag(
     from alignmix.corpus.readers import InputError
     from alignmix.corpus.tag import (
         SUFFIXES,
+        describe_inputs,
         detect_format,
         input_files,
+        reset_if_inputs_changed,
         tag_files,
         write_stats,
     )
+    from alignmix.stderr import stderr_to
 
     if executor not in ("local", "ray"):
         fail(f"--executor must be local or ray, got {executor!r}")
@@ -175,17 +178,29 @@ def tag(
         fail(str(exc))
     if not groups:
         fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}")
+    settings = {
+        "source": source, "text_key": text_key, "id_key": id_key, "lists_dir": lists_dir, "tasks": tasks,
+        "executor": executor, "on_error": on_error, "max_document_bytes": max_document_bytes,
+        "classifier": classifier, "threshold": threshold, "stance_classifier": stance_classifier,
+    }
+    if reset_if_inputs_changed(output, describe_inputs([f for files in groups.values() for f in files], settings)):
+        console.print(f"{output} held a tag run of other inputs or settings: cleared, tagging anew", highlight=False)
+    log_file = output / "logs" / "datatrove.log"
+    console.print(f"tagging {sum(map(len, groups.values())):,} files with {tasks} task(s); log: {log_file}",
+                  highlight=False)
     counters = []
     try:
         for file_format, files in groups.items():
-            counters.append(tag_files(
-                files, output, shards_dir=output, file_format=file_format, text_key=text_key, id_key=id_key,
-                source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
-                max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
-                classifier_dir=classifier, threshold=threshold, stance_dir=stance_classifier,
-            ))
+            with stderr_to(log_file):
+                counters.append(tag_files(
+                    files, output, shards_dir=output, file_format=file_format, text_key=text_key, id_key=id_key,
+                    source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
+                    max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
+                    classifier_dir=classifier, threshold=threshold, stance_dir=stance_classifier,
+                ))
     except (InputError, RuntimeError) as exc:
-        fail(str(exc))
+        fail(f"{exc}\n(no stats.json: the shards in {output} are incomplete; fix the input and rerun, finished"
+             f" tasks are kept; log: {log_file})")
     stats = write_stats(output, counters)
     console.print(
         f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"

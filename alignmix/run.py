@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -25,6 +24,7 @@ from typing import Any
 
 from alignmix import __version__
 from alignmix.hashing import update_with_file
+from alignmix.stderr import stderr_to
 
 TRACKED_PACKAGES = (
     "alignmix", "torch", "litgpt", "lightning", "litdata", "datatrove", "tokenizers", "transformers", "pydantic",
@@ -46,17 +46,9 @@ class StageContext:
     resuming: bool
     echo: Callable[[str], None]
 
-    @contextlib.contextmanager
-    def stderr_to_log(self) -> Iterator[None]:
+    def stderr_to_log(self) -> contextlib.AbstractContextManager[None]:
         """Send this process's and its children's stderr (library logging) to the stage log."""
-        saved = os.dup(2)
-        with self.log_file.open("ab") as log:
-            os.dup2(log.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
+        return stderr_to(self.log_file)
 
 
 @dataclass

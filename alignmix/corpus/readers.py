@@ -1,7 +1,12 @@
-"""A datatrove JSONL reader that never drops a line silently: each unusable line is a counted skip or an error.
+"""datatrove JSONL and parquet readers that never drop a document silently: each unusable line, row or file is
+a counted skip or an error.
 
 With `on_error="skip"` a bad line is counted as `skipped/<reason>` in the step's stats and logged with
 file:line; with `on_error="fail"` it raises `InputError` naming the file, the line and what was expected.
+A compressed file that cannot be read to its end (truncated gzip, a plain file named .zst) keeps the documents
+read before the damage and counts the rest as one `skipped/unreadable_file`; a parquet file without the text
+column counts each of its rows as `skipped/missing_text`. A UTF-8 byte-order mark on a file's first line is
+dropped, as are CRLF line ends.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from typing import Literal
 
 import orjson
 from datatrove.data import Document
-from datatrove.pipeline.readers import JsonlReader, WarcReader
+from datatrove.pipeline.readers import JsonlReader, ParquetReader, WarcReader
 from datatrove.pipeline.readers.warc import process_record
 from loguru import logger
+from zstandard import ZstdError
 
 SKIP_REASONS = (
-    "bad_encoding", "malformed_json", "not_an_object", "missing_text", "empty_text", "too_large",
-    "not_html", "extraction_failed",
+    "bad_encoding", "malformed_json", "not_an_object", "missing_text", "empty_text", "text_not_a_string",
+    "too_large", "unreadable_file", "not_html", "extraction_failed",
 )
+BOM = b"\xef\xbb\xbf"
+UNREADABLE: tuple[type[Exception], ...] = (EOFError, OSError, ValueError, ZstdError)  # damaged or misnamed files
 OnError = Literal["fail", "skip"]
 DEFAULT_MAX_DOCUMENT_BYTES = 10_000_000
 
@@ -28,9 +36,44 @@ class InputError(ValueError):
     """An input line that cannot be used, under `on_error="fail"`."""
 
 
-class CountingJsonlReader(JsonlReader):
-    """JsonlReader that counts (or, on `fail`, raises on) bad encodings, malformed JSON, missing or empty text
-    and documents over `max_document_bytes`."""
+class _CountingSkips:
+    """The skip-or-fail rule the counting readers share (datatrove readers: `data_folder`, `stat_update`)."""
+
+    on_error: OnError
+    text_key: str
+
+    def _skip(self, reason: str, where: str, detail: str, count: int = 1) -> None:
+        message = f"{where}: {reason.replace('_', ' ')}: {detail}"
+        if self.on_error == "fail":
+            raise InputError(message + " (on-error skip counts and skips these)")
+        self.stat_update(f"skipped/{reason}", value=count)
+        logger.warning(f"skipped {message}")
+
+    def _where(self, filepath: str, line_number: int | None = None) -> str:
+        path = self.data_folder.resolve_paths(filepath)
+        return path if line_number is None else f"{path}:{line_number}"
+
+    def _usable_text(self, row: dict, where: str) -> bool:
+        text = row.get(self.text_key)
+        if self.text_key not in row:
+            self._skip("missing_text", where, f"no '{self.text_key}' field; keys: {sorted(row)}")
+        elif text is not None and not isinstance(text, str):
+            self._skip("text_not_a_string", where, f"'{self.text_key}' is a {type(text).__name__}, expected text")
+        elif text is None or not text.strip():
+            self._skip("empty_text", where, f"'{self.text_key}' is {'null' if text is None else 'empty'}")
+        else:
+            return True
+        return False
+
+    def _unreadable(self, filepath: str, exc: Exception, documents_read: int) -> None:
+        self._skip("unreadable_file", self._where(filepath),
+                   f"{type(exc).__name__}: {exc} (damaged, truncated or not in the format its name says;"
+                   f" {documents_read:,} documents before it were kept)")
+
+
+class CountingJsonlReader(_CountingSkips, JsonlReader):
+    """JsonlReader that counts (or, on `fail`, raises on) bad encodings, malformed JSON, missing, empty or
+    non-text text, documents over `max_document_bytes` and files that cannot be decompressed to their end."""
 
     name = "JSONL reader (counting skips)"
 
@@ -41,52 +84,86 @@ class CountingJsonlReader(JsonlReader):
         self.on_error = on_error
         self.max_document_bytes = max_document_bytes
 
-    def _skip(self, reason: str, filepath: str, line_number: int, detail: str) -> None:
-        message = f"{self.data_folder.resolve_paths(filepath)}:{line_number}: {reason.replace('_', ' ')}: {detail}"
-        if self.on_error == "fail":
-            raise InputError(message + " (on-error skip counts and skips such lines)")
-        self.stat_update(f"skipped/{reason}")
-        logger.warning(f"skipped {message}")
-
-    def _parse(self, raw: bytes, filepath: str, line_number: int) -> dict | None:
+    def _parse(self, raw: bytes, where: str) -> dict | None:
         if len(raw) > self.max_document_bytes:
-            self._skip("too_large", filepath, line_number, f"{len(raw):,} bytes, over {self.max_document_bytes:,}")
+            self._skip("too_large", where, f"{len(raw):,} bytes, over {self.max_document_bytes:,}")
             return None
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self._skip("bad_encoding", filepath, line_number, f"not UTF-8 ({exc.reason} at byte {exc.start})")
+            self._skip("bad_encoding", where, f"not UTF-8 ({exc.reason} at byte {exc.start})")
             return None
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            self._skip("malformed_json", filepath, line_number, f"expected one JSON object per line ({exc})")
+            self._skip("malformed_json", where, f"expected one JSON object per line ({exc})")
             return None
         if not isinstance(row, dict):
-            self._skip("not_an_object", filepath, line_number, f"expected a JSON object, got {type(row).__name__}")
+            self._skip("not_an_object", where, f"expected a JSON object, got {type(row).__name__}")
             return None
-        if self.text_key not in row:
-            self._skip("missing_text", filepath, line_number, f"no '{self.text_key}' field; keys: {sorted(row)}")
-            return None
-        if not isinstance(row[self.text_key], str) or not row[self.text_key].strip():
-            self._skip("empty_text", filepath, line_number, f"'{self.text_key}' is empty or not a string")
-            return None
-        return row
+        return row if self._usable_text(row, where) else None
 
     def read_file(self, filepath: str) -> Iterator[Document]:
-        with self.data_folder.open(filepath, "rb", compression=self.compression) as stream:
-            # zstd's decompressing reader is not line-iterable; a buffered reader over it is
-            handle = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream)
-            for index, raw in enumerate(handle):
-                if not raw.strip():
-                    continue
-                with self.track_time():
-                    row = self._parse(raw, filepath, index + 1)
-                    if row is None:
+        read = 0
+        try:
+            with self.data_folder.open(filepath, "rb", compression=self.compression) as stream:
+                # zstd's decompressing reader is not line-iterable; a buffered reader over it is
+                handle = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream)
+                for index, raw in enumerate(handle):
+                    if index == 0:
+                        raw = raw.removeprefix(BOM)
+                    if not raw.strip():
                         continue
-                    document = self.get_document_from_dict(row, filepath, index)
-                    self.stat_update("read")
-                yield document
+                    with self.track_time():
+                        row = self._parse(raw, self._where(filepath, index + 1))
+                        if row is None:
+                            continue
+                        document = self.get_document_from_dict(row, filepath, index)
+                        self.stat_update("read")
+                    read += 1
+                    yield document
+        except InputError:
+            raise
+        except UNREADABLE as exc:
+            self._unreadable(filepath, exc, read)
+
+
+class CountingParquetReader(_CountingSkips, ParquetReader):
+    """ParquetReader that counts (or, on `fail`, raises on) a file without the text column (each row a
+    `missing_text`), null, empty or non-text texts, and files pyarrow cannot read."""
+
+    name = "Parquet reader (counting skips)"
+
+    def __init__(self, *args, on_error: OnError = "fail", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_error = on_error
+
+    def read_file(self, filepath: str) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        read = 0
+        try:
+            with self.data_folder.open(filepath, "rb") as stream, pq.ParquetFile(stream) as parquet:
+                columns = parquet.schema_arrow.names
+                if self.text_key not in columns:
+                    self._skip("missing_text", self._where(filepath),
+                               f"no '{self.text_key}' column; columns: {columns}", count=parquet.metadata.num_rows)
+                    return
+                row_number = 0
+                for batch in parquet.iter_batches(batch_size=self.batch_size):
+                    for row in batch.to_pylist():
+                        row_number += 1
+                        with self.track_time():
+                            if not self._usable_text(row, f"{self._where(filepath)}: row {row_number}"):
+                                continue
+                            document = self.get_document_from_dict(row, filepath, row_number - 1)
+                            self.stat_update("read")
+                        read += 1
+                        yield document
+        except InputError:
+            raise
+        except UNREADABLE as exc:
+            self._unreadable(filepath, exc, read)
 
 
 class CountingWarcReader(WarcReader):

@@ -1,7 +1,7 @@
 """Tagging as a datatrove pipeline: read -> (extract) -> AI-discourse tagger -> jsonl.gz shards, with statistics.
 
-Formats: jsonl (plain, .gz, .zst) through a reader that counts or refuses bad lines, parquet through
-datatrove's ParquetReader, WARC through datatrove's WarcReader followed by Trafilatura text extraction.
+Formats: jsonl (plain, .gz, .zst) and parquet through readers that count or refuse bad lines and rows, WARC
+through datatrove's WarcReader followed by Trafilatura text extraction.
 Executors: datatrove's LocalPipelineExecutor, or RayPipelineExecutor on a running Ray cluster.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -23,6 +25,7 @@ from alignmix.corpus.readers import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     SKIP_REASONS,
     CountingJsonlReader,
+    CountingParquetReader,
     CountingWarcReader,
     InputError,
     OnError,
@@ -127,12 +130,44 @@ def _readers(
             **common,
         )]
     if file_format == "parquet":
-        from datatrove.pipeline.readers import ParquetReader
-
-        return [ParquetReader(root, text_key=text_key, id_key=id_key, **common)]
+        return [CountingParquetReader(root, text_key=text_key, id_key=id_key, on_error=on_error, **common)]
     from datatrove.pipeline.extractors import Trafilatura
 
     return [CountingWarcReader(root, **common), Trafilatura(favour_precision=True)]
+
+
+SHARD_NAME = re.compile(r"^(?:[a-z]+-)?\d{5}\.jsonl\.gz$")
+INPUTS_FILE = "tag_inputs.json"
+
+
+def reset_if_inputs_changed(out_dir: Path, inputs: dict) -> bool:
+    """Clear a tag output folder written for other inputs or settings (its shards, stats and datatrove completion
+    markers), so a rerun into it tags the new input instead of reporting the old run; True when it was cleared.
+    `inputs` describes the run (files with sizes and mtimes, settings) and is kept in `out_dir/tag_inputs.json`."""
+    record = out_dir / INPUTS_FILE
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    cleared = previous is not None and previous != inputs
+    if cleared or (previous is None and (out_dir / "logs").is_dir()):
+        clear_tag_output(out_dir)
+        cleared = True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(inputs, indent=2))
+    return cleared
+
+
+def clear_tag_output(out_dir: Path) -> None:
+    """Remove what a tag run wrote into `out_dir`: shards, stats.json, datatrove's logs and completion markers."""
+    shutil.rmtree(out_dir / "logs", ignore_errors=True)
+    for name in ("stats.json", INPUTS_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    for shard in (p for p in out_dir.glob("*.jsonl.gz") if SHARD_NAME.match(p.name)):
+        shard.unlink()
+
+
+def describe_inputs(files: list[Path], settings: dict) -> dict:
+    """What a tag run reads: each file's resolved path, size and modification time, and its settings."""
+    described = [{"path": str(f.resolve()), "bytes": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]
+    return {"files": described, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
 def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path):
