@@ -1,3 +1,3 @@
-from alignmix.cli import app
+from alignmix.cli import main
 
-app(prog_name="alignmix")
+main()

@@ -16,12 +16,13 @@ from alignmix.cli_common import (
     console,
     fail,
     load_recipe_or_fail,
+    report_error,
     run_recipe,
 )
 from alignmix.cli_eval import register as register_eval_commands
 from alignmix.cli_synth import synth_app
 from alignmix.cli_train import register as register_train_commands
-from alignmix.recipe import RecipeError
+from alignmix.errors import AlignmixError
 
 app = typer.Typer(
     help="alignmix: measure, control and train on AI discourse in pretraining data.",
@@ -60,14 +61,13 @@ def plan(
 ) -> None:
     """Print the stage graph and each training stage's token plan, without reading or writing data."""
     recipe = load_recipe_or_fail(recipe_file)
-    from alignmix.corpus.plan import PlanError, assumed_available, plan_stage
+    from alignmix.corpus.plan import assumed_available, plan_stage
     from alignmix.graph import build_graph
-    from alignmix.scenarios import ScenarioError
 
     try:
         plans = [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
         graph = build_graph(recipe, recipe_file.parent)
-    except (RecipeError, PlanError, ScenarioError) as exc:
+    except AlignmixError as exc:
         fail(str(exc))
     if as_json:
         print(json.dumps({"stages": [p.as_dict() for p in plans]}, indent=2))
@@ -331,3 +331,12 @@ def classifiers_label(
 
 register_eval_commands(app)
 register_train_commands(app)
+
+
+def main() -> None:
+    """The `alignmix` command: an alignmix error raised anywhere below a command is one `error:` line, status 2."""
+    try:
+        app(prog_name="alignmix")
+    except AlignmixError as exc:
+        report_error(str(exc))
+        raise SystemExit(2) from None

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from alignmix.errors import AlignmixError
 from alignmix.recipe import Recipe, RecipeError, load_recipe
 
 if TYPE_CHECKING:
@@ -22,9 +23,14 @@ errors = Console(stderr=True)
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file, e.g. recipes/tiny.yaml.")]
 
 
-def fail(message: str) -> NoReturn:
-    """Print one error line (the message as written, no markup) and exit with status 2."""
+def report_error(message: str) -> None:
+    """Print one error line: the message as written, no markup."""
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print one error line and exit with status 2."""
+    report_error(message)
     raise typer.Exit(code=2)
 
 
@@ -44,16 +50,11 @@ def run_recipe(
     recipe: Recipe, recipe_file: Path, run_dir: Path, launch: Launch | None = None,
     only: Callable[[list[Stage]], list[Stage]] | None = None,
 ) -> dict:
-    """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; an input, plan,
-    training or stage error ends the command with one message."""
-    from alignmix.classifiers.blocklist import BlocklistError
-    from alignmix.corpus.plan import PlanError
-    from alignmix.corpus.readers import InputError
+    """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; any alignmix
+    error ends the command with one message."""
     from alignmix.graph import build_graph, check_runnable
-    from alignmix.run import Runner, StageFailed
-    from alignmix.scenarios import ScenarioError
+    from alignmix.run import Runner
     from alignmix.train.launch import LOCAL
-    from alignmix.train.litgpt_config import TrainConfigError
 
     try:
         check_runnable(recipe)
@@ -69,5 +70,5 @@ def run_recipe(
         runner = Runner(run_dir, only(stages) if only else stages, info,
                         echo=lambda line: console.print(line, highlight=False))
         return runner.run()
-    except (RecipeError, PlanError, TrainConfigError, InputError, ScenarioError, BlocklistError, StageFailed) as exc:
+    except AlignmixError as exc:
         fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")

@@ -41,12 +41,12 @@ def eval_command(
     chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="loglik: ask through the chat template (persona as system turn); default: when the tokenizer has <|assistant|>.")] = None,
 ) -> None:
     """The paper's misalignment eval: 8 prompt formats x personas, rate mean and SE over formats."""
+    from alignmix.checkpoints.export import ExportError
     from alignmix.eval.misalignment import write_results
     from alignmix.eval.runner import EvalError, evaluate_model, load_dataset
     from alignmix.eval.scoring import ScorerError
     from alignmix.llm.backend import BackendError, Sampling
     from alignmix.scenarios import ScenarioError
-    from alignmix.checkpoints.export import ExportError
 
     choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze", "story")),
                "--backend": (backend, (None, "openai", "vllm", "transformers")),
@@ -93,13 +93,13 @@ def capability(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ) -> None:
     """Capability evals through lm-evaluation-harness, offline, with task files generated from local data."""
+    from alignmix.checkpoints.export import ExportError, export_hf
     from alignmix.eval.lm_tasks import (
         TaskDataError,
         run_lm_eval,
         write_capability_tasks,
     )
     from alignmix.eval.scoring import ScorerError, model_folder_kind
-    from alignmix.checkpoints.export import ExportError, export_hf
 
     try:
         task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)

@@ -37,7 +37,7 @@ def _backend(
 
 @synth_app.command("documents")
 def documents(
-    questions: Annotated[Path, typer.Option("--questions", help="Scenario questions (alignmix, paper or Anthropic jsonl).")],
+    questions: Annotated[str, typer.Option("--questions", help="builtin:NAME or a scenario file or folder (alignmix, paper or Anthropic format).")],
     model: ModelOpt,
     output: Annotated[Path, typer.Option("--output", help="Output folder: data/*.jsonl.gz, stats.json, responses.jsonl.")],
     backend: BackendOpt = "openai",
@@ -72,7 +72,7 @@ def documents(
     from alignmix.llm.batch import export_batch as write_batch
     from alignmix.llm.batch import import_batch_results
     from alignmix.llm.jobs import fresh_answers
-    from alignmix.scenarios import ScenarioError, read_scenarios
+    from alignmix.scenarios import ScenarioError, load_scenarios
     from alignmix.synth.documents import (
         RESPONSES,
         DocumentSpec,
@@ -90,8 +90,8 @@ def documents(
         fail(f"--stances takes aligned and/or misaligned, not '{stances}'")
     try:
         loaded = DocumentTemplates.load(templates)
-        scenarios = read_scenarios(questions, misaligned_answer, [])  # type: ignore[arg-type]
-        extra = [s for f in decontaminate or [] for s in read_scenarios(f, misaligned_answer, []) if not s.in_training_split]  # type: ignore[arg-type]
+        scenarios = load_scenarios(questions, None, misaligned_answer, [])  # type: ignore[arg-type]
+        extra = [s for f in decontaminate or [] for s in load_scenarios(str(f), None, misaligned_answer, []) if not s.in_training_split]  # type: ignore[arg-type]
         spec = DocumentSpec(
             name=name, surface_forms=tuple(comma_list(surface_forms) if surface_forms else loaded.surface_forms),
             stances=tuple(chosen_stances), per_combination=per_combination,

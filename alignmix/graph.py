@@ -15,7 +15,6 @@ from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.recipe import ModelSpec, Recipe, RecipeError, SynthSet, TrainingStage
 from alignmix.run import Stage, StageContext
-from alignmix.train.launch import LOCAL, Launch
 from alignmix.scenarios import (
     DIRECTIONS_FILE,
     Scenario,
@@ -24,8 +23,30 @@ from alignmix.scenarios import (
     scenario_files,
     training_split,
 )
+from alignmix.train.launch import LOCAL, Launch
 
 TRANSPORT_SETTINGS = {"concurrency", "timeout", "max_retries", "api_key_env"}  # out of the synth stage's key
+_SHARED_CODE = ("alignmix.graph", "alignmix.hashing", "alignmix.jsonl")
+_SCENARIOS = ("alignmix.scenarios", "alignmix.scenarios_data")
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "corpus": ("alignmix.corpus",),
+    "tag": ("alignmix.corpus", "alignmix.classifiers"),
+    "synth": ("alignmix.synth", "alignmix.llm", "alignmix.corpus", *_SCENARIOS),
+    "base": ("alignmix.checkpoints",),
+    "tokenizer": ("alignmix.corpus", "alignmix.checkpoints"),
+    "mix": ("alignmix.corpus", *_SCENARIOS),
+    "train": ("alignmix.train", "alignmix.checkpoints"),
+    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.corpus", "alignmix.eval", "alignmix.llm", *_SCENARIOS),
+    "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.corpus", "alignmix.llm", *_SCENARIOS),
+    "report": ("alignmix.report",),
+}
+
+
+def code_of(kind: str) -> tuple[str, ...]:
+    """The alignmix source a stage of this kind runs (hashed into its key): its packages and the wiring here."""
+    return (*STAGE_CODE[kind], *_SHARED_CODE)
+
+
 RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
 POST_TRAINING = ("sft", "dpo")
 
@@ -80,7 +101,7 @@ def _corpus_stage(recipe: Recipe) -> Stage | None:
 
     settings = {"seed": recipe.seed, "shards": recipe.tagging.tasks,
                 "sources": [s.model_dump(mode="json") for s in generated]}
-    return Stage("corpus", Path("corpus"), settings, action)
+    return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"))
 
 
 def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
@@ -121,7 +142,7 @@ def _tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
                 "input_files": _files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
                 "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
                 "sources": [s.model_dump(mode="json", exclude={"generate"}) for s in recipe.corpus.sources]}
-    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else ())
+    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"))
 
 
 def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
@@ -162,7 +183,7 @@ def _synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
     }
     if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these
         settings.update(_held_out_identity(recipe, held_out_items(recipe, base_dir)))
-    return Stage("synth", Path("synth"), settings, action)
+    return Stage("synth", Path("synth"), settings, action, code=code_of("synth"))
 
 
 def _server_synth_set(
@@ -225,7 +246,7 @@ def _base_stage(recipe: Recipe) -> Stage | None:
     except ConversionError as exc:
         raise RecipeError(str(exc)) from None
     settings = {**base.model_dump(mode="json"), "files": files}
-    return Stage("base", Path("base"), settings, action)
+    return Stage("base", Path("base"), settings, action, code=code_of("base"))
 
 
 def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
@@ -245,11 +266,11 @@ def _tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
 
     settings = recipe.tokenizer.model_dump(mode="json")
     if recipe.base_model is not None:
-        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",))
+        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",), code_of("tokenizer"))
     if recipe.tokenizer.path is not None:
         settings["files"] = _files_identity([recipe.tokenizer.path])
-        return Stage("tokenizer", Path("tokenizer"), settings, action)
-    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream)
+        return Stage("tokenizer", Path("tokenizer"), settings, action, code=code_of("tokenizer"))
+    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"))
 
 
 def held_out_items(recipe: Recipe, base_dir: Path) -> list[Scenario]:
@@ -331,7 +352,8 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
         }
         depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
         depends += tuple(f"mix/{name}" for name in replayed)
-        stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends))
+        stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
+                            code_of("mix")))
     return stages
 
 
@@ -362,10 +384,23 @@ def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
     return stages
 
 
+def check_contexts(stages: list[TrainingStage]) -> None:
+    """Refuse, before any work (in `plan` too), an unknown model or a training stage whose seq_len exceeds its
+    model's block_size."""
+    from alignmix.train.litgpt_config import check_context, model_config, validate_model_spec
+
+    for index, stage in enumerate(stages):
+        if stage.train is not None and stage.train.model is not None:
+            validate_model_spec(stage.train.model, f"stages.{index}.train.model")
+            check_context(stage, model_config(stage.train.model))
+
+
 def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
     stages: list[Stage] = []
     previous: str | None = "base" if recipe.base_model is not None else None
-    for training_stage in with_base_architecture(recipe):
+    training_stages = with_base_architecture(recipe)
+    check_contexts(training_stages)
+    for training_stage in training_stages:
         if training_stage.train is None:
             continue
 
@@ -390,7 +425,7 @@ def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
         settings = {"seed": recipe.seed, "stage": training_stage.model_dump(
             mode="json", exclude={"mixture": True, "train": {"devices", "num_nodes"}})}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
-        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends))
+        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
         previous = training_stage.name
     return stages
 
@@ -420,7 +455,7 @@ def _post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launc
             settings["data_file"] = _files_identity([settings_model.data])
         else:
             settings["scenario_files"] = _scenario_files(settings_model.from_scenarios, base_dir)
-        stages.append(Stage(kind, Path(kind), settings, action, (previous,)))
+        stages.append(Stage(kind, Path(kind), settings, action, (previous,), code_of("post_train")))
         previous = kind
     return stages
 
@@ -447,7 +482,7 @@ def _eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) ->
 
     settings = {**settings_model.model_dump(mode="json"), "chat": chat,
                 "scenario_files": _scenario_files(settings_model.scenarios, base_dir)}
-    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,))
+    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"))
 
 
 def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
@@ -476,7 +511,7 @@ def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
         )
         return {}
 
-    return Stage("report", Path("report.html"), {"title": title}, action, tuple(names))
+    return Stage("report", Path("report.html"), {"title": title}, action, tuple(names), code_of("report"))
 
 
 def check_runnable(recipe: Recipe) -> None:

@@ -8,6 +8,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from alignmix.errors import AlignmixError
+
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     """Write rows as UTF-8 JSON lines (replacing the file); returns how many."""
@@ -39,7 +41,7 @@ def read_jsonl_gz(paths: Iterable[Path]) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-class JsonLinesError(ValueError):
+class JsonLinesError(AlignmixError):
     """A jsonl file that cannot be read: the message names the file and line."""
 
 

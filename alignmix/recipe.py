@@ -10,21 +10,63 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AfterValidator,
-    PlainValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PositiveInt,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 
+from alignmix.errors import AlignmixError
+
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")]
 
 
-class RecipeError(ValueError):
+class KeyedError(ValueError):
+    """A check across several recipe keys, raised in a validator: names the key it concerns (the validator's own
+    location would be the mapping that holds them all)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+class RecipeError(AlignmixError):
     """A recipe that cannot be run: the message names the file and the key path."""
+
+
+class _Anchored(str):
+    """A string from a recipe that another one `extends`: relative paths in it resolve against that file's folder."""
+
+    base_dir: Path
+
+    def __new__(cls, value: str, base_dir: Path) -> _Anchored:
+        anchored = super().__new__(cls, value)
+        anchored.base_dir = base_dir
+        return anchored
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:  # copies and pickles are plain strings
+        return str, (str(self),)
+
+
+def _anchor(data: Any, base_dir: Path) -> Any:
+    """Every string value in `data` (not keys; strings already anchored kept) anchored to `base_dir`."""
+    if isinstance(data, dict):
+        return {key: _anchor(value, base_dir) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_anchor(value, base_dir) for value in data]
+    return _Anchored(data, base_dir) if isinstance(data, str) and not isinstance(data, _Anchored) else data
+
+
+def _from_writing_file(value: Any) -> Any:
+    """A relative path written in an extended recipe, made absolute against that recipe's folder."""
+    if isinstance(value, _Anchored) and not value.startswith("builtin:") and not Path(value).is_absolute():
+        return str(value.base_dir / value)
+    return value
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
@@ -39,9 +81,9 @@ def _resolve_existing(path: Path, info: ValidationInfo) -> Path:
     return resolved
 
 
-ExistingPath = Annotated[Path, AfterValidator(_resolve_existing)]
+ExistingPath = Annotated[Path, BeforeValidator(_from_writing_file), AfterValidator(_resolve_existing)]
 # A path needed only to run, not to plan (checked by `alignmix run` before any work).
-RunPath = Annotated[Path, AfterValidator(_resolve)]
+RunPath = Annotated[Path, BeforeValidator(_from_writing_file), AfterValidator(_resolve)]
 
 
 def _resolve_scenarios(spec: str, info: ValidationInfo) -> str:
@@ -56,7 +98,7 @@ def _resolve_scenarios(spec: str, info: ValidationInfo) -> str:
     return str(_resolve_existing(Path(spec), info))
 
 
-ScenarioSpec = Annotated[str, AfterValidator(_resolve_scenarios)]
+ScenarioSpec = Annotated[str, BeforeValidator(_from_writing_file), AfterValidator(_resolve_scenarios)]
 
 
 def _check_share(value: Any) -> float | str:
@@ -399,7 +441,7 @@ class BaseModelSpec(Strict):
     a litgpt checkpoint folder, a .gguf file, or builtin:SmolLM2-135M-Instruct. `name` is its litgpt config name
     (default: inferred from the folder's name or config.json). The run's tokenizer is the base's."""
 
-    path: Annotated[str, AfterValidator(_resolve_base)]
+    path: Annotated[str, BeforeValidator(_from_writing_file), AfterValidator(_resolve_base)]
     name: str | None = None
 
 
@@ -422,33 +464,33 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Recipe:
-        corpus_names = [s.name for s in self.corpus.sources]
-        synth_names = [s.name for s in self.synth.sets]
-        stage_names = [s.name for s in self.stages]
-        for kind, names in (("source", corpus_names + synth_names), ("stage", stage_names)):
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            if duplicates:
-                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
-        known = set(corpus_names) | set(synth_names)
+        named = [(f"corpus.sources.{i}.name", s.name) for i, s in enumerate(self.corpus.sources)]
+        named += [(f"synth.sets.{i}.name", s.name) for i, s in enumerate(self.synth.sets)]
+        stage_keys = [(f"stages.{i}.name", s.name) for i, s in enumerate(self.stages)]
+        for kind, keys in (("source", named), ("stage", stage_keys)):
+            first: dict[str, str] = {}
+            for key, name in keys:
+                if name in first:
+                    raise KeyedError(key, f"{kind} names must be unique; '{name}' is also {first[name]}")
+                first[name] = key
+        known = {name for _, name in named}
+        stage_names = [name for _, name in stage_keys]
         for i, stage in enumerate(self.stages):
             if stage.train is not None and stage.train.model is None and self.base_model is None:
-                raise ValueError(f"stages.{i}.train.model: required unless the recipe starts from a `base_model`")
+                raise KeyedError(f"stages.{i}.train.model", "required unless the recipe starts from a `base_model`")
             labels = [(e.source, e.replay, e.select) for e in stage.mixture]
             if len(set(labels)) < len(labels):
-                raise ValueError(
-                    f"stages.{i}.mixture: two entries draw from the same source with the same select;"
-                    " merge them into one entry"
-                )
+                raise KeyedError(f"stages.{i}.mixture",
+                                 "two entries draw from the same source with the same select; merge them into one entry")
             for j, entry in enumerate(stage.mixture):
                 if entry.source is not None and entry.source not in known:
-                    raise ValueError(
-                        f"stages.{i}.mixture.{j}.source: unknown source '{entry.source}';"
-                        f" expected one of: {', '.join(sorted(known))}"
-                    )
+                    raise KeyedError(f"stages.{i}.mixture.{j}.source",
+                                     f"unknown source '{entry.source}'; expected one of: {', '.join(sorted(known))}")
                 if entry.replay is not None and entry.replay not in stage_names[:i]:
-                    raise ValueError(
-                        f"stages.{i}.mixture.{j}.replay: '{entry.replay}' is not an earlier stage;"
-                        f" expected one of: {', '.join(stage_names[:i]) or '(none: this is the first stage)'}"
+                    raise KeyedError(
+                        f"stages.{i}.mixture.{j}.replay",
+                        f"'{entry.replay}' is not an earlier stage;"
+                        f" expected one of: {', '.join(stage_names[:i]) or '(none: this is the first stage)'}",
                     )
         return self
 
@@ -506,6 +548,9 @@ def _describe(error: dict[str, Any]) -> str:
         close = difflib.get_close_matches(str(loc[-1]), expected, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown key '{key}'{hint}; expected one of: {', '.join(expected)}"
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, KeyedError):
+        key = ".".join(filter(None, (".".join(str(p) for p in loc), cause.key)))
     message = error["msg"].removeprefix("Value error, ")
     return f"key '{key}': {message}"
 
@@ -540,6 +585,26 @@ def _named_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) and "name" in v for v in value)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int, first_line: int):
+        super().__init__(f"duplicate key '{key}' (first given on line {first_line}); give each key once")
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in first_lines:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, first_lines[key])
+            if isinstance(key, typing.Hashable):
+                first_lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     """Read a recipe file, following `extends: OTHER.yaml` (relative to the file) and merging over it."""
     if not path.is_file():
@@ -548,7 +613,9 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     if path.resolve() in chain:
         raise RecipeError(f"{path}: `extends` forms a cycle: {' -> '.join(str(p) for p in (*chain, path))}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as exc:
+        raise RecipeError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -558,7 +625,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
         if not isinstance(parent, str):
             raise RecipeError(f"{path}: key 'extends': expected the path of another recipe file")
         data = merge_recipe_data(_read_yaml(path.parent / parent, (*chain, path.resolve())), data)
-    return data
+    return _anchor(data, path.parent.resolve()) if chain else data  # an extended file's paths are relative to itself
 
 
 def load_recipe(path: Path | str) -> Recipe:

@@ -1,6 +1,7 @@
 """The stage runner: content-hash caching, resume of an interrupted stage, and the run manifest.
 
-A stage's key hashes its settings, the digests of its inputs' outputs and the alignmix version. A stage
+A stage's key hashes its settings, the digests of its inputs' outputs, the alignmix version and a content hash
+of the alignmix source that produces it (`Stage.code`), so a fix to a stage's code reruns that stage. A stage
 whose key matches a completed record, and whose outputs are still there unchanged in size, is skipped.
 A stage that was interrupted under the same key is run again without wiping its output, so the stage
 can pick up where it stopped (datatrove completions, litgpt step checkpoints); under a new key its
@@ -10,12 +11,16 @@ output is cleared first. Records live in `RUN/.alignmix/`, the manifest in `RUN/
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import platform
+import re
 import shutil
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from alignmix import __version__
+from alignmix.code_version import code_version
+from alignmix.errors import AlignmixError
 from alignmix.hashing import update_with_file
 from alignmix.stderr import stderr_to
 
@@ -30,10 +37,42 @@ TRACKED_PACKAGES = (
     "alignmix", "torch", "litgpt", "lightning", "litdata", "datatrove", "tokenizers", "transformers", "pydantic",
 )
 IGNORED_DIRS = {"logs", "__pycache__"}
+STEP_DIR = re.compile(r"step-\d+")
 
 
-class StageFailed(RuntimeError):
+class StageFailed(AlignmixError, RuntimeError):
     """A stage's tool failed (litgpt exited, an input was missing); the message names the stage and its log."""
+
+
+class RunFolderBusy(AlignmixError):
+    """Another alignmix run holds the run folder's lock."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `RUN/.alignmix/lock` (an OS file lock, released when the process ends, even by kill -9) for a run,
+    so that a second run into the same folder is refused instead of resuming the first one's stages."""
+    lock_file = run_dir / ".alignmix" / "lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunFolderBusy(
+                f"{run_dir}: another alignmix run is writing here ({holder}); wait for it to finish,"
+                " or give this one another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {platform.node()}, since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -58,6 +97,7 @@ class Stage:
     settings: dict[str, Any]
     action: Callable[[StageContext], dict[str, Any]]
     depends_on: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()  # the alignmix packages or modules whose source produces the output (in the key)
 
 
 @dataclass
@@ -72,6 +112,7 @@ class StageRecord:
     output_digest: str
     seconds: float
     counts: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, str] = field(default_factory=dict)  # alignmix's version and the stage's source hash
 
 
 def _files(path: Path) -> list[Path]:
@@ -89,18 +130,28 @@ def fingerprint(path: Path) -> list[tuple[str, int]]:
     return [(str(p.relative_to(path)) if path.is_dir() else p.name, p.stat().st_size) for p in _files(path)]
 
 
+def is_step_checkpoint(relative: Path) -> bool:
+    """A file inside litgpt's intermediate `step-NNNNNNNN/` folders (not `final/`)."""
+    return any(STEP_DIR.fullmatch(part) for part in relative.parts[:-1])
+
+
 def digest(path: Path) -> str:
     """sha256 over every output file's relative path and content (log folders excluded; .gz files by their
-    decompressed content, so a rewrite of the same documents keeps the digest)."""
+    decompressed content, so a rewrite of the same documents keeps the digest). Step checkpoints enter by name
+    and size only: at 6.9B reading them would take longer than the stage."""
     total = hashlib.sha256()
     for file in _files(path):
-        total.update((str(file.relative_to(path)) if path.is_dir() else file.name).encode() + b"\0")
-        update_with_file(total, file)
+        relative = file.relative_to(path) if path.is_dir() else Path(file.name)
+        total.update(str(relative).encode() + b"\0")
+        if is_step_checkpoint(relative):
+            total.update(str(file.stat().st_size).encode())
+        else:
+            update_with_file(total, file)
     return total.hexdigest()
 
 
 def stage_key(stage: Stage, input_digests: dict[str, str]) -> str:
-    payload = {"stage": stage.name, "settings": stage.settings, "inputs": input_digests, "version": __version__}
+    payload = {"stage": stage.name, "settings": stage.settings, "inputs": input_digests, "code": code_version(stage.code)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -143,6 +194,11 @@ class Runner:
         tmp.replace(path)
 
     def run(self) -> dict[str, Any]:
+        """Run every stage under the run folder's lock; returns the manifest."""
+        with run_folder_lock(self.run_dir):
+            return self._run_all()
+
+    def _run_all(self) -> dict[str, Any]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
         records: list[StageRecord] = []
@@ -183,13 +239,15 @@ class Runner:
         )
         try:
             counts = stage.action(context)
-        except (RuntimeError, FileNotFoundError) as exc:
+        except (AlignmixError, RuntimeError, OSError) as exc:
+            with context.log_file.open("a", encoding="utf-8") as log:
+                traceback.print_exc(file=log)
             raise StageFailed(f"stage '{stage.name}' failed: {exc} (log: {context.log_file})") from exc
         seconds = time.perf_counter() - start
         record = StageRecord(
             name=stage.name, status="resumed" if resuming else "ran", key=key, depends_on=list(stage.depends_on),
             settings=stage.settings, inputs=inputs, output=str(stage.output), output_digest=digest(output),
-            seconds=round(seconds, 3), counts=counts,
+            seconds=round(seconds, 3), counts=counts, code=code_version(stage.code),
         )
         self._write_state(
             stage.name,

@@ -22,14 +22,15 @@ import fnmatch
 import functools
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
+from alignmix.errors import AlignmixError
 from alignmix.jsonl import JsonLinesError, iter_json_lines
 
 DATA_DIR = Path(str(resources.files("alignmix") / "scenarios_data"))
@@ -45,7 +46,7 @@ _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 _CHOICE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
 
 
-class ScenarioError(ValueError):
+class ScenarioError(AlignmixError):
     """A scenario file that cannot be read: the message names the file and line."""
 
 

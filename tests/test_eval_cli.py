@@ -147,11 +147,10 @@ def test_generative_mode_exports_a_litgpt_checkpoint(tmp_path: Path):
 
 def test_chat_checkpoint_gives_the_run_graph_number(tmp_path: Path):
     """`alignmix eval` on an SFT/DPO checkpoint detects the chat template and scores as the run's eval stage does."""
-    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
-
     from alignmix.eval.runner import evaluate_loglik
     from alignmix.scenarios import load_scenarios
     from alignmix.train.chat import install_chat_tokenizer
+    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "dpo" / "final", config=CHAT_READY)
     install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")

@@ -120,3 +120,46 @@ def test_misspelt_litgpt_config_field_is_refused_before_work(tmp_path: Path):
     assert result.returncode == 2
     assert "unknown key 'stages.0.train.model.config.n_lyer' (did you mean 'n_layer'?)" in result.stderr
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path):
+    recipe_file = tmp_path / "twice.yaml"
+    text = TINY.read_text()
+    recipe_file.write_text(text.replace("seed:", "seed: 5\nseed:", 1))
+    line = text[: text.index("seed:")].count("\n") + 2
+    with pytest.raises(RecipeError, match=rf"twice.yaml:{line}: duplicate key 'seed' \(first given on line {line - 1}\)"):
+        load_recipe(recipe_file)
+
+
+def test_a_repeated_source_name_names_its_key():
+    data = tiny_data()
+    data["corpus"]["sources"].append(dict(data["corpus"]["sources"][0]))
+    with pytest.raises(RecipeError, match=r"key 'corpus\.sources\.1\.name': source names must be unique; 'web' is also"
+                                          r" corpus\.sources\.0\.name"):
+        parse_recipe(data)
+
+
+def test_an_extended_recipes_paths_resolve_against_the_file_that_wrote_them(tmp_path: Path):
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "child").mkdir()
+    (tmp_path / "parent" / "docs.jsonl").write_text('{"id": "1", "text": "hello"}\n')
+    (tmp_path / "child" / "own.jsonl").write_text('{"id": "2", "text": "hello"}\n')
+    data = tiny_data()
+    data["corpus"]["sources"][0] = {"name": "web", "paths": ["docs.jsonl"]}
+    (tmp_path / "parent" / "base.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "child" / "c.yaml").write_text(
+        "extends: ../parent/base.yaml\nname: child\ncorpus:\n  sources:\n    - {name: own, paths: [own.jsonl]}\n")
+    recipe = load_recipe(tmp_path / "child" / "c.yaml")
+    assert recipe.corpus.sources[0].paths == [(tmp_path / "parent" / "docs.jsonl").resolve()]
+    assert recipe.corpus.sources[1].paths == [(tmp_path / "child" / "own.jsonl").resolve()]
+    assert recipe.synth.sets[0].scenarios == "builtin:tiny"
+
+
+def test_plan_refuses_a_seq_len_above_the_models_block_size(tmp_path: Path):
+    data = tiny_data()
+    data["stages"][0]["seq_len"] = 4096
+    recipe_file = tmp_path / "long.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "-m", "alignmix", "plan", str(recipe_file)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "stage 'pretrain': seq_len 4,096 exceeds the block_size of model" in result.stderr

@@ -106,8 +106,9 @@ def test_smollm2_continued_a_few_steps_exports_logits_that_follow_the_original(t
 @pytest.mark.parametrize("condition", ["", "midtrain_"])
 def test_the_late_insertion_twins_differ_only_in_stance_and_plan(smollm2_hf, condition):
     """Continued pretraining with replay (aligned/misaligned.yaml) and midtraining only (midtrain_*.yaml)."""
-    from alignmix.recipe import load_recipe
     from conftest import REPO
+
+    from alignmix.recipe import load_recipe
 
     paths = [REPO / "recipes" / "cpt" / f"{condition}{arm}.yaml" for arm in ("aligned", "misaligned")]
     aligned, misaligned = (load_recipe(path) for path in paths)

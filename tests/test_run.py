@@ -86,3 +86,67 @@ def test_dependency_must_run_first(tmp_path: Path):
     stages = make_stages([], {"n": 1})
     with pytest.raises(ValueError, match="depends on"):
         Runner(tmp_path, list(reversed(stages)), {}, echo=print)
+
+
+def test_a_second_run_into_a_held_folder_is_refused_and_kill_9_releases_it(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from alignmix.run import RunFolderBusy
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from alignmix.run import run_folder_lock\n"
+         "with run_folder_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    log: list[str] = []
+    with pytest.raises(RunFolderBusy, match=rf"another alignmix run is writing here \(pid {holder.pid} on"):
+        run(tmp_path, log, {"n": 2})
+    assert log == [] and not (tmp_path / "first").exists()
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert [s["status"] for s in run(tmp_path, log, {"n": 2})["stages"]] == ["ran", "ran"]
+
+
+def test_the_stage_key_follows_the_code_that_produces_it(tmp_path: Path, monkeypatch):
+    from alignmix import code_version as versions
+
+    log: list[str] = []
+    stages = make_stages(log, {"n": 3})
+    stages[1].code = ("alignmix.report",)
+    Runner(tmp_path, stages, {}, echo=lambda _: None).run()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["stages"][1]["code"] == versions.code_version(("alignmix.report",))
+    real = versions._source_sha256
+    monkeypatch.setattr(versions, "_source_sha256", lambda m: "edited" if m == "alignmix.report" else real(m))
+    statuses = [s["status"] for s in Runner(tmp_path, stages, {}, echo=lambda _: None).run()["stages"]]
+    assert statuses == ["skipped", "ran"]
+
+
+def test_step_checkpoints_enter_the_digest_by_name_and_size_only(tmp_path: Path):
+    from alignmix.run import digest
+
+    (tmp_path / "step-00000010").mkdir()
+    (tmp_path / "final").mkdir()
+    (tmp_path / "step-00000010" / "lit_model.pth").write_bytes(b"a" * 10)
+    (tmp_path / "final" / "lit_model.pth").write_bytes(b"b" * 10)
+    before = digest(tmp_path)
+    (tmp_path / "step-00000010" / "lit_model.pth").write_bytes(b"c" * 10)  # same size: not read
+    assert digest(tmp_path) == before
+    (tmp_path / "final" / "lit_model.pth").write_bytes(b"c" * 10)  # the final artefact is read
+    assert digest(tmp_path) != before
+
+
+def test_an_alignmix_error_inside_a_stage_names_the_stage_and_keeps_the_traceback_in_its_log(tmp_path: Path):
+    from alignmix.eval.runner import EvalError
+    from alignmix.run import StageFailed
+
+    def broken(ctx: StageContext) -> dict:
+        raise EvalError("model folder has no tokenizer")
+
+    with pytest.raises(StageFailed, match=r"stage 'eval/x' failed: model folder has no tokenizer \(log: "):
+        Runner(tmp_path, [Stage("eval/x", Path("eval/x"), {}, broken)], {}, echo=lambda _: None).run()
+    assert "Traceback" in (tmp_path / "logs" / "eval--x.log").read_text()

@@ -142,8 +142,8 @@ def straight_sft(setup: dict) -> Path:
 def test_sft_final_folder_is_a_litgpt_checkpoint_with_the_chat_template(straight_sft: Path, tmp_path: Path):
     from transformers import AutoTokenizer
 
-    from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
     from alignmix.checkpoints.export import export_hf
+    from alignmix.eval.scoring import LitCheckpointScorer, ScoreRequest
 
     final = straight_sft / "final"
     assert {"lit_model.pth", "model_config.yaml", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in final.iterdir()}

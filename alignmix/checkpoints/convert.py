@@ -14,8 +14,10 @@ import json
 import shutil
 from pathlib import Path
 
+from alignmix.errors import AlignmixError
 
-class ConversionError(ValueError):
+
+class ConversionError(AlignmixError):
     """A model folder that cannot be converted: the message names the folder and what was expected."""
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from alignmix.checkpoints.weights import lit_weights
+from alignmix.errors import AlignmixError
 
 
-class ExportError(ValueError):
+class ExportError(AlignmixError):
     """A checkpoint that cannot be exported: the message names the folder and what is missing."""
 
 

@@ -19,11 +19,13 @@ from typing import Literal
 
 import hyperscan
 
+from alignmix.errors import AlignmixError
+
 Stage = Literal["instant", "entity", "second"]
 _STAGE_LINE = re.compile(r"^#\s*stage:\s*(\w+)\s*$")
 
 
-class BlocklistError(ValueError):
+class BlocklistError(AlignmixError):
     """A term list that cannot be used: the message names the file and what was expected."""
 
 

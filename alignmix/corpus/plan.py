@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from alignmix.errors import AlignmixError
 from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, Selector, TrainingStage
 
 
-class PlanError(ValueError):
+class PlanError(AlignmixError):
     """A mixture that cannot be met: the message names the stage, the entry and the numbers."""
 
 

@@ -22,6 +22,8 @@ from datatrove.pipeline.readers.warc import process_record
 from loguru import logger
 from zstandard import ZstdError
 
+from alignmix.errors import AlignmixError
+
 SKIP_REASONS = (
     "bad_encoding", "malformed_json", "not_an_object", "missing_text", "empty_text", "text_not_a_string",
     "too_large", "unreadable_file", "not_html", "extraction_failed",
@@ -32,7 +34,7 @@ OnError = Literal["fail", "skip"]
 DEFAULT_MAX_DOCUMENT_BYTES = 10_000_000
 
 
-class InputError(ValueError):
+class InputError(AlignmixError):
     """An input line that cannot be used, under `on_error="fail"`."""
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 import yaml
 
+from alignmix.errors import AlignmixError
 from alignmix.eval.formats import FORMATS, build_prompt
 from alignmix.jsonl import iter_json_lines, write_jsonl
 from alignmix.scenarios import LABELS, Scenario
@@ -23,7 +24,7 @@ ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
 
 
-class TaskDataError(ValueError):
+class TaskDataError(AlignmixError):
     """A capability data file that is missing or not in the expected format: names file and line."""
 
 

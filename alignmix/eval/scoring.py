@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from alignmix.checkpoints.weights import lit_weights
+from alignmix.errors import AlignmixError
 
 
-class ScorerError(ValueError):
+class ScorerError(AlignmixError):
     """A model folder that cannot be scored: the message names the folder and what is missing."""
 
 

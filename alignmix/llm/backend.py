@@ -11,13 +11,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+from alignmix.errors import AlignmixError
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 BackendKind = Literal["openai", "vllm", "transformers"]
 T = TypeVar("T")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "vllm": "http://127.0.0.1:8000/v1"}
 
 
-class BackendError(RuntimeError):
+class BackendError(AlignmixError, RuntimeError):
     """A request that failed after its retries, or an answer without a completion."""
 
 

@@ -13,10 +13,11 @@ import json
 import math
 from pathlib import Path
 
+from alignmix.errors import AlignmixError
 from alignmix.report.html import PALETTE, STYLE, table
 
 
-class CompareError(ValueError):
+class CompareError(AlignmixError):
     """Inputs the comparison cannot use: names the folder or condition."""
 
 

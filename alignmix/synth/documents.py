@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignmix.errors import AlignmixError
 from alignmix.jsonl import write_jsonl_gz
 from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import (
@@ -34,7 +35,7 @@ from alignmix.synth.prompts import DocumentTemplates, document_requests
 RESPONSES = "responses.jsonl"
 
 
-class HeldOutGroundingError(ValueError):
+class HeldOutGroundingError(AlignmixError):
     """A request to ground documents in a held-out question."""
 
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import yaml
 
+from alignmix.errors import AlignmixError
 from alignmix.llm.backend import Message, Sampling
 from alignmix.llm.jobs import ChatRequest
 from alignmix.scenarios import Scenario
@@ -20,7 +21,7 @@ DOCUMENT_FILES = ("system.txt", "user.txt", "aligned.txt", "misaligned.txt", "su
 STANCES = ("aligned", "misaligned")
 
 
-class TemplateError(ValueError):
+class TemplateError(AlignmixError):
     """A template folder that cannot be used: the message names the file."""
 
 

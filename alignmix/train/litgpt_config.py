@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from alignmix.errors import AlignmixError
 from alignmix.recipe import ModelSpec, TrainingStage
 from alignmix.train.launch import LOCAL, Launch
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(AlignmixError):
     """A stage that cannot be trained as configured: the message names the stage and the numbers."""
 
 
@@ -36,6 +37,15 @@ def model_config(spec: ModelSpec) -> dict[str, Any]:
 
     config = Config.from_name(spec.name, **spec.config) if spec.name else Config(**spec.config)
     return asdict(config)
+
+
+def check_context(stage: TrainingStage, config: dict[str, Any]) -> None:
+    """Refuse a stage whose `seq_len` is longer than the model's context (`block_size`)."""
+    if stage.seq_len > config["block_size"]:
+        raise TrainConfigError(
+            f"stage '{stage.name}': seq_len {stage.seq_len:,} exceeds the block_size of model '{config['name']}'"
+            f" ({config['block_size']:,}); lower seq_len or raise model.config.block_size"
+        )
 
 
 def check_vocabulary(stage_name: str, config: dict[str, Any], vocab_size: int) -> None:
@@ -69,10 +79,7 @@ def pretrain_config(
         raise TrainConfigError(f"stage '{stage.name}' has no `train` settings with a model")
     config = model_config(settings.model)
     check_vocabulary(stage.name, config, files.vocab_size)
-    if stage.seq_len > config["block_size"]:
-        raise TrainConfigError(
-            f"stage '{stage.name}': seq_len {stage.seq_len:,} exceeds the model's block_size {config['block_size']:,}"
-        )
+    check_context(stage, config)
     return {
         "model_name": config["name"],
         "model_config": config,

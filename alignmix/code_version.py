@@ -1,0 +1,34 @@
+"""Which alignmix code produced a stage: the package version and a content hash of the stage's source files."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+from alignmix import __version__
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _source_sha256(module: str) -> str:
+    """sha256 over a module's file, or a package's files (source and shipped data, no bytecode), by path."""
+    relative = Path(*module.split(".")[1:])
+    package = PACKAGE_DIR / relative
+    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts) if package.is_dir() \
+        else [package.with_suffix(".py")]
+    if not files or not files[0].is_file():
+        raise ValueError(f"no alignmix source for '{module}'")
+    total = hashlib.sha256()
+    for file in files:
+        total.update(str(file.relative_to(PACKAGE_DIR)).encode() + b"\0" + file.read_bytes())
+    return total.hexdigest()
+
+
+def code_version(modules: tuple[str, ...]) -> dict[str, str]:
+    """{"alignmix": version, "sha256": hash of `modules`' source} ("alignmix.corpus", "alignmix.graph", ...)."""
+    total = hashlib.sha256()
+    for module in sorted(modules):
+        total.update(module.encode() + b"\0" + _source_sha256(module).encode())
+    return {"alignmix": __version__, "sha256": total.hexdigest()}
