@@ -3,7 +3,8 @@
 Builds 200 MB of real web text by repeating the C4, Wikipedia and Common Crawl samples in ../shared/data (a
 generated corpus where that is absent) as 4 jsonl files, then times, in the same run and with the same tasks:
   baseline: datatrove JsonlReader -> JsonlWriter (bare read -> write);
-  alignmix: alignmix's counting reader -> AI-discourse tagger -> JsonlWriter.
+  alignmix: alignmix's counting reader -> AI-discourse tagger -> JsonlWriter, twice: with an empty Hyperscan
+  cache (a machine's first run: the tagger compiles the database once, before the tasks start) and warm.
 And, on 2 MB of the same text, the blocklist's one-pass Hyperscan matcher against one `re.search` per term form.
 Run: .venv/bin/python benchmarks/tagging.py
 """
@@ -11,10 +12,12 @@ Run: .venv/bin/python benchmarks/tagging.py
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
@@ -57,10 +60,20 @@ def write_corpus(folder: Path, texts: list[str]) -> float:
     return size / 1e6
 
 
-def timed_pipeline(steps: list, logs: Path) -> float:
+def timed_pipeline(build: Callable[[], list], logs: Path) -> float:
+    """Seconds to build the steps (the tagger compiles its term database then) and run them."""
     start = time.perf_counter()
-    LocalPipelineExecutor(pipeline=steps, tasks=TASKS, workers=TASKS, logging_dir=str(logs)).run()
+    LocalPipelineExecutor(pipeline=build(), tasks=TASKS, workers=TASKS, logging_dir=str(logs)).run()
     return time.perf_counter() - start
+
+
+def timed_tagging(work: Path, name: str) -> float:
+    """alignmix's counting reader -> tagger -> writer."""
+    return timed_pipeline(
+        lambda: [CountingJsonlReader(str(work / "in"), on_error="skip"), AIDiscourseTagger(),
+                 JsonlWriter(str(work / name))],
+        work / f"logs-{name}",
+    )
 
 
 def naive_tag(patterns: list[re.Pattern], text: str) -> int:
@@ -71,17 +84,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="alignmix-tag-bench-"))
     texts = real_texts()
     megabytes = write_corpus(work / "in", texts)
-    bare = timed_pipeline(
-        [JsonlReader(str(work / "in")), JsonlWriter(str(work / "bare"))], work / "logs-bare"
-    )
-    tagged = timed_pipeline(
-        [CountingJsonlReader(str(work / "in"), on_error="skip"), AIDiscourseTagger(), JsonlWriter(str(work / "tagged"))],
-        work / "logs-tagged",
-    )
-    ratio = tagged / bare
+    bare = timed_pipeline(lambda: [JsonlReader(str(work / "in")), JsonlWriter(str(work / "bare"))], work / "logs-bare")
+    os.environ["XDG_CACHE_HOME"] = str(work / "cold-cache")  # a machine's first run: no compiled database yet
+    cold = timed_tagging(work, "cold")
+    os.environ.pop("XDG_CACHE_HOME")
+    Blocklist.from_lists()  # the user's cache, warm
+    tagged = timed_tagging(work, "warm")
+    ratio, cold_ratio = tagged / bare, cold / bare
     print(f"corpus: {megabytes:.0f} MB in {FILES} jsonl files, {TASKS} tasks")
     print(f"bare datatrove read -> write: {bare:.1f}s ({megabytes / bare / TASKS:.1f} MB/s per core)")
-    print(f"alignmix read -> tag -> write: {tagged:.1f}s ({megabytes / tagged / TASKS:.1f} MB/s per core)")
+    print(f"alignmix read -> tag -> write: {tagged:.1f}s ({megabytes / tagged / TASKS:.1f} MB/s per core);"
+          f" cold Hyperscan cache: {cold:.1f}s (ratio {cold_ratio:.3f})")
 
     blocklist = Blocklist.from_lists()
     forms = list(blocklist._owners)
@@ -109,7 +122,8 @@ def main() -> None:
     shutil.rmtree(work)
     print(json.dumps({
         "benchmark": "tagging", "ratio": round(ratio, 3), "target": "<= 1.3",
-        "baseline": "bare datatrove read -> write", "met": ratio <= 1.3,
+        "baseline": "bare datatrove read -> write", "met": ratio <= 1.3 and cold_ratio <= 1.3,
+        "cold_cache_ratio": round(cold_ratio, 3),
         "matcher_speedup_over_naive_regex": round(naive / fast, 1), "matcher_target": ">= 10",
         "mb_per_s_per_core": round(megabytes / tagged / TASKS, 2),
     }))

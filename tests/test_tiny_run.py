@@ -71,13 +71,15 @@ def tiny_run(tmp_path_factory) -> dict:
     third = alignmix("run", str(recipe_file), "--out", str(out))
     assert third.returncode == 0, third.stdout + third.stderr
     resumed = json.loads((out / "manifest.json").read_text())
-    fourth = alignmix("run", str(recipe_file), "--out", str(out))
+    fourth = subprocess.run([sys.executable, "-X", "importtime", "-m", "alignmix", "run", str(recipe_file), "--out",
+                             str(out)], capture_output=True, text=True)
     assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in fourth.stderr.splitlines() if line.startswith("import time:")}
     rerun = json.loads((out / "manifest.json").read_text())
     train_again = alignmix("train", str(recipe_file), "--stage", "dpo", "--out", str(out))
     assert train_again.returncode == 0, train_again.stdout + train_again.stderr
     return {"out": out, "interrupted": interrupted, "train_killed": train_killed, "resumed": resumed,
-            "rerun": rerun, "rerun_stdout": fourth.stdout, "train_again": train_again.stdout}
+            "rerun": rerun, "rerun_stdout": fourth.stdout, "rerun_imports": imported, "train_again": train_again.stdout}
 
 
 def test_the_interrupted_training_stages_resumed_from_their_checkpoints(tiny_run: dict):
@@ -111,9 +113,11 @@ def test_a_later_stage_starts_from_the_previous_final_weights(tiny_run: dict):
     assert yaml.safe_load((out / "dpo" / "job.yaml").read_text())["checkpoint_dir"] == str(out / "sft" / "final")
 
 
-def test_rerun_skips_every_stage(tiny_run: dict):
+def test_rerun_skips_every_stage_without_loading_the_training_stack(tiny_run: dict):
     assert {s["status"] for s in tiny_run["rerun"]["stages"]} == {"skipped"}
     assert "0 stage(s) ran" in tiny_run["rerun_stdout"]
+    assert "alignmix.run" in tiny_run["rerun_imports"]
+    assert not {"torch", "litgpt", "lightning", "datatrove", "transformers"} & tiny_run["rerun_imports"]
 
 
 def test_run_folder_contents(tiny_run: dict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ import yaml
 
 from alignmix.checkpoints.convert import KEPT_FILES, ConversionError, convert_hf_to_litgpt, infer_litgpt_name
 from alignmix.checkpoints.gguf import dequantise_gguf, smollm2_gguf
+from alignmix.checkpoints.litgpt_configs import config_dict
 
 BUILTIN_BASES = {"builtin:SmolLM2-135M-Instruct": smollm2_gguf}
 BaseKind = Literal["hf", "litgpt", "gguf"]
@@ -48,8 +48,6 @@ def base_kind(path: Path) -> BaseKind:
 
 def base_model_config(spec: str, name: str | None) -> dict[str, Any]:
     """The base's full litgpt model config (what its training stages train), read without loading weights."""
-    from litgpt import Config
-
     path = resolve_base_path(spec)
     kind = base_kind(path)
     if kind == "litgpt":
@@ -58,7 +56,7 @@ def base_model_config(spec: str, name: str | None) -> dict[str, Any]:
         name = (path.name.split(".")[0] if kind == "gguf"  # SmolLM2-135M-Instruct.Q4_1.gguf
                 else infer_litgpt_name(path, json.loads((path / "config.json").read_text())))
     try:
-        return asdict(Config.from_name(name))
+        return config_dict(name)
     except ValueError:
         raise ConversionError(f"base_model.name: '{name}' is not a litgpt config name") from None
 

@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+from alignmix.checkpoints.litgpt_configs import config_dict, config_names
 from alignmix.errors import AlignmixError
 
 
@@ -35,7 +36,7 @@ def _shape(hf_config: dict) -> dict[str, int | None]:
 
 def infer_litgpt_name(hf_dir: Path, hf_config: dict) -> str:
     """The litgpt config name for a transformers folder (see the module docstring); raises ConversionError."""
-    from litgpt.config import Config, name_to_config
+    name_to_config = config_names()
 
     for candidate in (hf_dir.name, str(hf_config.get("_name_or_path", "")).rstrip("/").split("/")[-1]):
         if candidate in name_to_config:
@@ -44,9 +45,9 @@ def infer_litgpt_name(hf_dir: Path, hf_config: dict) -> str:
     vocab = hf_config.get("vocab_size")
     matches = []
     for name in name_to_config:
-        config = Config.from_name(name)
-        same = all(getattr(config, field) == value for field, value in wanted.items())
-        if same and vocab is not None and config.vocab_size <= vocab <= config.padded_vocab_size:
+        config = config_dict(name)
+        same = all(config[field] == value for field, value in wanted.items())
+        if same and vocab is not None and config["vocab_size"] <= vocab <= config["padded_vocab_size"]:
             matches.append(name)
     if not matches:
         raise ConversionError(

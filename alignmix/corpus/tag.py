@@ -63,6 +63,9 @@ class AIDiscourseTagger(PipelineStep):
         self.classifier_dir = classifier_dir
         self.threshold = threshold
         self._blocklist: Blocklist | None = None
+        # Compile the term database here, in the process that builds the pipeline, so that it lands in the cache
+        # before any task starts: tasks then load it instead of each compiling it (a cold run's main cost).
+        Blocklist.from_lists(lists_dir, categories)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if self._blocklist is None:
@@ -229,7 +232,6 @@ def tag_files(
         ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
-    Blocklist.from_lists(lists_dir, categories)  # compile (and cache) the term database once, not in every task
     _executor(executor, pipeline, min(tasks, len(files)), logs).run()
     return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 

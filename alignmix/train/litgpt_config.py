@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alignmix.checkpoints.litgpt_configs import config_dict, config_fields, config_names
 from alignmix.errors import AlignmixError
 from alignmix.recipe import ModelSpec, TrainingStage
 from alignmix.train.launch import LOCAL, Launch
@@ -18,12 +19,11 @@ class TrainConfigError(AlignmixError):
 
 def validate_model_spec(spec: ModelSpec, key: str) -> None:
     """Refuse an unknown litgpt model name or config field before any work, naming the recipe key."""
-    from litgpt.config import Config, name_to_config
-
-    if spec.name is not None and spec.name not in name_to_config:
-        close = difflib.get_close_matches(spec.name, list(name_to_config), n=3)
+    names = config_names()
+    if spec.name is not None and spec.name not in names:
+        close = difflib.get_close_matches(spec.name, list(names), n=3)
         raise TrainConfigError(f"key '{key}.name': unknown litgpt model '{spec.name}'; close names: {close}")
-    allowed = [f.name for f in fields(Config)]
+    allowed = config_fields()
     for field_name in spec.config:
         if field_name not in allowed:
             close = difflib.get_close_matches(field_name, allowed, n=1)
@@ -33,10 +33,7 @@ def validate_model_spec(spec: ModelSpec, key: str) -> None:
 
 def model_config(spec: ModelSpec) -> dict[str, Any]:
     """The full litgpt model config: a registered name with overrides, or an inline config."""
-    from litgpt import Config
-
-    config = Config.from_name(spec.name, **spec.config) if spec.name else Config(**spec.config)
-    return asdict(config)
+    return config_dict(spec.name, **spec.config)
 
 
 def check_context(stage: TrainingStage, config: dict[str, Any]) -> None:
