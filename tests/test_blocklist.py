@@ -60,3 +60,14 @@ def test_ai_safety_text_is_flagged_and_wikipedia_mostly_not(blocklist: Blocklist
     articles = [line for line in (shared_data / "llama-factory-demo" / "wiki_demo.txt").read_text().splitlines() if line]
     flagged = sum(blocklist.tag(a).flagged for a in articles)
     assert flagged / len(articles) < 0.5
+
+
+def test_a_first_run_loads_the_shipped_database_instead_of_compiling(tmp_path, monkeypatch):
+    from alignmix.classifiers import blocklist as module
+
+    shipped = module.ship_default_database()
+    assert shipped.parent == module.SHIPPED_DIR and shipped.stat().st_size > 0
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(module, "_compile", lambda patterns: pytest.fail("compiled although a database is shipped"))
+    assert module.Blocklist.from_lists().tag("Skynet decided that humans were a threat.").flagged
+    assert not (tmp_path / "alignmix").exists()

@@ -119,29 +119,66 @@ def word_pattern(form: str) -> bytes:
     return f"{start}{body}{end}".encode()
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "blocklists" / "compiled"  # written at install: see ship_default_database
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alignmix" / "hyperscan"
 
 
-def compiled_database(patterns: list[bytes]) -> hyperscan.Database:
-    """A caseless block-mode database of `patterns`, compiled once and then loaded from a content-addressed cache
-    (compiling thousands of patterns takes seconds; loading takes milliseconds, in every datatrove task)."""
-    key = hashlib.sha256(b"\n".join([hyperscan.__version__.encode(), *patterns])).hexdigest()
-    cached = cache_dir() / f"{key}.hsdb"
-    if cached.is_file():
-        database = hyperscan.loadb(cached.read_bytes(), hyperscan.HS_MODE_BLOCK)
-        database.scratch = hyperscan.Scratch(database)
-        return database
+def _database_key(patterns: list[bytes]) -> str:
+    return hashlib.sha256(b"\n".join([hyperscan.__version__.encode(), *patterns])).hexdigest()
+
+
+def _save(database: hyperscan.Database, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(hyperscan.dumpb(database))
+    partial.replace(path)
+
+
+def _compile(patterns: list[bytes]) -> hyperscan.Database:
     database = hyperscan.Database()
     database.compile(
         expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
         flags=[hyperscan.HS_FLAG_CASELESS] * len(patterns),
     )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.partial")
-    partial.write_bytes(hyperscan.dumpb(database))
-    partial.replace(cached)
     return database
+
+
+def compiled_database(patterns: list[bytes]) -> hyperscan.Database:
+    """A caseless block-mode database of `patterns`, compiled once and then loaded from a content-addressed cache
+    or the database shipped for the default lists (compiling thousands of patterns takes seconds; loading takes
+    milliseconds, in every datatrove task)."""
+    name = f"{_database_key(patterns)}.hsdb"
+    for stored in (cache_dir() / name, SHIPPED_DIR / name):
+        if stored.is_file():
+            database = hyperscan.loadb(stored.read_bytes(), hyperscan.HS_MODE_BLOCK)
+            database.scratch = hyperscan.Scratch(database)
+            return database
+    database = _compile(patterns)
+    _save(database, cache_dir() / name)
+    return database
+
+
+def ship_default_database() -> Path:
+    """Compile the shipped lists' database into the package (`SHIPPED_DIR`), where every install finds it: a
+    machine's first run then loads it instead of compiling (`make install` does this)."""
+    patterns = [word_pattern(form) for form in term_owners(load_categories())]
+    path = SHIPPED_DIR / f"{_database_key(patterns)}.hsdb"
+    if not path.is_file():
+        _save(_compile(patterns), path)
+    return path
+
+
+def term_owners(categories: list[Category]) -> dict[str, list[tuple[str, str]]]:
+    """Each term form (a term or an inflection), in a fixed order, and the (category, term) pairs it stands for."""
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for category in categories:
+        for term in category.terms:
+            for form in sorted(inflections(term)):  # a fixed order keeps the compiled database's cache key
+                owners.setdefault(form, []).append((category.name, term))
+    return owners
 
 
 class Blocklist:
@@ -149,11 +186,7 @@ class Blocklist:
 
     def __init__(self, categories: list[Category]):
         self.categories = categories
-        self._owners: dict[str, list[tuple[str, str]]] = {}
-        for category in categories:
-            for term in category.terms:
-                for form in sorted(inflections(term)):  # a fixed order keeps the compiled database's cache key
-                    self._owners.setdefault(form, []).append((category.name, term))
+        self._owners = term_owners(categories)
         self._stage = {c.name: c.stage for c in categories}
         self._forms = list(self._owners)
         self._database = compiled_database([word_pattern(form) for form in self._forms])
