@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from alignmix.cli_common import comma_list, console, errors, fail
-from alignmix.llm.backend import BackendError, ChatBackend, Sampling, open_backend
+from alignmix.llm.backend import BackendError, ChatBackend, Sampling, open_backend, run_async
 
 synth_app = typer.Typer(help="Generate synthetic documents and scenario questions with an LLM.", no_args_is_help=True)
 
@@ -173,7 +172,7 @@ def questions_command(
             await client.aclose()
 
     try:
-        counts = asyncio.run(main())
+        counts = run_async(main())
     except BackendError as exc:
         fail(str(exc))
     output.with_name(output.name + ".stats.json").write_text(json.dumps(counts, indent=2) + "\n")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from alignmix.llm.backend import Sampling
+from alignmix.llm.backend import Sampling, run_async
 from alignmix.llm.jobs import ChatRequest, JobCounts, run_requests_async
 from alignmix.llm.loopback import deterministic_text
 from alignmix.llm.openai_compat import OpenAIClient
@@ -55,7 +55,7 @@ def client_throughput(requests: int, work: Path) -> dict:
             await client.aclose()
 
     try:
-        bare, seconds, counts = asyncio.run(measure(server.stdout.readline().strip()))  # type: ignore[union-attr]
+        bare, seconds, counts = run_async(measure(server.stdout.readline().strip()))  # type: ignore[union-attr]
     finally:
         server.kill()
         server.wait()

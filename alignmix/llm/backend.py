@@ -59,6 +59,21 @@ class ChatBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (a cheaper loop: more requests per core), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_async(main: Awaitable[T]) -> T:
+    """`asyncio.run` on `new_event_loop()`."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)  # type: ignore[arg-type]
+
+
 async def bounded_gather(calls: Sequence[Callable[[], Awaitable[T]]], concurrency: int) -> list[T]:
     """Await every call with at most `concurrency` in flight; results keep the calls' order."""
     gate = asyncio.Semaphore(concurrency)
@@ -82,7 +97,7 @@ def run_chats(
         finally:
             await backend.aclose()
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def open_backend(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from alignmix.llm.backend import BackendError, ChatBackend, Message, Sampling
+from alignmix.llm.backend import BackendError, ChatBackend, Message, Sampling, run_async
 
 log = logging.getLogger(__name__)
 
@@ -150,4 +150,4 @@ def run_requests(
         finally:
             await backend.aclose()
 
-    return asyncio.run(main())
+    return run_async(main())

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from alignmix.llm.backend import ChatBackend, Sampling
+from alignmix.llm.backend import ChatBackend, Sampling, new_event_loop
 
 Responder = Callable[[dict[str, Any]], str]
 _WORD = re.compile(r"[A-Za-z]{4,}")
@@ -135,7 +136,7 @@ class LoopbackServer:
     async def _handle(self, request: web.Request) -> web.Response:
         if self.require_key and request.headers.get("Authorization") != f"Bearer {self.require_key}":
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
-        body = await request.json()
+        body = orjson.loads(await request.read())
         self.bodies.append(body)
         fault = self._fault(body)
         if fault == "rate_limit":
@@ -152,10 +153,10 @@ class LoopbackServer:
         self.answered += 1
         if self.die_after is not None and self.answered > self.die_after:
             os._exit(17)  # a crash: no answer, sockets reset
-        return web.json_response({
+        return web.Response(body=orjson.dumps({
             "id": f"cmpl-{self.answered}", "object": "chat.completion" if chat else "text_completion",
             "model": body.get("model"), "choices": [choice], "usage": usage,
-        })
+        }), content_type="application/json")
 
     async def _model_text(self, body: dict[str, Any], chat: bool) -> str:
         sampling = Sampling(int(body.get("max_tokens") or 64), float(body.get("temperature") or 0.0),
@@ -171,7 +172,7 @@ class LoopbackServer:
         return app
 
     def __enter__(self) -> str:
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         ready = threading.Event()
 
         async def start() -> None:
