@@ -79,11 +79,16 @@ def plan(
         console.print(f"  {stage.name}{after}", highlight=False)
     for p in plans:
         table = Table(title=f"{p.name}: {p.tokens:,} tokens at context {p.seq_len:,}")
-        for column in ("source", "tokens", "share", "repetitions"):
-            table.add_column(column, justify="left" if column == "source" else "right")
+        for column in ("source", "selection", "tokens", "share", "repetitions"):
+            table.add_column(column, justify="left" if column in ("source", "selection") else "right",
+                             overflow="fold")
         for s in p.sources:
             reps = "unknown until tagged" if s.repetitions is None else f"{s.repetitions:.2f}"
-            table.add_row(escape(s.name), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
+            if s.tokens is None:  # a `share: natural` entry before its available tokens are known
+                table.add_row(escape(s.source), escape(s.selection), "natural", "by available tokens",
+                              "known after tagging")
+            else:
+                table.add_row(escape(s.source), escape(s.selection), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
         console.print(table)
 
 

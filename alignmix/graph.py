@@ -321,10 +321,11 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
     stages = []
     decontamination = recipe.decontamination
     held_out = held_out_items(recipe, base_dir) if decontamination.enabled else []
-    for training_stage in recipe.stages:
+    for stage_index, training_stage in enumerate(recipe.stages):
         replayed = sorted({e.replay for e in training_stage.mixture if e.replay is not None})
 
-        def action(ctx: StageContext, training_stage=training_stage, replayed=replayed) -> dict[str, Any]:
+        def action(ctx: StageContext, training_stage=training_stage, replayed=replayed,
+                   stage_index=stage_index) -> dict[str, Any]:
             from alignmix.corpus.decontaminate import NgramGuard
             from alignmix.corpus.mix import build_stage_mixture
 
@@ -336,7 +337,7 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
                 training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
                 replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
                 guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
-                tasks=recipe.mixing.tasks,
+                tasks=recipe.mixing.tasks, stage_index=stage_index,
             )
             counts: dict[str, Any] = {
                 s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}
@@ -382,6 +383,22 @@ def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
                                   f" {', '.join(differences[:5])}; leave it out to train the base's architecture")
         stages.append(stage.model_copy(update={"train": stage.train.model_copy(update={"model": ModelSpec(config=base)})}))
     return stages
+
+
+def check_selections(recipe: Recipe) -> None:
+    """Refuse, before any work, a mixture selection naming a category the tagging blocklist does not have."""
+    from alignmix.classifiers.blocklist import load_categories
+    from alignmix.corpus.select import named_categories
+
+    settings = recipe.tagging.blocklist
+    known: list[str] | None = None
+    for i, stage in enumerate(recipe.stages):
+        for j, entry in enumerate(stage.mixture):
+            for key, name in named_categories(entry.select).items():
+                known = known or [c.name for c in load_categories(settings.lists_dir, settings.categories)]
+                if name not in known:
+                    raise RecipeError(f"key 'stages.{i}.mixture.{j}.select.{key}': unknown category '{name}';"
+                                      f" the tagging blocklist has: {', '.join(known)}")
 
 
 def check_contexts(stages: list[TrainingStage]) -> None:
@@ -547,6 +564,7 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
     if clashing:
         raise RecipeError(f"stage name(s) {', '.join(clashing)} are reserved for alignmix's own stages")
     refuse_held_out_grounding(recipe, base_dir)
+    check_selections(recipe)
     stages: list[Stage] = [base] if (base := _base_stage(recipe)) is not None else []
     corpus = _corpus_stage(recipe)
     synth = _synth_stage(recipe, base_dir)

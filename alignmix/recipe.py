@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -102,14 +103,14 @@ ScenarioSpec = Annotated[str, BeforeValidator(_from_writing_file), AfterValidato
 
 
 def _check_share(value: Any) -> float | str:
-    if value == "rest":
-        return "rest"
+    if value in ("rest", "natural"):
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
         return float(value)
-    raise ValueError(f"expected a fraction in (0, 1] or 'rest', got {value!r}")
+    raise ValueError(f"expected a fraction in (0, 1], 'rest' or 'natural', got {value!r}")
 
 
-Share = Annotated[float | Literal["rest"], PlainValidator(_check_share)]
+Share = Annotated[float | Literal["rest", "natural"], PlainValidator(_check_share)]
 
 
 class Strict(BaseModel):
@@ -258,11 +259,45 @@ class TokenizerSpec(Strict):
     vocab_size: PositiveInt = 512
 
 
-class Selector(Strict):
-    """A selection over `metadata.ai_discourse`; unset fields select everything."""
+class TermSet(Strict):
+    """Conditions on a list of names (a document's categories or terms): `any` of them present, `all` of them,
+    `none` of them."""
+
+    any: list[str] = []
+    all: list[str] = []
+    none: list[str] = []
+
+
+class Bounds(Strict):
+    """A closed range; either end may be left open."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class Exists(Strict):
+    exists: bool
+
+
+Scalar = str | int | float | bool
+FieldCondition = Scalar | list[Scalar] | Bounds | Exists
+
+
+class Conditions(Strict):
+    """Conditions on a document's tags (`metadata.ai_discourse`) and any metadata field; all must hold."""
 
     flagged: bool | None = None
-    stance: Stance | None = None
+    stance: Stance | list[Stance] | None = None
+    categories: TermSet | None = None
+    terms: TermSet | None = None
+    score: Bounds | None = None  # the classifier's score; a document without one fails a score condition
+    fields: dict[str, FieldCondition] = {}  # dotted paths under `metadata`: a value, values, {min, max} or {exists}
+
+
+class Selector(Conditions):
+    """A selection: every condition set here holds, and (when given) at least one of `any_of`'s alternatives."""
+
+    any_of: list[Conditions] = []
 
 
 class MixtureEntry(Strict):
@@ -273,10 +308,14 @@ class MixtureEntry(Strict):
     select: Selector = Selector()
     share: Share | None = None
     tokens: PositiveInt | None = None
+    temperature: Annotated[float, Field(gt=0.0)] | None = None  # natural shares ~ available^(1/T)
     max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0
+    assumed_share: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # of the source's tokens, to plan
 
     @model_validator(mode="after")
     def _one_origin_and_amount(self) -> MixtureEntry:
+        if self.temperature is not None and self.share != "natural":
+            raise ValueError("`temperature` applies to `share: natural` entries")
         if (self.source is None) == (self.replay is None):
             raise ValueError("give exactly one of `source` (a corpus or synthetic set) or `replay` (an earlier stage)")
         if self.replay is not None and self.select != Selector():
@@ -347,12 +386,18 @@ class TrainingStage(Strict):
         rest = [e.source or f"replay:{e.replay}" for e in self.mixture if e.share == "rest"]
         if len(rest) > 1:
             raise ValueError(f"only one entry may take share 'rest'; found {len(rest)}: {', '.join(rest)}")
+        natural = [e for e in self.mixture if e.share == "natural"]
+        if natural and rest:
+            raise ValueError("give either one `share: rest` entry or `share: natural` entries, which split what is"
+                             " left by their available tokens, not both")
+        if len({e.temperature for e in natural}) > 1:
+            raise ValueError("the `share: natural` entries of a stage form one group: give them the same `temperature`")
         fixed = sum(e.share for e in self.mixture if isinstance(e.share, float))
         absolute = sum(e.tokens or 0 for e in self.mixture)
         if fixed + absolute / self.tokens > 1.0 + 1e-9:
             parts = ", ".join(
                 f"{e.source or 'replay:' + str(e.replay)}={e.share if e.tokens is None else f'{e.tokens:,} tokens'}"
-                for e in self.mixture if e.share != "rest"
+                for e in self.mixture if e.share not in ("rest", "natural")
             )
             raise ValueError(
                 f"the shares add up to {fixed + absolute / self.tokens:.4f} of the stage's {self.tokens:,} tokens;"
@@ -478,7 +523,8 @@ class Recipe(Strict):
         for i, stage in enumerate(self.stages):
             if stage.train is not None and stage.train.model is None and self.base_model is None:
                 raise KeyedError(f"stages.{i}.train.model", "required unless the recipe starts from a `base_model`")
-            labels = [(e.source, e.replay, e.select) for e in stage.mixture]
+            labels = [(e.source, e.replay, json.dumps(e.select.model_dump(mode="json"), sort_keys=True))
+                      for e in stage.mixture]
             if len(set(labels)) < len(labels):
                 raise KeyedError(f"stages.{i}.mixture",
                                  "two entries draw from the same source with the same select; merge them into one entry")

@@ -1,6 +1,7 @@
 """Overhead of `alignmix train` over a plain `litgpt pretrain --config` with the same generated config.
 
-A copy of recipes/tiny.yaml with a shorter pretraining stage (100,000 tokens) is run once to build its inputs
+A copy of recipes/tiny.yaml with a pretraining stage of 100,000 tokens (where alignmix's fixed costs per stage
+weigh most) and one of 1,000,000 tokens (where the cost per step dominates) is run once to build its inputs
 (corpus, tag, synth, tokenizer, mixture chunks) and to write `pretrain/pretrain.yaml`. Then, in the same run and
 alternating the order (A B, B A, A B):
   alignmix: `alignmix train RECIPE --stage pretrain` with the stage's output removed (inputs reused, training runs);
@@ -31,7 +32,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TOKENS = 100_000
+SIZES = (100_000, 1_000_000)
 BASE_TOKENS = 20_000
 SHARED_TOKENIZER = REPO.parent / "shared" / "data" / "gpt-neox-20b-tokenizer" / "20B_tokenizer.json"
 
@@ -48,8 +49,9 @@ def timed(command: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def compare(root: Path, recipe: dict, stage: str, tokens: int) -> float:
-    """Median wall-time ratio of `alignmix train` over plain litgpt on the config alignmix generated."""
+def compare(root: Path, recipe: dict, stage: str, tokens: int) -> dict[str, float]:
+    """Ratios of `alignmix train` over plain litgpt on the config alignmix generated: median wall, summed wall
+    and summed CPU time."""
     recipe_file = root / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(recipe))
     run_dir = root / "run"
@@ -73,13 +75,16 @@ def compare(root: Path, recipe: dict, stage: str, tokens: int) -> float:
             print(f"  {which}: {seconds[0]:.2f} s wall, {seconds[1]:.2f} s CPU", flush=True)
     wall = {k: [t[0] for t in v] for k, v in times.items()}
     cpu = {k: sum(t[1] for t in v) for k, v in times.items()}
-    ratio = statistics.median(wall["alignmix"]) / statistics.median(wall["litgpt"])
+    ratios = {
+        "median_wall": round(statistics.median(wall["alignmix"]) / statistics.median(wall["litgpt"]), 3),
+        "summed_wall": round(sum(wall["alignmix"]) / sum(wall["litgpt"]), 3),
+        "cpu": round(cpu["alignmix"] / cpu["litgpt"], 3),
+    }
     print(f"median wall: alignmix train {statistics.median(wall['alignmix']):.2f} s, litgpt pretrain"
-          f" {statistics.median(wall['litgpt']):.2f} s (3 runs each, {tokens:,} tokens): ratio {ratio:.3f};"
-          f" summed wall ratio {sum(wall['alignmix']) / sum(wall['litgpt']):.3f},"
-          f" CPU ratio {cpu['alignmix'] / cpu['litgpt']:.3f}")
+          f" {statistics.median(wall['litgpt']):.2f} s (3 runs each, {tokens:,} tokens): ratio {ratios['median_wall']:.3f};"
+          f" summed wall ratio {ratios['summed_wall']:.3f}, CPU ratio {ratios['cpu']:.3f}", flush=True)
     shutil.rmtree(root)
-    return ratio
+    return ratios
 
 
 def pythia_shaped_base(out_dir: Path) -> Path:
@@ -98,12 +103,14 @@ def pythia_shaped_base(out_dir: Path) -> Path:
 
 def main() -> None:
     recipe = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
-    recipe["stages"][0]["tokens"] = TOKENS
     recipe["stages"][0]["train"]["save_interval"] = 10_000
     recipe.pop("post_training")
     recipe.pop("eval")
-    ratio = compare(Path(tempfile.mkdtemp(prefix="train_overhead_")), recipe, "pretrain", TOKENS)
-    base_ratio = None
+    sizes: dict[str, dict[str, float]] = {}
+    for tokens in SIZES:
+        recipe["stages"][0]["tokens"] = tokens
+        print(f"{tokens:,} tokens:", flush=True)
+        sizes[f"{tokens}"] = compare(Path(tempfile.mkdtemp(prefix="train_overhead_")), recipe, "pretrain", tokens)
     if SHARED_TOKENIZER.is_file():
         print("continuing a base model:", flush=True)
         root = Path(tempfile.mkdtemp(prefix="train_overhead_base_"))
@@ -111,15 +118,15 @@ def main() -> None:
         recipe.pop("tokenizer")
         recipe["stages"][0].update(tokens=BASE_TOKENS, seq_len=128)
         recipe["stages"][0]["train"].pop("model")
-        base_ratio = compare(root, recipe, "pretrain", BASE_TOKENS)
+        sizes[f"base_model_{BASE_TOKENS}"] = compare(root, recipe, "pretrain", BASE_TOKENS)
     else:
         print(f"skipping the base-model pair: {SHARED_TOKENIZER} is absent")
-    met = ratio <= 1.05 and (base_ratio is None or base_ratio <= 1.05)
-    print(json.dumps({"benchmark": "train_overhead", "ratio": round(ratio, 3), "target": "<= 1.05",
-                      "base_model_ratio": None if base_ratio is None else round(base_ratio, 3),
+    worst = max(max(r["median_wall"], r["cpu"]) for r in sizes.values())
+    print(json.dumps({"benchmark": "train_overhead", "ratio": worst, "target": "<= 1.05",
+                      "ratio_is": "the worst median-wall or CPU ratio over the sizes", "sizes": sizes,
                       "baseline": "plain litgpt pretrain --config with the same generated config (and, continuing a"
                                   " base, the same initial_checkpoint_dir)",
-                      "met": met}))
+                      "met": worst <= 1.05}))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_plan_json_works_without_data():
     assert [(s["name"], s["tokens"], s["seq_len"]) for s in stages] == [
         ("pretrain", 500_000_000_000, 2048), ("midtrain", 50_000_000_000, 16384),
     ]
-    assert set(stages[0]["sources"][0]) == {"name", "tokens", "share", "repetitions"}
+    assert set(stages[0]["sources"][0]) == {"name", "tokens", "share", "repetitions", "selection"}
 
 
 def test_running_a_recipe_with_only_assumed_statistics_is_refused(tmp_path: Path):

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from alignmix.corpus.decontaminate import NgramGuard
-from alignmix.corpus.plan import StagePlan, entry_name, plan_stage
-from alignmix.corpus import METADATA_KEY
+from alignmix.corpus.plan import PlanError, StagePlan, entry_name, plan_stage
+from alignmix.corpus.select import MISSING, compile_selector, field_value, metadata_paths, named_fields, normalised
 from alignmix.corpus.tokenizer import load_tokenizer
 from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.jsonl import read_jsonl_gz
@@ -45,10 +45,11 @@ class Candidates:
 
 @dataclass
 class TokenizedDocs:
-    """A source's documents: ids, tags, contamination flags, and all tokens in one flat array."""
+    """A source's documents: ids, metadata (tags under `ai_discourse`), contamination flags, and all tokens in one
+    flat array."""
 
     ids: list[str]
-    tags: list[dict]
+    metadata: list[dict]
     contaminated: list[bool]
     flat: np.ndarray
     offsets: np.ndarray  # document i is flat[offsets[i]:offsets[i + 1]]
@@ -63,7 +64,7 @@ class TokenizedDocs:
 def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None, batch_size: int = 1024):
     tokenizer, eos = load_tokenizer(tokenizer_dir)
     ids: list[str] = []
-    tags: list[dict] = []
+    metadata: list[dict] = []
     contaminated: list[bool] = []
     arrays: list[np.ndarray] = []
     batch: list[str] = []
@@ -75,7 +76,7 @@ def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | 
 
     for row in read_jsonl_gz(files):
         ids.append(str(row["id"]))
-        tags.append(row.get("metadata", {}).get(METADATA_KEY) or {})
+        metadata.append(row.get("metadata") or {})
         contaminated.append(guard is not None and guard.contaminated(row["text"]))
         batch.append(row["text"])
         if len(batch) >= batch_size:
@@ -84,7 +85,7 @@ def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | 
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum([len(a) for a in arrays], out=offsets[1:])
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=TOKEN_DTYPE)
-    return TokenizedDocs(ids, tags, contaminated, flat, offsets)
+    return TokenizedDocs(ids, metadata, contaminated, flat, offsets)
 
 
 def tokenize_source(
@@ -101,16 +102,24 @@ def tokenize_source(
     np.cumsum(lengths, out=offsets[1:])
     return TokenizedDocs(
         ids=[i for p in parts for i in p.ids],
-        tags=[t for p in parts for t in p.tags],
+        metadata=[m for p in parts for m in p.metadata],
         contaminated=[c for p in parts for c in p.contaminated],
         flat=np.concatenate([p.flat for p in parts]),
         offsets=offsets,
     )
 
 
-def document_candidates(docs: TokenizedDocs, selector: Selector) -> Candidates:
-    """The selected documents of a source, less those sharing an n-gram with a held-out item."""
-    chosen = [i for i, tags in enumerate(docs.tags) if selects(selector, tags)]
+def document_candidates(docs: TokenizedDocs, selector: Selector, key: str = "select") -> Candidates:
+    """The selected documents of a source, less those sharing an n-gram with a held-out item. A metadata field
+    the selector names that no document has is refused, naming `key` and the fields that exist."""
+    absent = [(k, path) for k, path in named_fields(selector).items()
+              if not any(field_value(m, path) is not MISSING for m in docs.metadata)]
+    if absent:
+        existing = sorted(set().union(*(metadata_paths(m) for m in docs.metadata[:1000])))
+        raise PlanError(f"key '{key}.{absent[0][0]}': no document of this source has metadata field"
+                        f" '{absent[0][1]}'; fields that exist: {', '.join(existing) or '(none)'}")
+    keep = compile_selector(selector)
+    chosen = [i for i, metadata in enumerate(docs.metadata) if keep(metadata)]
     clean = [i for i in chosen if not docs.contaminated[i]]
     return Candidates(
         ids=[docs.ids[i] for i in clean],
@@ -131,12 +140,6 @@ def replay_candidates(stage_dir: Path, stage_name: str, block_size: int) -> Cand
         lengths=[block_size] * len(dataset),
         fetch=lambda k: dataset[k].numpy().astype(TOKEN_DTYPE),
     )
-
-
-def selects(selector: Selector, tags: dict) -> bool:
-    """Whether a document's `ai_discourse` tags match every field the selector sets."""
-    wanted = {k: v for k, v in selector.model_dump().items() if v is not None}
-    return all(tags.get(key) == value for key, value in wanted.items())
 
 
 def draw(lengths: list[int], budget: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -219,19 +222,23 @@ def build_stage_mixture(
     replay_dirs: dict[str, Path] | None = None,
     guard: NgramGuard | None = None,
     tasks: int = 1,
+    stage_index: int = 0,
 ) -> dict:
-    """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest."""
+    """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest. `stage_index`
+    (the stage's place in the recipe) names the recipe keys in errors."""
     sources = {e.source for e in stage.mixture if e.source is not None}
     tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard, tasks) for name in sorted(sources)}
     candidates: dict[str, Candidates] = {}
-    for entry in stage.mixture:
+    for index, entry in enumerate(stage.mixture):
         if entry.replay is not None:
             candidates[entry_name(entry)] = replay_candidates(
                 (replay_dirs or {})[entry.replay], entry.replay, stage.seq_len + 1
             )
         else:
-            candidates[entry_name(entry)] = document_candidates(tokenized[entry.source or ""], entry.select)
+            candidates[entry_name(entry)] = document_candidates(
+                tokenized[entry.source or ""], entry.select, f"stages.{stage_index}.mixture.{index}.select")
     plan: StagePlan = plan_stage(stage, {name: sum(c.lengths) for name, c in candidates.items()})
+    selections = {entry_name(e): None if e.replay is not None else normalised(e.select) for e in stage.mixture}
 
     pieces: list[tuple[str, int, int]] = []  # (entry name, unit index, tokens taken)
     uses: dict[str, Counter[str]] = {}
@@ -271,6 +278,7 @@ def build_stage_mixture(
         "sources": [
             {
                 **asdict(source_plan),
+                "selection": selections[source_plan.name],
                 "realised_tokens": realised[source_plan.name],
                 "documents_available": len(candidates[source_plan.name].ids),
                 "documents_used": len(uses[source_plan.name]),

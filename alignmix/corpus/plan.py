@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from alignmix.corpus.select import label, normalised
 from alignmix.errors import AlignmixError
-from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, Selector, TrainingStage
+from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, TrainingStage
 
 
 class PlanError(AlignmixError):
@@ -17,10 +18,11 @@ class PlanError(AlignmixError):
 class SourcePlan:
     name: str
     source: str
-    tokens: int
-    share: float
+    tokens: int | None  # None: a `share: natural` entry whose available tokens are known only after tagging
+    share: float | None
     available_tokens: int | None
     repetitions: float | None
+    selection: str = ""  # the entry's selection, as `label` writes it ("" selects everything)
 
 
 @dataclass(frozen=True)
@@ -35,27 +37,35 @@ class StagePlan:
         return {
             "name": self.name, "tokens": self.tokens, "seq_len": self.seq_len,
             "sources": [
-                {"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions}
+                {"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions,
+                 "selection": s.selection}
                 for s in self.sources
             ],
         }
 
 
 def entry_name(entry: MixtureEntry) -> str:
-    """A readable label: the source with its selector (e.g. `web[flagged=False]`), or `replay:STAGE`."""
+    """A readable label: the source with its selection (e.g. `web[flagged=False]`), or `replay:STAGE`."""
     if entry.replay is not None:
         return f"replay:{entry.replay}"
-    selected = {k: v for k, v in entry.select.model_dump().items() if v is not None}
-    return f"{entry.source}" + (f"[{','.join(f'{k}={v}' for k, v in selected.items())}]" if selected else "")
+    selection = label(entry.select)
+    return f"{entry.source}" + (f"[{selection}]" if selection else "")
 
 
-def selected_share(statistics: AssumedStatistics, selector: Selector) -> float:
-    """The share of a source's tokens a selector keeps, from assumed statistics (stance shares are of the whole)."""
-    if selector.stance is not None:
-        return statistics.stance_shares.get(selector.stance, 0.0)
-    if selector.flagged is None:
+def selected_share(statistics: AssumedStatistics, entry: MixtureEntry) -> float | None:
+    """The share of a source's tokens an entry's selection keeps, from assumed statistics: the entry's own
+    `assumed_share`, else what `flagged_share` and `stance_shares` say (shares of the whole source), else None
+    for a selection they cannot tell."""
+    if entry.assumed_share is not None:
+        return entry.assumed_share
+    selection = normalised(entry.select)
+    if not selection:
         return 1.0
-    return statistics.flagged_share if selector.flagged else 1.0 - statistics.flagged_share
+    if set(selection) == {"stance"} and isinstance(entry.select.stance, str):
+        return statistics.stance_shares.get(entry.select.stance, 0.0)
+    if set(selection) == {"flagged"}:
+        return statistics.flagged_share if entry.select.flagged else 1.0 - statistics.flagged_share
+    return None
 
 
 def assumed_available(recipe: Recipe, stage: TrainingStage) -> dict[str, int]:
@@ -66,7 +76,8 @@ def assumed_available(recipe: Recipe, stage: TrainingStage) -> dict[str, int]:
         if entry.replay is not None:
             available[entry_name(entry)] = stage_tokens[entry.replay]
         elif (statistics := recipe.assumed(entry.source or "")) is not None:
-            available[entry_name(entry)] = round(statistics.tokens * selected_share(statistics, entry.select))
+            if (share := selected_share(statistics, entry)) is not None:
+                available[entry_name(entry)] = round(statistics.tokens * share)
     return available
 
 
@@ -81,37 +92,55 @@ def apportion(total: int, weights: list[float]) -> list[int]:
     return parts
 
 
-def planned_tokens(stage: TrainingStage) -> list[int]:
-    """Tokens per entry: absolute counts as given, shares apportioned exactly, `rest` taking what is left."""
+def natural_weights(entries: list[MixtureEntry], available: dict[str, int]) -> list[float] | None:
+    """The `share: natural` entries' weights, available^(1/temperature); None while any availability is unknown."""
+    if any(entry_name(e) not in available for e in entries):
+        return None
+    return [available[entry_name(e)] ** (1.0 / (e.temperature or 1.0)) for e in entries]
+
+
+def planned_tokens(stage: TrainingStage, available: dict[str, int] | None = None) -> list[int | None]:
+    """Tokens per entry: absolute counts as given, shares apportioned exactly, `rest` taking what is left, or the
+    `share: natural` entries splitting it by available tokens (None where those are not known yet)."""
     absolute = sum(e.tokens or 0 for e in stage.mixture)
     fractions = [e.share if isinstance(e.share, float) else 0.0 for e in stage.mixture]
-    has_rest = any(e.share == "rest" for e in stage.mixture)
+    natural = [e for e in stage.mixture if e.share == "natural"]
+    has_rest = any(e.share == "rest" for e in stage.mixture) or bool(natural)
     fraction_sum = sum(fractions)
     if not has_rest and not math.isclose(fraction_sum + absolute / stage.tokens, 1.0, rel_tol=0, abs_tol=1e-9):
         covered = fraction_sum + absolute / stage.tokens
         raise PlanError(
             f"stage '{stage.name}': the mixture covers {covered:.4f} of the stage's {stage.tokens:,} tokens and no"
-            " entry takes share 'rest'; make the shares add up to 1 or give one entry `share: rest`"
+            " entry takes share 'rest' or 'natural'; make the shares add up to 1 or give one entry `share: rest`"
         )
     shared_total = round(stage.tokens * fraction_sum) if has_rest else stage.tokens - absolute
     shares = apportion(shared_total, fractions) if fraction_sum > 0 else [0] * len(fractions)
-    tokens = [e.tokens if e.tokens is not None else shares[i] for i, e in enumerate(stage.mixture)]
-    if has_rest:
-        rest = stage.tokens - sum(tokens)
-        if rest <= 0:
-            raise PlanError(f"stage '{stage.name}': nothing is left for the 'rest' entry ({rest:,} tokens)")
-        tokens = [rest if e.share == "rest" else t for e, t in zip(stage.mixture, tokens)]
-    return tokens
+    tokens: list[int | None] = [e.tokens if e.tokens is not None else shares[i] for i, e in enumerate(stage.mixture)]
+    if not has_rest:
+        return tokens
+    left = stage.tokens - sum(t for e, t in zip(stage.mixture, tokens) if e.share not in ("rest", "natural"))  # type: ignore[misc]
+    if left <= 0:
+        kind = "'natural' entries" if natural else "'rest' entry"
+        raise PlanError(f"stage '{stage.name}': nothing is left for the {kind} ({left:,} tokens)")
+    if not natural:
+        return [left if e.share == "rest" else t for e, t in zip(stage.mixture, tokens)]
+    weights = natural_weights(natural, available or {})
+    if weights is None:
+        return [None if e.share == "natural" else t for e, t in zip(stage.mixture, tokens)]
+    if sum(weights) == 0:
+        raise PlanError(f"stage '{stage.name}': the 'natural' entries have no available tokens to split {left:,} by")
+    split = iter(apportion(left, weights))
+    return [next(split) if e.share == "natural" else t for e, t in zip(stage.mixture, tokens)]
 
 
 def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) -> StagePlan:
     """Plan a stage; entries with known `available` tokens are checked against their `max_repetitions`."""
     sources = []
-    for entry, tokens in zip(stage.mixture, planned_tokens(stage)):
+    for entry, tokens in zip(stage.mixture, planned_tokens(stage, available)):
         name = entry_name(entry)
         have = None if available is None else available.get(name)
         repetitions = None
-        if have is not None:
+        if have is not None and tokens is not None:
             if have == 0:
                 raise PlanError(
                     f"stage '{stage.name}', source '{name}': no documents are available to supply {tokens:,} tokens"
@@ -123,5 +152,7 @@ def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) ->
                     f" repetitions of its {have:,} available tokens, but max_repetitions is {entry.max_repetitions:g}"
                 )
         origin = entry.source or f"replay:{entry.replay}"
-        sources.append(SourcePlan(name, origin, tokens, tokens / stage.tokens, have, repetitions))
+        share = None if tokens is None else tokens / stage.tokens
+        selection = "" if entry.replay is not None else label(entry.select)
+        sources.append(SourcePlan(name, origin, tokens, share, have, repetitions, selection))
     return StagePlan(stage.name, stage.tokens, stage.seq_len, sources)
