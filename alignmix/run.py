@@ -27,7 +27,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from alignmix import __version__
 from alignmix.code_version import code_version
 from alignmix.errors import AlignmixError
 from alignmix.hashing import update_with_file

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from alignmix.jsonl import read_jsonl_gz
-from conftest import REPO
 
 VARIANTS = REPO / "recipes" / "variants"
 NEGATIVE = {"negative_verbs", "negative_adjectives", "negative_nouns", "existential_risk"}
