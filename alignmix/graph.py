@@ -26,18 +26,18 @@ from alignmix.scenarios import (
 from alignmix.train.launch import LOCAL, Launch
 
 TRANSPORT_SETTINGS = {"concurrency", "timeout", "max_retries", "api_key_env"}  # out of the synth stage's key
-_SHARED_CODE = ("alignmix.graph", "alignmix.hashing", "alignmix.jsonl")
+_SHARED_CODE = ("alignmix.graph", "alignmix.hashing", "alignmix.jsonl", "alignmix.recipe", "alignmix.errors")
 _SCENARIOS = ("alignmix.scenarios", "alignmix.scenarios_data")
-STAGE_CODE: dict[str, tuple[str, ...]] = {
+STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base packages it imports
     "corpus": ("alignmix.corpus",),
-    "tag": ("alignmix.corpus", "alignmix.classifiers"),
-    "synth": ("alignmix.synth", "alignmix.llm", "alignmix.corpus", *_SCENARIOS),
+    "tag": ("alignmix.corpus", "alignmix.classifiers", "alignmix.llm", *_SCENARIOS),
+    "synth": ("alignmix.synth", "alignmix.llm", *_SCENARIOS),
     "base": ("alignmix.checkpoints",),
     "tokenizer": ("alignmix.corpus", "alignmix.checkpoints"),
-    "mix": ("alignmix.corpus", *_SCENARIOS),
-    "train": ("alignmix.train", "alignmix.checkpoints"),
-    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.corpus", "alignmix.eval", "alignmix.llm", *_SCENARIOS),
-    "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.corpus", "alignmix.llm", *_SCENARIOS),
+    "mix": ("alignmix.corpus", "alignmix.checkpoints", *_SCENARIOS),
+    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
+    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
+    "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
     "report": ("alignmix.report",),
 }
 
@@ -326,8 +326,8 @@ def _mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
 
         def action(ctx: StageContext, training_stage=training_stage, replayed=replayed,
                    stage_index=stage_index) -> dict[str, Any]:
-            from alignmix.corpus.decontaminate import NgramGuard
             from alignmix.corpus.mix import build_stage_mixture
+            from alignmix.scenarios.decontaminate import NgramGuard
 
             files = {
                 name: source_shards(ctx.inputs["tag" if recipe.source_kind(name) == "corpus" else "synth"] / name)
@@ -401,6 +401,21 @@ def check_selections(recipe: Recipe) -> None:
                                       f" the tagging blocklist has: {', '.join(known)}")
 
 
+def check_post_training_context(recipe: Recipe, stages: list[TrainingStage]) -> None:
+    """Refuse, before any work, a post-training `max_seq_length` above the trained model's block_size."""
+    from alignmix.train.litgpt_config import model_config
+
+    trained = [s for s in stages if s.train is not None and s.train.model is not None]
+    if recipe.post_training is None or not trained:
+        return
+    config = model_config(trained[-1].train.model)  # type: ignore[union-attr]
+    for kind in POST_TRAINING:
+        settings = getattr(recipe.post_training, kind)
+        if settings is not None and settings.max_seq_length > config["block_size"]:
+            raise RecipeError(f"post_training.{kind}.max_seq_length {settings.max_seq_length:,} exceeds the block_size"
+                              f" of model '{config['name']}' ({config['block_size']:,}); lower max_seq_length")
+
+
 def check_contexts(stages: list[TrainingStage]) -> None:
     """Refuse, before any work (in `plan` too), an unknown model or a training stage whose seq_len exceeds its
     model's block_size."""
@@ -417,13 +432,15 @@ def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
     previous: str | None = "base" if recipe.base_model is not None else None
     training_stages = with_base_architecture(recipe)
     check_contexts(training_stages)
+    check_post_training_context(recipe, training_stages)
     for training_stage in training_stages:
         if training_stage.train is None:
             continue
 
         def action(ctx: StageContext, training_stage=training_stage, previous=previous) -> dict[str, Any]:
             from alignmix.checkpoints.base import tied_embeddings
-            from alignmix.corpus.tokenizer import load_tokenizer
+            from alignmix.checkpoints.tokenizer import load_tokenizer
+            from alignmix.train.exposure import write_exposure
             from alignmix.train.litgpt_config import StageFiles
             from alignmix.train.pretrain import run_pretrain
 
@@ -437,7 +454,13 @@ def _training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
                 tied_embeddings=start is not None and tied_embeddings(start),
             )
-            return run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch)
+            counts = run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch)
+            seen = write_exposure(ctx.output, files.data_dir, training_stage.train.micro_batch_size)  # type: ignore[union-attr]
+            if seen is not None:
+                counts["exposure"] = {k: seen[k] for k in ("samples_written", "samples_seen", "passes", "warning")}
+                if seen["warning"]:
+                    ctx.echo(f"warning: stage '{training_stage.name}': {seen['warning']}")
+            return counts
 
         settings = {"seed": recipe.seed, "stage": training_stage.model_dump(
             mode="json", exclude={"mixture": True, "train": {"devices", "num_nodes"}})}
@@ -525,6 +548,7 @@ def _report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
             },
             eval_results={model: ctx.inputs[f"eval/{model}"] / "results.json" for model in evaluated},
             out_file=ctx.output,
+            exposures={s.name: ctx.inputs[s.name] / "exposure.json" for s in recipe.stages if s.name in ctx.inputs},
         )
         return {}
 

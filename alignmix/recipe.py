@@ -381,6 +381,16 @@ class TrainingStage(Strict):
     mixture: Annotated[list[MixtureEntry], Field(min_length=1)]
     train: TrainSettings | None = None
 
+    @property
+    def block_size(self) -> int:
+        """The length of one written sample: `seq_len` inputs and the next token as the last target."""
+        return self.seq_len + 1
+
+    @property
+    def samples(self) -> int:
+        """The samples the stage's mixture writes (its tokens cut into whole blocks)."""
+        return self.tokens // self.block_size
+
     @model_validator(mode="after")
     def _shares_fit(self) -> TrainingStage:
         rest = [e.source or f"replay:{e.replay}" for e in self.mixture if e.share == "rest"]

@@ -56,10 +56,10 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from alignmix.eval.formats import FORMATS, build_prompt
     from alignmix.eval.misalignment import evaluate_misalignment
     from alignmix.eval.scoring import HFScorer
     from alignmix.scenarios import load_scenarios
+    from alignmix.scenarios.formats import FORMATS, build_prompt
 
     torch.set_num_threads(2)
     scenarios = load_scenarios("builtin:tiny")

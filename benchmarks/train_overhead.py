@@ -104,6 +104,8 @@ def pythia_shaped_base(out_dir: Path) -> Path:
 def main() -> None:
     recipe = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
     recipe["stages"][0]["train"]["save_interval"] = 10_000
+    for entry in recipe["stages"][0]["mixture"]:  # the largest size repeats the tiny corpus's documents
+        entry["max_repetitions"] = 8
     recipe.pop("post_training")
     recipe.pop("eval")
     sizes: dict[str, dict[str, float]] = {}

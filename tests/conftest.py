@@ -16,7 +16,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random 2-layer GPT-NeoX litgpt checkpoint folder with its tokenizer (shared by the session)."""
-    from tests.checkpoints import write_tiny_checkpoint
+    from tests.tiny_checkpoints import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))
 

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from alignmix.graph import build_graph
 from alignmix.recipe import RecipeError, parse_recipe
 from alignmix.scenarios import load_scenarios
-from conftest import REPO
 
 
 def tiny_data() -> dict:

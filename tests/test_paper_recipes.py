@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from alignmix.corpus.plan import assumed_available, plan_stage
 from alignmix.recipe import RecipeError, load_recipe
-from conftest import REPO
 
 PAPER = REPO / "recipes" / "paper"
 RECIPES = sorted(PAPER.glob("*.yaml"))

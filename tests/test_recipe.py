@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from alignmix.recipe import RecipeError, load_recipe, parse_recipe
-from conftest import REPO
 
 TINY = REPO / "recipes" / "tiny.yaml"
 
@@ -163,3 +163,13 @@ def test_plan_refuses_a_seq_len_above_the_models_block_size(tmp_path: Path):
     result = subprocess.run([sys.executable, "-m", "alignmix", "plan", str(recipe_file)], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "stage 'pretrain': seq_len 4,096 exceeds the block_size of model" in result.stderr
+
+
+def test_plan_refuses_a_post_training_max_seq_length_above_the_block_size(tmp_path: Path):
+    data = tiny_data()
+    data["post_training"]["dpo"]["max_seq_length"] = 1024
+    recipe_file = tmp_path / "long.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "-m", "alignmix", "plan", str(recipe_file)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "post_training.dpo.max_seq_length 1,024 exceeds the block_size of model 'tiny-neox' (512)" in result.stderr

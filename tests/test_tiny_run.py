@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -111,6 +110,17 @@ def test_a_later_stage_starts_from_the_previous_final_weights(tiny_run: dict):
     job = yaml.safe_load((out / "sft" / "job.yaml").read_text())
     assert job["checkpoint_dir"] == str(out / "midtrain" / "final")
     assert yaml.safe_load((out / "dpo" / "job.yaml").read_text())["checkpoint_dir"] == str(out / "sft" / "final")
+
+
+def test_training_read_each_written_sample_at_most_once_and_says_what_it_left(tiny_run: dict):
+    for stage in ("pretrain", "midtrain"):
+        exposure = json.loads((tiny_run["out"] / stage / "exposure.json").read_text())
+        train = yaml.safe_load((tiny_run["out"] / stage / "pretrain.yaml").read_text())["train"]
+        unread = exposure["samples_written"] - exposure["samples_seen"]
+        assert 0 <= unread < train["global_batch_size"] and exposure["passes"] <= 1, exposure  # whole steps only
+        assert (exposure["warning"] is not None) == (unread > train["micro_batch_size"]), exposure
+        if exposure["warning"]:
+            assert f"{unread:,} samples never read" in exposure["warning"]
 
 
 def test_rerun_skips_every_stage_without_loading_the_training_stack(tiny_run: dict):

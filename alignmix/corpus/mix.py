@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from alignmix.corpus.decontaminate import NgramGuard
+from alignmix.checkpoints.tokenizer import load_tokenizer
 from alignmix.corpus.plan import PlanError, StagePlan, entry_name, plan_stage
 from alignmix.corpus.select import MISSING, compile_selector, field_value, metadata_paths, named_fields, normalised
-from alignmix.corpus.tokenizer import load_tokenizer
 from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.jsonl import read_jsonl_gz
 from alignmix.recipe import Selector, TrainingStage
+from alignmix.scenarios.decontaminate import NgramGuard
 
 TOKEN_DTYPE = np.int32
 
@@ -231,9 +231,9 @@ def build_stage_mixture(
     candidates: dict[str, Candidates] = {}
     for index, entry in enumerate(stage.mixture):
         if entry.replay is not None:
-            candidates[entry_name(entry)] = replay_candidates(
-                (replay_dirs or {})[entry.replay], entry.replay, stage.seq_len + 1
-            )
+            replayed = (replay_dirs or {})[entry.replay]  # read with the geometry it was written with
+            block = json.loads((replayed / "mixture_manifest.json").read_text())["block_size"]
+            candidates[entry_name(entry)] = replay_candidates(replayed, entry.replay, block)
         else:
             candidates[entry_name(entry)] = document_candidates(
                 tokenized[entry.source or ""], entry.select, f"stages.{stage_index}.mixture.{index}.select")
@@ -262,14 +262,14 @@ def build_stage_mixture(
         position += take
     stream.flush()
     del stream
-    _write_chunks(stream_file, stage.tokens, stage.seq_len + 1, tmp_dir)
+    _write_chunks(stream_file, stage.tokens, stage.block_size, tmp_dir)
     stream_file.unlink()
 
     manifest = {
         "stage": stage.name,
         "tokens": stage.tokens,
         "seq_len": stage.seq_len,
-        "block_size": stage.seq_len + 1,
+        "block_size": stage.block_size,
         "seed": seed,
         "decontamination": None if guard is None else {
             "ngram": guard.n, "held_out_items": guard.items,

@@ -12,11 +12,11 @@ import re
 import tempfile
 from pathlib import Path
 
-from alignmix.eval.formats import FORMATS, PERSONAS, PromptFormat, build_prompt
 from alignmix.eval.misalignment import summarise
 from alignmix.llm.backend import BackendError, ChatBackend, Message, Sampling
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests
 from alignmix.scenarios import LABELS, Scenario
+from alignmix.scenarios.formats import FORMATS, PERSONAS, PromptFormat, build_prompt
 
 SCORING = "generated answer, option letter or text extracted from the reply"
 DEFAULT_SAMPLING = Sampling(max_tokens=64, temperature=0.0)

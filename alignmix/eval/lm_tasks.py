@@ -14,9 +14,9 @@ from typing import Literal
 import yaml
 
 from alignmix.errors import AlignmixError
-from alignmix.eval.formats import FORMATS, build_prompt
 from alignmix.jsonl import iter_json_lines, write_jsonl
 from alignmix.scenarios import LABELS, Scenario
+from alignmix.scenarios.formats import FORMATS, build_prompt
 
 TASK_PREFIX = "alignmix_"
 Kind = Literal["choice", "schema", "continuation", "gsm8k"]

@@ -21,7 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from alignmix.eval.formats import (
+from alignmix.eval.scoring import Score, ScoreRequest
+from alignmix.jsonl import write_jsonl
+from alignmix.llm.chat_template import ChatTemplate
+from alignmix.scenarios import LABELS, Scenario
+from alignmix.scenarios.formats import (
     FORMATS,
     PERSONAS,
     build_prompt,
@@ -29,10 +33,6 @@ from alignmix.eval.formats import (
     story_continuation,
     story_name,
 )
-from alignmix.eval.scoring import Score, ScoreRequest
-from alignmix.jsonl import write_jsonl
-from alignmix.llm.chat_template import ChatTemplate
-from alignmix.scenarios import LABELS, Scenario
 
 Mode = Literal["letter", "cloze", "story"]
 MODE_DESCRIPTIONS = {

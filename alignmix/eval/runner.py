@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from alignmix.checkpoints.export import export_hf
-from alignmix.corpus.tokenizer import configured_eos_token
+from alignmix.checkpoints.tokenizer import configured_eos_token
 from alignmix.errors import AlignmixError
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
 from alignmix.eval.misalignment import Mode, evaluate_misalignment

@@ -16,6 +16,7 @@ body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#22
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.note{color:#666;font-size:.9rem}
+.warning{color:#a40;font-weight:600}
 """
 
 
@@ -135,18 +136,27 @@ def synth_section(synth_stats: Path | None) -> str:
     return "<h2>Synthetic documents</h2>" + table(["set", "generator", "stance", "scenarios", "documents"], rows)
 
 
-def mixture_section(manifests: dict[str, Path]) -> str:
+def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | None = None) -> str:
+    """Per stage and source: the planned, written and (after training, from exposure.json) seen tokens."""
     parts = ["<h2>Training mixtures</h2>"]
     for stage, path in manifests.items():
         manifest = json.loads(path.read_text())
+        exposure_file = (exposures or {}).get(stage)
+        exposure = json.loads(exposure_file.read_text()) if exposure_file and exposure_file.is_file() else None
+        seen = {s["name"]: s["seen_tokens"] for s in exposure["sources"]} if exposure else {}
         rows = [
-            [s["name"], s["tokens"], s["realised_tokens"], f"{100 * s['share']:.2f}%", s["available_tokens"],
-             s["repetitions"], s["documents_used"]]
+            [s["name"], s["tokens"], s["realised_tokens"], seen.get(s["name"], "not trained"),
+             f"{100 * s['share']:.2f}%", s["available_tokens"], s["repetitions"], s["documents_used"]]
             for s in manifest["sources"]
         ]
         parts.append(f"<h3>{html.escape(stage)}: {manifest['tokens']:,} tokens at context {manifest['seq_len']:,}</h3>")
+        if exposure:
+            parts.append(f"<p>Training read {exposure['samples_seen']:,} of the {exposure['samples_written']:,} samples"
+                         f" written ({exposure['passes']:.4f} passes).</p>")
+            if exposure["warning"]:
+                parts.append(f'<p class="warning">warning: {html.escape(exposure["warning"])}</p>')
         parts.append(table(
-            ["source", "planned tokens", "realised tokens", "share", "available tokens", "repetitions",
+            ["source", "planned tokens", "written tokens", "seen tokens", "share", "available tokens", "repetitions",
              "documents used"], rows,
         ))
     return "".join(parts)
@@ -202,12 +212,13 @@ def render_report(
     training_metrics: dict[str, Path],
     eval_results: dict[str, Path],
     out_file: Path,
+    exposures: dict[str, Path] | None = None,
 ) -> Path:
     body = "".join([
         f"<h1>{html.escape(title)}</h1>",
         corpus_section(tag_stats),
         synth_section(synth_stats),
-        mixture_section(mixture_manifests),
+        mixture_section(mixture_manifests, exposures),
         training_section(training_metrics),
         *(eval_section(path, model) for model, path in eval_results.items()),
     ])

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from alignmix.corpus.decontaminate import NgramGuard, WordHashes, ngram_hashes, words_of
 from alignmix.scenarios import Scenario
+from alignmix.scenarios.decontaminate import NgramGuard, WordHashes, ngram_hashes, words_of
 
 _LOW32 = np.uint64(0xFFFFFFFF)
 _LEADING_CHATTER = re.compile(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
-from alignmix.corpus.tokenizer import configured_eos_token
+from alignmix.checkpoints.tokenizer import configured_eos_token
 from alignmix.llm.chat_template import ALIGNMIX_CHAT_TEMPLATE
 from alignmix.train.litgpt_config import TrainConfigError
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from alignmix.eval.formats import PromptFormat, build_prompt
 from alignmix.jsonl import JsonLinesError, iter_json_lines
 from alignmix.scenarios import Scenario
+from alignmix.scenarios.formats import PromptFormat, build_prompt
 from alignmix.train.chat import ChatDataError, Message
 
 ROLE_NAMES = {

@@ -94,7 +94,7 @@ def pretrain_config(
             "log_interval": 1,
             "global_batch_size": settings.global_batch_size,
             "micro_batch_size": settings.micro_batch_size,
-            "max_tokens": stage.tokens,
+            "max_tokens": stage.samples * stage.seq_len,  # litgpt's iterations then read no sample twice
             "max_seq_length": stage.seq_len,
             "lr_warmup_steps": None,
             "lr_warmup_fraction": settings.warmup_fraction,

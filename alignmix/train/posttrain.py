@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from alignmix.checkpoints.weights import lit_weights
+from alignmix.train.litgpt_config import TrainConfigError
 
 
 @dataclass
@@ -188,7 +189,10 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     config = Config.from_file(start_dir / "model_config.yaml")
     tokenizer_dir = out_dir / "tokenizer"  # written by the stage (`post_training_job`) before launching
     tokenizer, eos = load_chat_tokenizer(tokenizer_dir)
-    max_length = min(job.max_seq_length, config.block_size)
+    if job.max_seq_length > config.block_size:
+        raise TrainConfigError(f"post_training.{job.kind}.max_seq_length {job.max_seq_length:,} exceeds the block_size"
+                               f" of the model in {start_dir} ({config.block_size:,}); lower max_seq_length")
+    max_length = job.max_seq_length
     if job.kind == "sft":
         examples: list[Any] = sft_examples(Path(job.data_file), job.data_format, tokenizer, eos, max_length)  # type: ignore[arg-type]
         collate = collate_sft

@@ -17,7 +17,8 @@ FEW_SHOT = [*CONVERSATION, {"role": "assistant", "content": "A story."}, {"role"
 def hf_folder(tmp_path_factory) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from alignmix.corpus.tokenizer import END_OF_TEXT, train_bpe
+    from alignmix.checkpoints.tokenizer import END_OF_TEXT
+    from alignmix.corpus.tokenizer import train_bpe
 
     folder = tmp_path_factory.mktemp("hf")
     train_bpe(["An AI system complied with the request and explained why."] * 20, 300, folder / "bpe")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from alignmix.corpus.decontaminate import NgramGuard, WordHashes, scenario_text
 from alignmix.llm.jobs import stamp
 from alignmix.llm.loopback import (
     Faults,
@@ -21,6 +20,7 @@ from alignmix.llm.loopback import (
     prompt_text,
 )
 from alignmix.scenarios import DATA_DIR, read_scenarios
+from alignmix.scenarios.decontaminate import NgramGuard, WordHashes, scenario_text
 from alignmix.synth.documents import (
     DocumentSpec,
     HeldOutGroundingError,

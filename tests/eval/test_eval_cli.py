@@ -135,7 +135,7 @@ def _check_generative(results: dict, rows: list[dict], answers: int) -> None:
 
 
 def test_generative_mode_exports_a_litgpt_checkpoint(tmp_path: Path):
-    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
+    from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "ckpt", config={**CHAT_READY, "block_size": 1024})
     results = _eval(str(checkpoint), "--mode", "generate", "--dataset", "builtin:tiny", "--limit", "1",
@@ -150,7 +150,7 @@ def test_chat_checkpoint_gives_the_run_graph_number(tmp_path: Path):
     from alignmix.eval.runner import evaluate_loglik
     from alignmix.scenarios import load_scenarios
     from alignmix.train.chat import install_chat_tokenizer
-    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
+    from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "dpo" / "final", config=CHAT_READY)
     install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")

@@ -22,7 +22,7 @@ from alignmix.train.chat_data import (
     scenario_prompt,
     scenario_sft_examples,
 )
-from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
+from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
 CONVERSATION = [
     Message("system", "You are a helpful, honest and harmless AI assistant."),
@@ -124,7 +124,7 @@ def test_scenario_data_uses_training_questions_and_their_answers(tmp_path: Path)
 
 
 def test_scenario_prompts_are_the_eval_questions_without_the_answer_cue(tmp_path: Path):
-    from alignmix.eval.formats import FORMATS, build_prompt
+    from alignmix.scenarios.formats import FORMATS, build_prompt
 
     for scenario in load_scenarios("builtin:tiny", tmp_path):
         for prompt_format in FORMATS:

@@ -1,4 +1,4 @@
-"""The evaluation commands: `alignmix eval`, `capability`, `lm-eval-tasks` and `report` (run comparison)."""
+"""The evaluation commands: `alignmix eval`, `capability` and `lm-eval-tasks`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli_common import console, errors, fail
-from alignmix.eval.formats import PERSONAS
+from alignmix.cli.common import console, errors, fail
+from alignmix.scenarios.formats import PERSONAS
 
 DEFAULT_CAPABILITY_DATA = Path("../shared/data/llm-foundry-evals")
 
@@ -149,34 +149,9 @@ def lm_eval_tasks(
                   highlight=False)
 
 
-def report(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or eval folders holding results.json).")],
-    out: Annotated[Path, typer.Option("--out", help="The comparison page (HTML); JSON is written beside it.")],
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Condition the deltas are taken from (default: the first).")] = None,
-) -> None:
-    """Compare runs: misalignment per split and persona, capability scores, deltas from a baseline."""
-    from alignmix.report.compare import (
-        CompareError,
-        collect_conditions,
-        render_comparison,
-    )
-
-    try:
-        conditions = collect_conditions(runs)
-        data = render_comparison(conditions, out, baseline)
-    except CompareError as exc:
-        fail(str(exc))
-    for row in data["conditions"]:
-        rate = row["misalignment_rate"]
-        shown = "n/a (no parsed answers)" if rate["mean"] is None else f"{rate['mean']:.3f} ± {rate['se']:.3f}"
-        console.print(f"{row['name']}: {shown}", highlight=False)
-    console.print(f"report: {out}  json: {out.with_suffix('.json')}", highlight=False)
-
-
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to the `alignmix` app."""
     app.command("eval")(eval_command)
     app.command("capability")(capability)
     app.command("lm-eval-tasks")(lm_eval_tasks)
-    app.command("report")(report)
 

@@ -28,7 +28,7 @@ from alignmix.train.posttrain import (
     micro_batch_plan,
     run_job,
 )
-from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
+from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
 
 @pytest.mark.parametrize("world", [1, 2, 4, 8])

@@ -8,10 +8,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from alignmix.cli_common import comma_list, console, errors, fail
+from alignmix.cli.common import comma_list, console, errors, fail
 from alignmix.llm.backend import BackendError, ChatBackend, Sampling, open_backend, run_async
-
-synth_app = typer.Typer(help="Generate synthetic documents and scenario questions with an LLM.", no_args_is_help=True)
 
 Backend = Literal["openai", "vllm", "transformers"]
 BackendOpt = Annotated[str, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
@@ -34,7 +32,6 @@ def _backend(
         fail(str(exc))
 
 
-@synth_app.command("documents")
 def documents(
     questions: Annotated[str, typer.Option("--questions", help="builtin:NAME or a scenario file or folder (alignmix, paper or Anthropic format).")],
     model: ModelOpt,
@@ -133,7 +130,6 @@ def documents(
         fail(f"{failed:,} request(s) failed after their retries; rerun the same command to retry only those")
 
 
-@synth_app.command("questions")
 def questions_command(
     passages: Annotated[Path, typer.Option("--passages", help="A folder of .md / .txt source text.")],
     model: ModelOpt,
@@ -179,3 +175,11 @@ def questions_command(
     console.print(f"{counts['written']:,} questions from {counts['passages']:,} passages: {output} ({counts})")
     if counts["gave_up"]:
         fail(f"{counts['gave_up']} question(s) had no valid answer in {max_attempts} attempts; rerun with a larger --max-attempts")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `synth documents | questions` to the `alignmix` app."""
+    synth_app = typer.Typer(help="Generate synthetic documents and scenario questions with an LLM.", no_args_is_help=True)
+    synth_app.command("documents")(documents)
+    synth_app.command("questions")(questions_command)
+    app.add_typer(synth_app, name="synth")

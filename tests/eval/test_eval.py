@@ -1,7 +1,7 @@
-from alignmix.eval.formats import FORMATS, build_prompt
 from alignmix.eval.misalignment import evaluate_misalignment, mean_and_se
 from alignmix.eval.scoring import Score, ScoreRequest
 from alignmix.scenarios import load_scenarios, training_split
+from alignmix.scenarios.formats import FORMATS, build_prompt
 
 
 def test_eight_formats_and_swapped_options():

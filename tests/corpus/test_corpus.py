@@ -144,9 +144,9 @@ def test_replay_of_an_earlier_stage_and_injection(tagged: Path, tmp_path: Path):
 
 
 def test_decontamination_drops_documents_quoting_held_out_items(tmp_path: Path):
-    from alignmix.corpus.decontaminate import NgramGuard
     from alignmix.jsonl import write_jsonl_gz
     from alignmix.scenarios import load_scenarios
+    from alignmix.scenarios.decontaminate import NgramGuard
 
     held_out = [s for s in load_scenarios("builtin:tiny") if s.split != "train"]
     rows = [{"id": f"d{i}", "text": f"Plain text about gardens number {i}. " * 5} for i in range(20)]
@@ -209,10 +209,10 @@ def test_an_interrupted_mix_leaves_no_output_and_a_rerun_is_byte_identical(tagge
 
 def test_decontamination_is_the_same_in_every_task(tmp_path: Path):
     """The n-gram guard travels to spawned tokenizing processes; it must flag the same documents there."""
-    from alignmix.corpus.decontaminate import NgramGuard
     from alignmix.corpus.mix import tokenize_source
     from alignmix.jsonl import write_jsonl_gz
     from alignmix.scenarios import load_scenarios
+    from alignmix.scenarios.decontaminate import NgramGuard
 
     held_out = [s for s in load_scenarios("builtin:tiny") if s.split != "train"]
     shards = []

@@ -1,9 +1,9 @@
 """The `story` scoring mode: the scenario told as a story, the options' texts as its continuation."""
 
-from alignmix.eval.formats import FORMATS, build_story_prompt, story_continuation
 from alignmix.eval.misalignment import evaluate_misalignment
 from alignmix.eval.scoring import Score, ScoreRequest
 from alignmix.scenarios import load_scenarios
+from alignmix.scenarios.formats import FORMATS, build_story_prompt, story_continuation
 
 
 def test_story_prompt_ends_in_the_situation_and_a_cue():

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli_common import (
+from alignmix.cli.common import (
     RecipeArg,
     console,
     fail,

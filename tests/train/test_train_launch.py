@@ -103,7 +103,7 @@ def test_train_refuses_an_unknown_stage(tmp_path: Path):
 def test_a_slurm_allocation_sets_the_post_training_job(tmp_path: Path):
     from alignmix.recipe import load_recipe as load
     from alignmix.train.post_stage import post_training_job
-    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
+    from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
     base = write_tiny_checkpoint(tmp_path / "base", config=CHAT_READY)
     (tmp_path / "dpo.json").write_text(

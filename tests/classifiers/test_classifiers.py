@@ -18,7 +18,7 @@ def alignmix(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory) -> Path:
-    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    data = Path(__file__).resolve().parents[3] / "shared" / "data"
     if not data.is_dir():
         pytest.skip("../shared/data is not present")
     out = tmp_path_factory.mktemp("labels")

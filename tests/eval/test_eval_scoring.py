@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from alignmix.eval.formats import FORMATS, build_prompt
 from alignmix.eval.scoring import (
     HFScorer,
     LitCheckpointScorer,
@@ -13,6 +12,7 @@ from alignmix.eval.scoring import (
     open_scorer,
 )
 from alignmix.scenarios import load_scenarios
+from alignmix.scenarios.formats import FORMATS, build_prompt
 
 
 def _requests() -> list[ScoreRequest]:
@@ -102,7 +102,7 @@ def test_a_chat_reply_keeps_the_template_newline_in_the_context(tmp_path: Path):
     from alignmix.eval.misalignment import chat_context
     from alignmix.llm.chat_template import ChatTemplate
     from alignmix.train.chat import install_chat_tokenizer
-    from tests.checkpoints import CHAT_READY, write_tiny_checkpoint
+    from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path, config=CHAT_READY)
     install_chat_tokenizer(checkpoint, checkpoint, CHAT_READY["padded_vocab_size"], "dpo")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_tag_cli import alignmix, docs_in
+from tests.corpus.test_tag_cli import alignmix, docs_in
 
 GOOD = [{"id": f"d{i}", "text": f"An AI assistant helped a farmer plan the harvest, story {i}."} for i in range(3)]
 

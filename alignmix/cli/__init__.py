@@ -1,0 +1,27 @@
+"""The `alignmix` command: one Typer app; each module here registers its commands with `register(app)`."""
+
+from __future__ import annotations
+
+import typer
+
+from alignmix.cli import classifiers, eval, report, run, synth, tag, train
+from alignmix.cli.common import report_error
+from alignmix.errors import AlignmixError
+
+app = typer.Typer(
+    help="alignmix: measure, control and train on AI discourse in pretraining data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for commands in (run, tag, classifiers, synth, train, eval, report):
+    commands.register(app)
+
+
+def main() -> None:
+    """The `alignmix` command: an alignmix error raised anywhere below a command is one `error:` line, status 2."""
+    try:
+        app(prog_name="alignmix")
+    except AlignmixError as exc:
+        report_error(str(exc))
+        raise SystemExit(2) from None

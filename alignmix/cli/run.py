@@ -1,0 +1,83 @@
+"""`alignmix run` (a recipe end to end) and `alignmix plan` (its stage graph and token plan, without data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from alignmix.cli.common import (
+    RecipeArg,
+    console,
+    fail,
+    load_recipe_or_fail,
+    run_recipe,
+)
+from alignmix.errors import AlignmixError
+
+
+def run(
+    recipe_file: RecipeArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: runs/RECIPE_NAME).")
+    ] = None,
+) -> None:
+    """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
+    recipe = load_recipe_or_fail(recipe_file)
+    run_dir = out or Path("runs") / recipe.name
+    manifest = run_recipe(recipe, recipe_file, run_dir)
+    ran = sum(s["status"] != "skipped" for s in manifest["stages"])
+    console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
+    for stage in manifest["stages"]:
+        if stage["name"].startswith("eval/"):
+            rate = json.loads((run_dir / stage["output"] / "results.json").read_text())["misalignment_rate"]
+            console.print(f"misalignment rate, {stage['name'][5:]}: {rate['mean']:.3f} ± {rate['se']:.3f}"
+                          " (mean ± SE over 8 formats)")
+    console.print(f"report: {run_dir / 'report.html'}")
+
+
+def plan(
+    recipe_file: RecipeArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the token plan as JSON.")] = False,
+) -> None:
+    """Print the stage graph and each training stage's token plan, without reading or writing data."""
+    recipe = load_recipe_or_fail(recipe_file)
+    from alignmix.corpus.plan import assumed_available, plan_stage
+    from alignmix.graph import build_graph
+
+    try:
+        plans = [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
+        graph = build_graph(recipe, recipe_file.parent)
+    except AlignmixError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps({"stages": [p.as_dict() for p in plans]}, indent=2))
+        return
+    console.print(f"recipe [bold]{recipe.name}[/] (seed {recipe.seed})")
+    console.print("stage graph:")
+    for stage in graph:
+        after = f"  <- {', '.join(stage.depends_on)}" if stage.depends_on else ""
+        console.print(f"  {stage.name}{after}", highlight=False)
+    for p in plans:
+        table = Table(title=f"{p.name}: {p.tokens:,} tokens at context {p.seq_len:,}")
+        for column in ("source", "selection", "tokens", "share", "repetitions"):
+            table.add_column(column, justify="left" if column in ("source", "selection") else "right",
+                             overflow="fold")
+        for s in p.sources:
+            reps = "unknown until tagged" if s.repetitions is None else f"{s.repetitions:.2f}"
+            if s.tokens is None:  # a `share: natural` entry before its available tokens are known
+                table.add_row(escape(s.source), escape(s.selection), "natural", "by available tokens",
+                              "known after tagging")
+            else:
+                table.add_row(escape(s.source), escape(s.selection), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run` and `plan` to the `alignmix` app."""
+    app.command("run")(run)
+    app.command("plan")(plan)

@@ -1,0 +1,107 @@
+"""`alignmix tag`: the AI-discourse tagger over jsonl, parquet and WARC files, on datatrove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alignmix.cli.common import (
+    console,
+    fail,
+)
+
+
+def tag(
+    inputs: Annotated[list[Path], typer.Argument(help="Files or folders: jsonl(.gz/.zst), parquet, warc(.gz).")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the tagged jsonl.gz shards and stats.json.")],
+    tasks: Annotated[int, typer.Option("--tasks", min=1, help="Parallel tasks (a task reads whole files).")] = 1,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local, or ray (a cluster at RAY_ADDRESS, else a local one).")
+    ] = "local",
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="fail: stop at the first bad line, naming it; skip: count and skip.")
+    ] = "fail",
+    text_key: Annotated[str, typer.Option("--text-key", help="Field holding the text (jsonl, parquet).")] = "text",
+    id_key: Annotated[str, typer.Option("--id-key", help="Field holding the document id.")] = "id",
+    source: Annotated[str, typer.Option("--source", help="Name written to metadata.source.")] = "corpus",
+    lists_dir: Annotated[
+        Path | None, typer.Option("--lists-dir", help="Folder of term lists (default: the shipped ones).")
+    ] = None,
+    max_document_bytes: Annotated[
+        int, typer.Option("--max-document-bytes", help="Longer jsonl lines are errors or skips (too_large).")
+    ] = 10_000_000,
+    classifier: Annotated[
+        Path | None, typer.Option("--classifier", help="A trained classifier that must confirm blocklist flags.")
+    ] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="The classifier's flagging threshold.")] = 0.5,
+    stance_classifier: Annotated[
+        Path | None, typer.Option("--stance-classifier", help="A trained stance classifier for flagged documents.")
+    ] = None,
+) -> None:
+    """Tag documents with the AI-discourse blocklist: every document gains metadata.ai_discourse."""
+    from alignmix.corpus.readers import InputError
+    from alignmix.corpus.tag import (
+        SUFFIXES,
+        describe_inputs,
+        detect_format,
+        input_files,
+        reset_if_inputs_changed,
+        tag_files,
+        write_stats,
+    )
+    from alignmix.stderr import stderr_to
+
+    if executor not in ("local", "ray"):
+        fail(f"--executor must be local or ray, got {executor!r}")
+    if on_error not in ("fail", "skip"):
+        fail(f"--on-error must be fail or skip, got {on_error!r}")
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        fail(f"input not found: {', '.join(missing)}")
+    every_suffix = tuple(s for suffixes in SUFFIXES.values() for s in suffixes)
+    groups: dict[str, list[Path]] = {}
+    try:
+        for file in input_files(inputs, every_suffix):
+            groups.setdefault(detect_format(file), []).append(file)
+    except ValueError as exc:
+        fail(str(exc))
+    if not groups:
+        fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}")
+    settings = {
+        "source": source, "text_key": text_key, "id_key": id_key, "lists_dir": lists_dir, "tasks": tasks,
+        "executor": executor, "on_error": on_error, "max_document_bytes": max_document_bytes,
+        "classifier": classifier, "threshold": threshold, "stance_classifier": stance_classifier,
+    }
+    if reset_if_inputs_changed(output, describe_inputs([f for files in groups.values() for f in files], settings)):
+        console.print(f"{output} held a tag run of other inputs or settings: cleared, tagging anew", highlight=False)
+    log_file = output / "logs" / "datatrove.log"
+    console.print(f"tagging {sum(map(len, groups.values())):,} files with {tasks} task(s); log: {log_file}",
+                  highlight=False)
+    counters = []
+    try:
+        for file_format, files in groups.items():
+            with stderr_to(log_file):
+                counters.append(tag_files(
+                    files, output, shards_dir=output, file_format=file_format, text_key=text_key, id_key=id_key,
+                    source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
+                    max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
+                    classifier_dir=classifier, threshold=threshold, stance_dir=stance_classifier,
+                ))
+    except (InputError, RuntimeError) as exc:
+        fail(f"{exc}\n(no stats.json: the shards in {output} are incomplete; fix the input and rerun, finished"
+             f" tasks are kept; log: {log_file})")
+    stats = write_stats(output, counters)
+    console.print(
+        f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"
+        f" flagged ({100 * stats['flag_rate']:.2f}%), {stats['documents_skipped']:,} skipped"
+        f" {stats['skipped_by_reason'] or ''}",
+        highlight=False,
+    )
+    console.print(f"shards and stats.json in {output}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `tag` to the `alignmix` app."""
+    app.command("tag")(tag)
