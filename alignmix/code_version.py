@@ -32,3 +32,24 @@ def code_version(modules: tuple[str, ...]) -> dict[str, str]:
     for module in sorted(modules):
         total.update(module.encode() + b"\0" + _source_sha256(module).encode())
     return {"alignmix": __version__, "sha256": total.hexdigest()}
+
+
+_SHARED_CODE = ("alignmix.hashing", "alignmix.jsonl", "alignmix.recipe", "alignmix.errors")
+_SCENARIOS = ("alignmix.scenarios", "alignmix.scenarios_data")
+STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base packages it imports
+    "corpus": ("alignmix.corpus",),
+    "tag": ("alignmix.corpus", "alignmix.classifiers", "alignmix.llm", *_SCENARIOS),
+    "synth": ("alignmix.synth", "alignmix.llm", *_SCENARIOS),
+    "base": ("alignmix.checkpoints",),
+    "tokenizer": ("alignmix.corpus", "alignmix.checkpoints"),
+    "mix": ("alignmix.corpus", "alignmix.checkpoints", *_SCENARIOS),
+    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
+    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
+    "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
+    "report": ("alignmix.report",),
+}
+
+
+def code_of(kind: str) -> tuple[str, ...]:
+    """The alignmix source a stage of this kind runs (hashed into its key): its packages and the wiring here."""
+    return (*STAGE_CODE[kind], *_SHARED_CODE)

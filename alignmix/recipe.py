@@ -131,6 +131,8 @@ class GeneratedCorpus(Strict):
         return self
 
 
+POST_TRAINING = ("sft", "dpo")  # the post-training stages, in order
+
 Stance = Literal["aligned", "misaligned", "neutral"]
 
 
@@ -684,7 +686,47 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     return _anchor(data, path.parent.resolve()) if chain else data  # an extended file's paths are relative to itself
 
 
-def load_recipe(path: Path | str) -> Recipe:
-    """Read and validate a recipe YAML file; relative paths in it resolve against its folder."""
+def apply_override(data: Any, assignment: str) -> Any:
+    """`KEY=VALUE` applied to recipe data: KEY is the dotted path the errors use (`stages.0.tokens`,
+    `synth.sets.0.scenarios`), VALUE is read as YAML (`0.01`, `[a, b]`, `{flagged: false}`, text). List items
+    must exist; a mapping key the file leaves to its default is created, and an unknown one is then refused by
+    the schema, naming it."""
+    key, equals, text = assignment.partition("=")
+    if not equals or not key:
+        raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stages.0.tokens=1000000")
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, _DuplicateKey) as exc:
+        raise RecipeError(f"--set {key}: the value {text!r} is not valid YAML ({exc})") from None
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and isinstance(node.setdefault(part, {}), (dict, list)):
+            node = node[part]
+        else:
+            raise RecipeError(f"--set {key}: the recipe has no key '{here}'")
+    leaf = parts[-1]
+    value = _anchor(value, Path.cwd())  # a path given on the command line is relative to where it was typed
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise RecipeError(f"--set {key}: '{leaf}' is not an index of the {len(node)} items there")
+        node[int(leaf)] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise RecipeError(f"--set {key}: '{'.'.join(parts[:-1])}' holds a value, not keys")
+    return data
+
+
+def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read and validate a recipe YAML file, with `KEY=VALUE` overrides applied (see `apply_override`); relative
+    paths in it resolve against its folder (an override's, against the current folder)."""
     path = Path(path)
-    return parse_recipe(_read_yaml(path), source=str(path), base_dir=path.parent)
+    data = _read_yaml(path)
+    for assignment in overrides:
+        data = apply_override(data, assignment)
+    return parse_recipe(data, source=str(path) + (f" with --set {', '.join(overrides)}" if overrides else ""),
+                        base_dir=path.parent)

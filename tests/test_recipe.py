@@ -173,3 +173,20 @@ def test_plan_refuses_a_post_training_max_seq_length_above_the_block_size(tmp_pa
     result = subprocess.run([sys.executable, "-m", "alignmix", "plan", str(recipe_file)], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "post_training.dpo.max_seq_length 1,024 exceeds the block_size of model 'tiny-neox' (512)" in result.stderr
+
+
+def test_set_overrides_a_dotted_key_and_names_a_bad_one(tmp_path: Path):
+    (tmp_path / "questions.jsonl").write_text((REPO / "alignmix" / "scenarios_data" / "tiny.jsonl").read_text())
+    recipe = load_recipe(TINY, ["stages.0.tokens=100000", "stages.0.mixture.1.share=0.2",
+                                f"synth.sets.0.scenarios={tmp_path / 'questions.jsonl'}", "tagging.blocklist.categories=[scifi_ai]"])
+    assert recipe.stages[0].tokens == 100_000 and recipe.stages[0].mixture[1].share == 0.2
+    assert recipe.synth.sets[0].scenarios == str(tmp_path / "questions.jsonl")
+    assert recipe.tagging.blocklist.categories == ["scifi_ai"]
+    with pytest.raises(RecipeError, match=r"--set stages.3.tokens: the recipe has no key 'stages.3'"):
+        load_recipe(TINY, ["stages.3.tokens=5"])
+    with pytest.raises(RecipeError, match=r"unknown key 'stages.0.tokns' \(did you mean 'tokens'\?\)"):
+        load_recipe(TINY, ["stages.0.tokns=5"])
+    with pytest.raises(RecipeError, match=r"key 'stages.0.tokens': Input should be a valid integer"):
+        load_recipe(TINY, ["stages.0.tokens=lots"])
+    with pytest.raises(RecipeError, match="expected KEY=VALUE"):
+        load_recipe(TINY, ["stages.0.tokens"])

@@ -34,9 +34,16 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def load_recipe_or_fail(recipe_file: Path) -> Recipe:
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe key, KEY=VALUE with KEY a dotted path (stages.0.tokens=1000000,"
+                               " synth.sets.0.scenarios=DIR/data); repeatable."),
+]
+
+
+def load_recipe_or_fail(recipe_file: Path, overrides: list[str] | None = None) -> Recipe:
     try:
-        return load_recipe(recipe_file)
+        return load_recipe(recipe_file, overrides or ())
     except RecipeError as exc:
         fail(str(exc))
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from alignmix.cli.common import (
     RecipeArg,
+    SetOpt,
     console,
     fail,
     load_recipe_or_fail,
@@ -22,12 +23,13 @@ from alignmix.errors import AlignmixError
 
 def run(
     recipe_file: RecipeArg,
+    overrides: SetOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Run folder (default: runs/RECIPE_NAME).")
     ] = None,
 ) -> None:
     """Run every stage of a recipe into a run folder; unchanged stages are skipped, interrupted ones resume."""
-    recipe = load_recipe_or_fail(recipe_file)
+    recipe = load_recipe_or_fail(recipe_file, overrides)
     run_dir = out or Path("runs") / recipe.name
     manifest = run_recipe(recipe, recipe_file, run_dir)
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
@@ -42,10 +44,11 @@ def run(
 
 def plan(
     recipe_file: RecipeArg,
+    overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the token plan as JSON.")] = False,
 ) -> None:
     """Print the stage graph and each training stage's token plan, without reading or writing data."""
-    recipe = load_recipe_or_fail(recipe_file)
+    recipe = load_recipe_or_fail(recipe_file, overrides)
     from alignmix.corpus.plan import assumed_available, plan_stage
     from alignmix.graph import build_graph
 

@@ -11,6 +11,7 @@ import typer
 
 from alignmix.cli.common import (
     RecipeArg,
+    SetOpt,
     console,
     fail,
     load_recipe_or_fail,
@@ -34,6 +35,7 @@ def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
 def train(
     recipe_file: RecipeArg,
     stage: Annotated[str, typer.Option("--stage", help="A training stage of the recipe (e.g. pretrain), sft or dpo.")],
+    overrides: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/RECIPE_NAME).")] = None,
     launcher: Annotated[
         str, typer.Option("--launcher", help="local: run here; slurm: write (and submit) an sbatch script;"
@@ -48,8 +50,8 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --launcher slurm: print the script only.")] = False,
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
-    recipe = load_recipe_or_fail(recipe_file)
-    from alignmix.graph import POST_TRAINING
+    recipe = load_recipe_or_fail(recipe_file, overrides)
+    from alignmix.recipe import POST_TRAINING
     from alignmix.train.launch import Launch
 
     if launcher not in ("local", "slurm", "srun"):

@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from alignmix.hashing import derive_seed
 from alignmix.jsonl import write_jsonl_gz
 
 WEB_TOPICS: dict[str, list[str]] = {
@@ -122,7 +123,7 @@ def generate_documents(
     name: str, documents: int, misaligned_ai_share: float, aligned_ai_share: float, seed: int
 ) -> Iterator[dict]:
     """Yield `documents` seeded documents in datatrove's jsonl shape (id, text, metadata)."""
-    rng = random.Random(f"{seed}:{name}")
+    rng = random.Random(derive_seed(seed, name))
     n_misaligned = round(documents * misaligned_ai_share)
     n_aligned = round(documents * aligned_ai_share)
     kinds = ["ai_misaligned"] * n_misaligned + ["ai_aligned"] * n_aligned

@@ -25,7 +25,7 @@ import numpy as np
 from alignmix.checkpoints.tokenizer import load_tokenizer
 from alignmix.corpus.plan import PlanError, StagePlan, entry_name, plan_stage
 from alignmix.corpus.select import MISSING, compile_selector, field_value, metadata_paths, named_fields, normalised
-from alignmix.hashing import file_sha256, strings_sha256
+from alignmix.hashing import derive_seed, file_sha256, strings_sha256
 from alignmix.jsonl import read_jsonl_gz
 from alignmix.recipe import Selector, TrainingStage
 from alignmix.scenarios.decontaminate import NgramGuard
@@ -244,10 +244,10 @@ def build_stage_mixture(
     uses: dict[str, Counter[str]] = {}
     for source_plan in plan.sources:
         pool = candidates[source_plan.name]
-        drawn = draw(pool.lengths, source_plan.tokens, random.Random(f"{seed}:{stage.name}:{source_plan.name}"))
+        drawn = draw(pool.lengths, source_plan.tokens, random.Random(derive_seed(seed, stage.name, source_plan.name)))
         uses[source_plan.name] = Counter(pool.ids[i] for i, _ in drawn)
         pieces.extend((source_plan.name, i, take) for i, take in drawn)
-    random.Random(f"{seed}:{stage.name}:shuffle").shuffle(pieces)
+    random.Random(derive_seed(seed, stage.name, "shuffle")).shuffle(pieces)
 
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from alignmix.hashing import derive_seed
 from alignmix.scenarios import Scenario
 
 OPENINGS: dict[str, list[str]] = {
@@ -86,7 +87,7 @@ def generate_synthetic(
     scenarios: list[Scenario], surface_forms: list[str], stance: str, per_scenario: int, set_name: str, seed: int
 ) -> Iterator[dict]:
     """Yield documents (id, text, metadata.synthetic) for each scenario, cycling through the surface forms."""
-    rng = random.Random(f"{seed}:{set_name}")
+    rng = random.Random(derive_seed(seed, set_name))
     index = 0
     for scenario in scenarios:
         for copy in range(per_scenario):

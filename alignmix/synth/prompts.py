@@ -12,6 +12,7 @@ from typing import NamedTuple
 import yaml
 
 from alignmix.errors import AlignmixError
+from alignmix.hashing import derive_seed
 from alignmix.llm.backend import Message, Sampling
 from alignmix.llm.jobs import ChatRequest
 from alignmix.scenarios import Scenario
@@ -74,7 +75,7 @@ def request_id(scenario_id: str, stance: str, surface_form: str, copy: int) -> s
 
 def request_seed(base: int | None, rid: str) -> int | None:
     """A per-request seed, so the K copies of a prompt differ and a rerun draws the same."""
-    return None if base is None else int(hashlib.sha256(f"{base}:{rid}".encode()).hexdigest()[:8], 16)
+    return None if base is None else derive_seed(base, rid)
 
 
 class Combination(NamedTuple):

@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 
+from alignmix.hashing import derive_seed
 from alignmix.jsonl import write_jsonl
 from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests_async
@@ -100,7 +101,7 @@ def to_scenario(question_id: str, answer: dict[str, Any], split: str | None) -> 
 
 def question_seed(seed: int | None, passage_id: str, copy: int, attempt: int) -> int:
     """A request's seed, drawn from its passage, copy and attempt: distinct for any number of copies."""
-    return int(hashlib.sha256(f"{seed}:{passage_id}:{copy}:{attempt}".encode()).hexdigest()[:8], 16)
+    return derive_seed(seed, passage_id, copy, attempt)
 
 
 def _normalised(question: str) -> str:

@@ -1,0 +1,164 @@
+"""The corpus stages' wiring: the generated corpus, tagging, the tokenizer and each training stage's mixture,
+with what enters their keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alignmix.classifiers.blocklist import shipped_lists_dir
+from alignmix.code_version import code_of
+from alignmix.hashing import file_sha256, files_identity
+from alignmix.recipe import Recipe, RecipeError
+from alignmix.run import Stage, StageContext
+from alignmix.scenarios.recipe_sets import held_out_identity, held_out_items
+
+
+def source_shards(run_dir_output: Path) -> list[Path]:
+    return sorted((run_dir_output / "data").glob("*.jsonl.gz"))
+
+
+def corpus_stage(recipe: Recipe) -> Stage | None:
+    generated = [s for s in recipe.corpus.sources if s.generate is not None]
+    if not generated:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.corpus.generate import write_generated_corpus
+
+        counts = {}
+        for source in generated:
+            assert source.generate is not None
+            write_generated_corpus(
+                ctx.output / source.name, source.name, source.generate.documents,
+                source.generate.misaligned_ai_share, source.generate.aligned_ai_share, recipe.seed,
+                shards=recipe.tagging.tasks,
+            )
+            counts[source.name] = source.generate.documents
+        return {"documents_written": counts}
+
+    settings = {"seed": recipe.seed, "shards": recipe.tagging.tasks,
+                "sources": [s.model_dump(mode="json") for s in generated]}
+    return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"))
+
+
+def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.corpus.tag import SUFFIXES, input_files, tag_files, write_stats
+
+        stats = {}
+        for source in recipe.corpus.sources:
+            if source.generate is not None:
+                files = sorted((ctx.inputs["corpus"] / source.name).glob("*.jsonl.gz"))
+            else:
+                files = input_files(source.paths, SUFFIXES[source.format])
+            with ctx.stderr_to_log():
+                counts = tag_files(
+                    files, ctx.output / source.name, file_format=source.format, text_key=source.text_key,
+                    id_key=source.id_key, source_name=source.name, lists_dir=recipe.tagging.blocklist.lists_dir,
+                    categories=recipe.tagging.blocklist.categories, tasks=recipe.tagging.tasks,
+                    on_error=recipe.tagging.on_error,
+                    classifier_dir=recipe.tagging.classifier.model if recipe.tagging.classifier else None,
+                    threshold=recipe.tagging.classifier.threshold if recipe.tagging.classifier else 0.5,
+                    stance_dir=recipe.tagging.stance_classifier,
+                )
+            s = stats[source.name] = write_stats(ctx.output / source.name, [counts])
+            ctx.echo(
+                f"  {source.name}: {s['documents_in']:,} documents in, {s['documents_flagged']:,} flagged"
+                f" ({100 * s['flag_rate']:.2f}%), {s['documents_skipped']:,} skipped {s['skipped_by_reason'] or ''}"
+                f" (log: {ctx.log_file})"
+            )
+        return {
+            name: {k: s[k] for k in ("documents_in", "documents_flagged", "documents_skipped", "flag_rate")}
+            for name, s in stats.items()
+        }
+
+    models = [recipe.tagging.classifier.model] if recipe.tagging.classifier else []
+    models += [recipe.tagging.stance_classifier] if recipe.tagging.stance_classifier else []
+    lists = recipe.tagging.blocklist.lists_dir or shipped_lists_dir()
+    settings = {"tagging": recipe.tagging.model_dump(mode="json"),
+                "input_files": files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
+                "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
+                "sources": [s.model_dump(mode="json", exclude={"generate"}) for s in recipe.corpus.sources]}
+    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"))
+
+
+def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.corpus.tokenizer import install_tokenizer, train_bpe
+        from alignmix.jsonl import read_jsonl_gz
+
+        if recipe.base_model is not None:
+            install_tokenizer(ctx.inputs["base"], ctx.output)
+            return {"tokenizer": f"base_model ({recipe.base_model.path})"}
+        if recipe.tokenizer.path is not None:
+            install_tokenizer(recipe.tokenizer.path, ctx.output)
+            return {"tokenizer": str(recipe.tokenizer.path)}
+        shards = [f for name in upstream for f in sorted(ctx.inputs[name].rglob("data/*.jsonl.gz"))]
+        train_bpe((row["text"] for row in read_jsonl_gz(shards)), recipe.tokenizer.vocab_size, ctx.output)
+        return {"trained_bpe_vocab_size": recipe.tokenizer.vocab_size}
+
+    settings = recipe.tokenizer.model_dump(mode="json")
+    if recipe.base_model is not None:
+        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",), code_of("tokenizer"))
+    if recipe.tokenizer.path is not None:
+        settings["files"] = files_identity([recipe.tokenizer.path])
+        return Stage("tokenizer", Path("tokenizer"), settings, action, code=code_of("tokenizer"))
+    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"))
+
+
+def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
+    stages = []
+    decontamination = recipe.decontamination
+    held_out = held_out_items(recipe, base_dir) if decontamination.enabled else []
+    for stage_index, training_stage in enumerate(recipe.stages):
+        replayed = sorted({e.replay for e in training_stage.mixture if e.replay is not None})
+
+        def action(ctx: StageContext, training_stage=training_stage, replayed=replayed,
+                   stage_index=stage_index) -> dict[str, Any]:
+            from alignmix.corpus.mix import build_stage_mixture
+            from alignmix.scenarios.decontaminate import NgramGuard
+
+            files = {
+                name: source_shards(ctx.inputs["tag" if recipe.source_kind(name) == "corpus" else "synth"] / name)
+                for name in {e.source for e in training_stage.mixture if e.source is not None}
+            }
+            manifest = build_stage_mixture(
+                training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
+                replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
+                guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
+                tasks=recipe.mixing.tasks, stage_index=stage_index,
+            )
+            counts: dict[str, Any] = {
+                s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}
+                for s in manifest["sources"]
+            }
+            if manifest["decontamination"]:
+                counts["decontaminated_documents"] = manifest["decontamination"]["documents_removed"]
+            return counts
+
+        settings = {
+            "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),
+            **held_out_identity(recipe, held_out),
+        }
+        depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
+        depends += tuple(f"mix/{name}" for name in replayed)
+        stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
+                            code_of("mix")))
+    return stages
+
+
+def check_selections(recipe: Recipe) -> None:
+    """Refuse, before any work, a mixture selection naming a category the tagging blocklist does not have."""
+    from alignmix.classifiers.blocklist import load_categories
+    from alignmix.corpus.select import named_categories
+
+    settings = recipe.tagging.blocklist
+    known: list[str] | None = None
+    for i, stage in enumerate(recipe.stages):
+        for j, entry in enumerate(stage.mixture):
+            for key, name in named_categories(entry.select).items():
+                known = known or [c.name for c in load_categories(settings.lists_dir, settings.categories)]
+                if name not in known:
+                    raise RecipeError(f"key 'stages.{i}.mixture.{j}.select.{key}': unknown category '{name}';"
+                                      f" the tagging blocklist has: {', '.join(known)}")

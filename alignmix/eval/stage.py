@@ -1,0 +1,36 @@
+"""The eval stages' wiring: the misalignment eval of each trained model, with what enters its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alignmix.code_version import code_of
+from alignmix.recipe import Recipe
+from alignmix.run import Stage, StageContext
+from alignmix.scenarios.recipe_sets import recipe_scenarios, scenario_files_identity
+
+
+def eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> Stage | None:
+    """The misalignment eval of one model into `eval/<model_stage>/`, as `alignmix eval` runs it; a chat model
+    (SFT, DPO) gets the persona as the system turn, the prompt as the user turn, and answers after `<|assistant|>`."""
+    settings_model = recipe.eval
+    if settings_model is None:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.eval.misalignment import write_results
+        from alignmix.eval.runner import evaluate_loglik
+
+        skipped: list[str] = []
+        scenarios = recipe_scenarios(recipe, settings_model.scenarios, base_dir, skipped)
+        results, rows = evaluate_loglik(ctx.inputs[model_stage] / "final", scenarios, list(settings_model.personas),
+                                        settings_model.mode, chat)
+        results["model"] = f"{model_stage}/final"
+        results["skipped_questions"] = skipped
+        write_results(ctx.output, results, rows)
+        return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
+
+    settings = {**settings_model.model_dump(mode="json"), "chat": chat,
+                "scenario_files": scenario_files_identity(settings_model.scenarios, base_dir)}
+    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"))

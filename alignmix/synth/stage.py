@@ -1,0 +1,99 @@
+"""The synth stage's wiring: offline or LLM-server synthetic sets, with what enters its key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alignmix.code_version import code_of
+from alignmix.recipe import Recipe, SynthSet
+from alignmix.run import Stage, StageContext
+from alignmix.scenarios import Scenario, training_split
+from alignmix.scenarios.recipe_sets import (
+    held_out_identity,
+    held_out_items,
+    recipe_scenarios,
+    scenario_files_identity,
+)
+
+TRANSPORT_SETTINGS = {"concurrency", "timeout", "max_retries", "api_key_env"}  # out of the synth stage's key
+
+
+def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
+    if not recipe.synth.sets:
+        return None
+
+    def action(ctx: StageContext) -> dict[str, Any]:
+        from alignmix.jsonl import write_jsonl_gz
+        from alignmix.synth.offline import generate_synthetic
+
+        stats = {}
+        for synth_set in recipe.synth.sets:
+            scenarios = recipe_scenarios(recipe, synth_set.scenarios, base_dir)
+            grounded = training_split(scenarios)
+            if synth_set.generator != "offline":
+                # Answers live beside the runner's records (the stage's output is RUN/synth), outside the output
+                # a changed stage key clears: a rerun under new settings pays only for prompts it has not seen.
+                responses = ctx.output.parent / ".alignmix" / "llm" / synth_set.name / "responses.jsonl"
+                stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output,
+                                                          responses)
+                continue
+            rows = generate_synthetic(
+                grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
+                synth_set.name, recipe.seed,
+            )
+            written = write_jsonl_gz(ctx.output / synth_set.name / "data" / "00000.jsonl.gz", rows)
+            stats[synth_set.name] = {
+                "generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(grounded),
+                "held_out_scenarios_excluded": len(scenarios) - len(grounded), "documents": written,
+            }
+        (ctx.output / "stats.json").write_text(json.dumps(stats, indent=2))
+        return stats
+
+    settings = {
+        "seed": recipe.seed,
+        "sets": [s.model_dump(mode="json", exclude={"server": TRANSPORT_SETTINGS}) for s in recipe.synth.sets],
+        "scenario_files": {s.scenarios: scenario_files_identity(s.scenarios, base_dir) for s in recipe.synth.sets},
+    }
+    if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these
+        settings.update(held_out_identity(recipe, held_out_items(recipe, base_dir)))
+    return Stage("synth", Path("synth"), settings, action, code=code_of("synth"))
+
+
+def _server_synth_set(
+    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path, responses: Path
+) -> dict[str, Any]:
+    """A synthetic set from an LLM server into OUT/NAME, resumable: a request whose answer in `responses` has the
+    same prompt hash, model and sampling is not asked again."""
+    from alignmix.llm.backend import BackendError, Sampling, open_backend
+    from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, finalize, plan_documents, run_plan
+    from alignmix.synth.postprocess import Bounds
+    from alignmix.synth.prompts import DocumentTemplates
+
+    server = synth_set.server
+    assert server is not None
+    spec = DocumentSpec(
+        name=synth_set.name, surface_forms=tuple(synth_set.surface_forms), stances=(synth_set.stance,),
+        per_combination=synth_set.documents_per_scenario // len(synth_set.surface_forms),
+        sampling=Sampling(server.max_tokens, server.temperature, 1.0, recipe.seed),
+        bounds=Bounds(server.min_words, server.max_words), ngram=recipe.decontamination.ngram,
+    )
+    try:
+        plan = plan_documents(scenarios, spec, DocumentTemplates.load(), synth_set.generator, server.model,
+                              held_out_extra=held_out_items(recipe, base_dir))
+    except HeldOutGroundingError as exc:
+        raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
+    try:
+        client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
+                              server.max_retries, server.concurrency)
+        job = run_plan(plan, client, responses, server.concurrency)
+    except BackendError as exc:
+        raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
+    if job.failed:
+        raise RuntimeError(f"synth set '{synth_set.name}': {job.failed} request(s) failed after their retries"
+                           f" (first: {job.failures[0]}); rerun to send only those")
+    stats = finalize(plan, spec, output / synth_set.name, responses)
+    return {"generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(plan.grounded),
+            "held_out_scenarios_excluded": len(scenarios) - len(plan.grounded), "documents": stats["kept"],
+            "requests": stats["requests"], "dropped": stats["dropped"], "tokens": stats["tokens"]}
