@@ -67,6 +67,18 @@ class _CountingSkips:
             return True
         return False
 
+    def _guarded(self, filepath: str, documents: Iterator[Document]) -> Iterator[Document]:
+        """`documents`, with a file that breaks off while being read counted (or refused) as `unreadable_file`."""
+        read = 0
+        try:
+            for document in documents:
+                read += 1
+                yield document
+        except InputError:
+            raise
+        except UNREADABLE as exc:
+            self._unreadable(filepath, exc, read)
+
     def _unreadable(self, filepath: str, exc: Exception, documents_read: int) -> None:
         self._skip("unreadable_file", self._where(filepath),
                    f"{type(exc).__name__}: {exc} (damaged, truncated or not in the format its name says;"
@@ -106,28 +118,24 @@ class CountingJsonlReader(_CountingSkips, JsonlReader):
         return row if self._usable_text(row, where) else None
 
     def read_file(self, filepath: str) -> Iterator[Document]:
-        read = 0
-        try:
-            with self.data_folder.open(filepath, "rb", compression=self.compression) as stream:
-                # zstd's decompressing reader is not line-iterable; a buffered reader over it is
-                handle = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream)
-                for index, raw in enumerate(handle):
-                    if index == 0:
-                        raw = raw.removeprefix(BOM)
-                    if not raw.strip():
+        return self._guarded(filepath, self._documents(filepath))
+
+    def _documents(self, filepath: str) -> Iterator[Document]:
+        with self.data_folder.open(filepath, "rb", compression=self.compression) as stream:
+            # zstd's decompressing reader is not line-iterable; a buffered reader over it is
+            handle = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream)
+            for index, raw in enumerate(handle):
+                if index == 0:
+                    raw = raw.removeprefix(BOM)
+                if not raw.strip():
+                    continue
+                with self.track_time():
+                    row = self._parse(raw, self._where(filepath, index + 1))
+                    if row is None:
                         continue
-                    with self.track_time():
-                        row = self._parse(raw, self._where(filepath, index + 1))
-                        if row is None:
-                            continue
-                        document = self.get_document_from_dict(row, filepath, index)
-                        self.stat_update("read")
-                    read += 1
-                    yield document
-        except InputError:
-            raise
-        except UNREADABLE as exc:
-            self._unreadable(filepath, exc, read)
+                    document = self.get_document_from_dict(row, filepath, index)
+                    self.stat_update("read")
+                yield document
 
 
 class CountingParquetReader(_CountingSkips, ParquetReader):
@@ -141,31 +149,27 @@ class CountingParquetReader(_CountingSkips, ParquetReader):
         self.on_error = on_error
 
     def read_file(self, filepath: str) -> Iterator[Document]:
+        return self._guarded(filepath, self._documents(filepath))
+
+    def _documents(self, filepath: str) -> Iterator[Document]:
         import pyarrow.parquet as pq
 
-        read = 0
-        try:
-            with self.data_folder.open(filepath, "rb") as stream, pq.ParquetFile(stream) as parquet:
-                columns = parquet.schema_arrow.names
-                if self.text_key not in columns:
-                    self._skip("missing_text", self._where(filepath),
-                               f"no '{self.text_key}' column; columns: {columns}", count=parquet.metadata.num_rows)
-                    return
-                row_number = 0
-                for batch in parquet.iter_batches(batch_size=self.batch_size):
-                    for row in batch.to_pylist():
-                        row_number += 1
-                        with self.track_time():
-                            if not self._usable_text(row, f"{self._where(filepath)}: row {row_number}"):
-                                continue
-                            document = self.get_document_from_dict(row, filepath, row_number - 1)
-                            self.stat_update("read")
-                        read += 1
-                        yield document
-        except InputError:
-            raise
-        except UNREADABLE as exc:
-            self._unreadable(filepath, exc, read)
+        with self.data_folder.open(filepath, "rb") as stream, pq.ParquetFile(stream) as parquet:
+            columns = parquet.schema_arrow.names
+            if self.text_key not in columns:
+                self._skip("missing_text", self._where(filepath), f"no '{self.text_key}' column; columns: {columns}",
+                           count=parquet.metadata.num_rows)
+                return
+            row_number = 0
+            for batch in parquet.iter_batches(batch_size=self.batch_size):
+                for row in batch.to_pylist():
+                    row_number += 1
+                    with self.track_time():
+                        if not self._usable_text(row, f"{self._where(filepath)}: row {row_number}"):
+                            continue
+                        document = self.get_document_from_dict(row, filepath, row_number - 1)
+                        self.stat_update("read")
+                    yield document
 
 
 class CountingWarcReader(WarcReader):

@@ -18,7 +18,13 @@ import torch
 import yaml
 
 from alignmix.checkpoints.weights import lit_weights
+from alignmix.recipe import DPOSettings, PostTrainSettings
 from alignmix.train.litgpt_config import TrainConfigError
+
+
+def _default(name: str, settings: type[PostTrainSettings] = PostTrainSettings) -> Any:
+    """A job field's default: the recipe's own (one source for each default)."""
+    return settings.model_fields[name].default
 
 
 @dataclass
@@ -33,23 +39,23 @@ class PostTrainJob:
     data_format: Literal["alpaca", "sharegpt", "preference"]
     out_dir: str
     lr: float
-    min_lr: float = 0.0
-    warmup_fraction: float = 0.0
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    max_norm: float = 1.0
-    epochs: int = 1
-    global_batch_size: int = 8
-    micro_batch_size: int = 4
-    max_seq_length: int = 2048
-    precision: str = "32-true"
+    min_lr: float = _default("min_lr")
+    warmup_fraction: float = _default("warmup_fraction")
+    weight_decay: float = _default("weight_decay")
+    betas: list[float] = field(default_factory=lambda: list(_default("betas")))
+    eps: float = _default("eps")
+    max_norm: float = _default("max_norm")
+    epochs: int = _default("epochs")
+    global_batch_size: int = _default("global_batch_size")
+    micro_batch_size: int = _default("micro_batch_size")
+    max_seq_length: int = _default("max_seq_length")
+    precision: str = _default("precision")
     devices: int | str = 1
-    num_nodes: int = 1
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
-    save_interval: int = 1000
+    num_nodes: int = _default("num_nodes")
+    strategy: Literal["auto", "ddp", "fsdp"] = _default("strategy")
+    save_interval: int = _default("save_interval")
     seed: int = 0
-    beta: float = 0.1  # DPO only
+    beta: float = _default("beta", DPOSettings)  # DPO only
 
     def write(self, path: Path) -> Path:
         path.write_text(yaml.safe_dump(asdict(self), sort_keys=False))
