@@ -105,9 +105,9 @@ ScenarioSpec = Annotated[str, BeforeValidator(_from_writing_file), AfterValidato
 def _check_share(value: Any) -> float | str:
     if value in ("rest", "natural"):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
-        return float(value)
-    raise ValueError(f"expected a fraction in (0, 1], 'rest' or 'natural', got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)  # 0 keeps the entry in the plan with no tokens (a sweep's zero dose)
+    raise ValueError(f"expected a fraction in [0, 1], 'rest' or 'natural', got {value!r}")
 
 
 Share = Annotated[float | Literal["rest", "natural"], PlainValidator(_check_share)]
@@ -489,6 +489,14 @@ class ReportSettings(Strict):
     title: str | None = None
 
 
+class SweepSettings(Strict):
+    """The conditions `alignmix sweep` runs: each dotted recipe key set to each of its values, as a grid
+    (every combination) or zipped (the i-th value of every key together)."""
+
+    set: dict[str, Annotated[list[Any], Field(min_length=1)]]
+    mode: Literal["grid", "zip"] = "grid"
+
+
 def _resolve_base(spec: str, info: ValidationInfo) -> str:
     return spec if spec.startswith("builtin:") else str(_resolve_existing(Path(spec), info))
 
@@ -518,6 +526,7 @@ class Recipe(Strict):
     mixing: Mixing = Mixing()
     decontamination: Decontamination = Decontamination()
     report: ReportSettings = ReportSettings()
+    sweep: SweepSettings | None = None  # read by `alignmix sweep`; `alignmix run` runs the recipe as written
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Recipe:

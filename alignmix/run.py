@@ -112,6 +112,7 @@ class StageRecord:
     seconds: float
     counts: dict[str, Any] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)  # alignmix's version and the stage's source hash
+    shared_from: str | None = None  # the run folder whose identical stage this one reuses (status "shared")
 
 
 def _files(path: Path) -> list[Path]:
@@ -122,6 +123,22 @@ def _files(path: Path) -> list[Path]:
     return sorted(
         p for p in path.rglob("*") if p.is_file() and not IGNORED_DIRS.intersection(p.relative_to(path).parts)
     )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _link(source: Path, target: Path) -> None:
+    """Hard-link a file, or a folder's files, at `target` (outputs are written once and never changed in place)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=os.link)
+    else:
+        os.link(source, target)
 
 
 def fingerprint(path: Path) -> list[tuple[str, int]]:
@@ -167,11 +184,15 @@ def package_versions() -> dict[str, str]:
 class Runner:
     """Runs stages in the given (dependency) order into `run_dir`, writing the manifest after each one."""
 
-    def __init__(self, run_dir: Path, stages: list[Stage], recipe_info: dict[str, Any], echo: Callable[[str], None]):
+    def __init__(self, run_dir: Path, stages: list[Stage], recipe_info: dict[str, Any], echo: Callable[[str], None],
+                 store: Path | None = None):
+        """`store` (a sweep's) holds every finished stage's output by key, hard-linked: a stage whose key is there
+        is linked into this run folder instead of run again."""
         self.run_dir = run_dir
         self.stages = stages
         self.recipe_info = recipe_info
         self.echo = echo
+        self.store = store
         self.state_dir = run_dir / ".alignmix"
         names = [s.name for s in stages]
         for stage in stages:
@@ -222,10 +243,10 @@ class Runner:
             return StageRecord(**{**state["record"], "status": "skipped", "seconds": 0.0})
         resuming = bool(state and state["key"] == key and state["status"] == "running")
         if not resuming:
-            if output.is_dir():
-                shutil.rmtree(output)
-            elif output.exists():
-                output.unlink()
+            _remove(output)
+            if (shared := self._from_store(stage, key, output)) is not None:
+                self.echo(f"{prefix} {stage.name}: shared with {shared.shared_from}")
+                return shared
         self._write_state(stage.name, {"key": key, "status": "running"})
         self.echo(f"{prefix} {stage.name}: {'resuming' if resuming else 'running'}")
         start = time.perf_counter()
@@ -252,8 +273,31 @@ class Runner:
             stage.name,
             {"key": key, "status": "done", "fingerprint": fingerprint(output), "record": record.__dict__},
         )
+        self._to_store(key, output, record)
         self.echo(f"{prefix} {stage.name}: done in {seconds:.1f}s")
         return record
+
+    def _from_store(self, stage: Stage, key: str, output: Path) -> StageRecord | None:
+        """Link a stored stage with this key into `output` and record it as done; None when the store has none."""
+        entry = None if self.store is None else self.store / key
+        if entry is None or not (entry / "record.json").is_file():
+            return None
+        stored = json.loads((entry / "record.json").read_text())
+        _link(entry / "output", output)
+        record = StageRecord(**{**stored["record"], "status": "shared", "seconds": 0.0, "shared_from": stored["run_dir"]})
+        self._write_state(stage.name, {"key": key, "status": "done", "fingerprint": fingerprint(output),
+                                       "record": {**record.__dict__, "status": "ran"}})
+        return record
+
+    def _to_store(self, key: str, output: Path, record: StageRecord) -> None:
+        if self.store is None or (self.store / key).exists() or not output.exists():
+            return
+        partial = self.store / f"{key}.{os.getpid()}.partial"
+        _remove(partial)
+        _link(output, partial / "output")
+        (partial / "record.json").write_text(json.dumps({"run_dir": str(self.run_dir), "record": record.__dict__},
+                                                        indent=2, default=str))
+        partial.rename(self.store / key)
 
     def _stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)

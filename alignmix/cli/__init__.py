@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from alignmix.cli import classifiers, eval, report, run, synth, tag, train
+from alignmix.cli import classifiers, eval, report, run, sweep, synth, tag, train
 from alignmix.cli.common import report_error
 from alignmix.errors import AlignmixError
 
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for commands in (run, tag, classifiers, synth, train, eval, report):
+for commands in (run, tag, classifiers, synth, train, eval, report, sweep):
     commands.register(app)
 
 

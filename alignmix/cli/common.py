@@ -55,7 +55,7 @@ def comma_list(value: str) -> list[str]:
 
 def run_recipe(
     recipe: Recipe, recipe_file: Path, run_dir: Path, launch: Launch | None = None,
-    only: Callable[[list[Stage]], list[Stage]] | None = None,
+    only: Callable[[list[Stage]], list[Stage]] | None = None, store: Path | None = None,
 ) -> dict:
     """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; any alignmix
     error ends the command with one message."""
@@ -75,7 +75,7 @@ def run_recipe(
             "settings": recipe.model_dump(mode="json"),
         }
         runner = Runner(run_dir, only(stages) if only else stages, info,
-                        echo=lambda line: console.print(line, highlight=False))
+                        echo=lambda line: console.print(line, highlight=False), store=store)
         return runner.run()
     except AlignmixError as exc:
         fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")

@@ -143,8 +143,9 @@ def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220
     return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}{legend}</svg>'
 
 
-def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None) -> dict:
-    """Write the HTML page and `out_file` with a .json suffix; returns what the JSON holds."""
+def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None, extra_html: str = "") -> dict:
+    """Write the HTML page and `out_file` with a .json suffix; returns what the JSON holds. `extra_html` (e.g. a
+    sweep's dose-response plot) goes after the chart."""
     if not conditions:
         raise CompareError("no conditions to compare")
     base = add_deltas(conditions, baseline)
@@ -170,7 +171,7 @@ def render_comparison(conditions: list[dict], out_file: Path, baseline: str | No
         f" prompt formats. Scoring: {html.escape(', '.join(modes))}. Capability: lm-evaluation-harness accuracy ±"
         f" its stderr. Deltas: condition minus baseline <b>{html.escape(base)}</b>, SE = sqrt(SE1² + SE2²).</p>"
         + mixed + "<h2>Misalignment rate by condition</h2>" + error_bar_chart(conditions, ["overall", *splits])
-        + "<h2>Results</h2>" + table(headers, rates) + f"<h2>Delta from {html.escape(base)}</h2>" + table(headers, deltas)
+        + extra_html + "<h2>Results</h2>" + table(headers, rates) + f"<h2>Delta from {html.escape(base)}</h2>" + table(headers, deltas)
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>alignmix comparison</title>"

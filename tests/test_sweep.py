@@ -1,0 +1,72 @@
+"""`alignmix sweep`: conditions planned up front, stages with the same key shared between them, resumed when
+rerun, sweep.json and compare.html with a dose-response plot; bad keys and infeasible conditions refused first."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+
+def _recipe(tmp_path: Path) -> Path:
+    """recipes/tiny.yaml, smaller: a 40,000-token pretraining stage, no post-training."""
+    data = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
+    data.pop("post_training")
+    data["stages"][0]["tokens"] = 40_000
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _sweep(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alignmix", "sweep", *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_a_sweep_shares_what_its_conditions_have_in_common_and_resumes(tmp_path: Path):
+    recipe, out = _recipe(tmp_path), tmp_path / "sweep"
+    first = _sweep(str(recipe), "--set", "stages.0.mixture.1.share=0,0.05", "--out", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    sweep = json.loads((out / "sweep.json").read_text())
+    none, some = sweep["conditions"]
+    assert (none["values"], some["values"]) == ({"stages.0.mixture.1.share": 0}, {"stages.0.mixture.1.share": 0.05})
+    assert none["shared_stages"] == [] and some["shared_stages"] == ["corpus", "tag", "synth", "tokenizer"]
+    assert set(some["results"]) == {"pretrain"} and "misalignment_rate" in some["results"]["pretrain"]
+    manifest = json.loads((Path(some["run_dir"]) / "manifest.json").read_text())
+    shared = {s["name"]: s for s in manifest["stages"] if s["status"] == "shared"}
+    assert shared["tag"]["shared_from"] == none["run_dir"]
+    assert (Path(some["run_dir"]) / "tag" / "web" / "stats.json").is_file()
+    mix = json.loads((Path(none["run_dir"]) / "mix" / "pretrain" / "mixture_manifest.json").read_text())
+    assert [s["realised_tokens"] for s in mix["sources"]] == [40_000, 0]
+    page = (out / "compare.html").read_text()
+    assert "Dose-response" in page and "<path d=" in page and "pretrain train" in page
+    again = _sweep(str(recipe), "--set", "stages.0.mixture.1.share=0,0.05", "--out", str(out))
+    assert again.returncode == 0 and "running" not in again.stdout, again.stdout
+
+
+def test_a_bad_key_or_an_infeasible_condition_refuses_the_sweep_before_any_work(tmp_path: Path):
+    recipe, out = _recipe(tmp_path), tmp_path / "sweep"
+    bad = _sweep(str(recipe), "--set", "stages.0.tokns=1,2", "--out", str(out))
+    assert bad.returncode == 2 and "unknown key 'stages.0.tokns' (did you mean 'tokens'?)" in bad.stderr
+    infeasible = _sweep(str(recipe), "--set", "stages.0.seq_len=128,4096", "--out", str(out))
+    assert infeasible.returncode == 2, infeasible.stderr
+    assert "condition stages.0.seq_len=4096: stage 'pretrain': seq_len 4,096 exceeds the block_size" in infeasible.stderr
+    assert not out.exists()
+    nothing = _sweep(str(recipe), "--out", str(out))
+    assert nothing.returncode == 2 and "nothing to sweep" in nothing.stderr
+
+
+def test_the_shipped_sweep_plans_every_condition():
+    from alignmix.recipe import load_recipe
+    from alignmix.sweep import expand
+
+    recipe = load_recipe(REPO / "recipes" / "sweeps" / "synthetic_share.yaml")
+    conditions = expand(dict(recipe.sweep.set), recipe.sweep.mode)
+    assert [c.values["stages.0.mixture.1.share"] for c in conditions] == [0.0, 0.001, 0.01, 0.05]
+    for condition in conditions:
+        assert load_recipe(REPO / "recipes" / "sweeps" / "synthetic_share.yaml", condition.overrides).stages[0] \
+            .mixture[1].share == condition.values["stages.0.mixture.1.share"]
