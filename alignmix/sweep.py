@@ -73,8 +73,10 @@ def parse_sets(assignments: list[str]) -> dict[str, list[Any]]:
 
 
 def _folder_name(values: dict[str, Any]) -> str:
-    text = ",".join(f"{key}={_yaml_text(value)}" for key, value in values.items())
-    return re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", text)
+    """`KEY=VALUE,...` with anything a folder name should not hold replaced (`{flagged: false}` -> flagged_false)."""
+    def shown(value: Any) -> str:
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "_", _yaml_text(value)).strip("_") or "empty"
+    return ",".join(f"{key}={shown(value)}" for key, value in values.items())
 
 
 def expand(swept: dict[str, list[Any]], mode: str) -> list[Condition]:

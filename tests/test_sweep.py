@@ -59,13 +59,18 @@ def test_a_bad_key_or_an_infeasible_condition_refuses_the_sweep_before_any_work(
     assert nothing.returncode == 2 and "nothing to sweep" in nothing.stderr
 
 
-def test_the_shipped_sweep_plans_every_condition():
+@pytest.mark.parametrize("name", ["synthetic_share", "filtering", "insertion_stage"])
+def test_the_shipped_sweeps_validate_and_plan_every_condition(name: str):
+    from alignmix.cli.sweep import _check
     from alignmix.recipe import load_recipe
-    from alignmix.sweep import expand
+    from alignmix.sweep import expand, prepare
 
-    recipe = load_recipe(REPO / "recipes" / "sweeps" / "synthetic_share.yaml")
+    path = REPO / "recipes" / "sweeps" / f"{name}.yaml"
+    recipe = load_recipe(path)
     conditions = expand(dict(recipe.sweep.set), recipe.sweep.mode)
-    assert [c.values["stages.0.mixture.1.share"] for c in conditions] == [0.0, 0.001, 0.01, 0.05]
-    for condition in conditions:
-        assert load_recipe(REPO / "recipes" / "sweeps" / "synthetic_share.yaml", condition.overrides).stages[0] \
-            .mixture[1].share == condition.values["stages.0.mixture.1.share"]
+    prepared = prepare(path, conditions, lambda r: _check(r, path.parent))
+    assert len(prepared) == {"synthetic_share": 4, "filtering": 2, "insertion_stage": 2}[name]
+    if name == "insertion_stage":  # the same synthetic tokens in every condition
+        totals = {sum(next(e for e in s.mixture if e.source == "aligned_synthetic").tokens or 0 for s in r.stages)
+                  for _, r in prepared}
+        assert totals == {15_000}
