@@ -187,9 +187,12 @@ def test_export_cli_writes_a_transformers_chat_model(tiny_run: dict, tmp_path: P
 def test_report_shows_every_section(tiny_run: dict):
     page = (tiny_run["out"] / "report.html").read_text()
     for heading in ("Corpus statistics", "Synthetic documents", "Training mixtures", "Training",
+                    "pretrain: loss", "midtrain: loss", "sft: loss", "dpo: loss", "Misalignment by model",
                     "Misalignment eval: midtrain", "Misalignment eval: sft", "Misalignment eval: dpo"):
-        assert heading in page
-    assert "<svg" in page
+        assert heading in page, heading
+    assert page.count("<path d=") >= 4  # a loss curve per training stage
+    assert "Training read" in page and "seen tokens" in page  # exposure beside planned and written
+    assert "0.006819" not in page and " ± " in page  # rates to the precision their SE supports
 
 
 def test_plan_prints_the_token_plan_as_json():

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 
 from alignmix.errors import AlignmixError
-from alignmix.report.html import PALETTE, STYLE, table
+from alignmix.report.charts import error_bar_chart, with_se
+from alignmix.report.html import STYLE, table
 
 
 class CompareError(AlignmixError):
@@ -90,12 +91,6 @@ def add_deltas(conditions: list[dict], baseline: str | None) -> str:
     return name
 
 
-def _cell(value: float | None, se: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f} ± {se:.3f}" if se is not None else f"{value:.3f}"
-
-
 def _signed(diff: dict | None) -> str:
     return "n/a" if diff is None else f"{diff['delta']:+.3f} ± {diff['se']:.3f}"
 
@@ -104,43 +99,6 @@ def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
     def union(key: str) -> list[str]:
         return sorted({k for c in conditions for k in c[key]})
     return union("per_split"), union("per_persona"), union("capability")
-
-
-def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220) -> str:
-    """Grouped vertical bars (one group per condition: overall and each split) with ±SE whiskers, as SVG."""
-    bar, gap, left, top, bottom = 22, 26, 40, 10, 70
-    longest = max(len(c["name"]) for c in conditions)
-    group_width = max(bar * len(series) + gap, 7 * longest + 10)  # room for the condition's name below
-    width = max(left + group_width * len(conditions) + 10, left + 110 * len(series))
-    y = lambda v: top + height * (1 - v)
-    parts = [f'<line x1="{left}" y1="{y(0)}" x2="{width}" y2="{y(0)}" stroke="#888"/>']
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.2f}</text>'
-                     f'<line x1="{left}" y1="{y(tick)}" x2="{width}" y2="{y(tick)}" stroke="#eee"/>')
-    for g, condition in enumerate(conditions):
-        x0 = left + g * group_width + (group_width - bar * len(series)) / 2
-        for s, name in enumerate(series):
-            stat = condition["misalignment_rate"] if name == "overall" else condition["per_split"].get(name)
-            if not stat or stat.get("mean") is None:
-                continue
-            mean, se = stat["mean"], stat["se"] or 0.0
-            x = x0 + s * bar
-            parts.append(f'<rect x="{x:.1f}" y="{y(mean):.1f}" width="{bar - 3}" height="{height * mean:.1f}"'
-                         f' fill="{PALETTE[s % len(PALETTE)]}"><title>{html.escape(condition["name"])} {html.escape(name)}:'
-                         f' {mean:.3f} ± {se:.3f}</title></rect>')
-            cx, low, high = x + (bar - 3) / 2, y(max(0.0, mean - se)), y(min(1.0, mean + se))
-            parts.append(f'<line x1="{cx:.1f}" y1="{low:.1f}" x2="{cx:.1f}" y2="{high:.1f}" stroke="#222"/>'
-                         f'<line x1="{cx - 4:.1f}" y1="{low:.1f}" x2="{cx + 4:.1f}" y2="{low:.1f}" stroke="#222"/>'
-                         f'<line x1="{cx - 4:.1f}" y1="{high:.1f}" x2="{cx + 4:.1f}" y2="{high:.1f}" stroke="#222"/>')
-        label_x = x0 + bar * len(series) / 2
-        parts.append(f'<text x="{label_x:.1f}" y="{y(0) + 14}" font-size="11" text-anchor="middle">'
-                     f'{html.escape(condition["name"])}</text>')
-    legend = "".join(
-        f'<rect x="{left + i * 110}" y="{y(0) + 36}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
-        f'<text x="{left + i * 110 + 14}" y="{y(0) + 45}" font-size="11">{html.escape(name)}</text>'
-        for i, name in enumerate(series)
-    )
-    return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}{legend}</svg>'
 
 
 def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None, extra_html: str = "") -> dict:
@@ -153,11 +111,11 @@ def render_comparison(conditions: list[dict], out_file: Path, baseline: str | No
     modes = sorted({str(c["mode"]) for c in conditions})
     headers = (["condition", "misalignment"] + [f"split {s}" for s in splits] + [f"persona {p}" for p in personas]
                + ["unparseable"] + tasks)
-    rates = [[c["name"], _cell(c["misalignment_rate"]["mean"], c["misalignment_rate"]["se"])]
-             + [_cell(c["per_split"].get(s, {}).get("mean"), c["per_split"].get(s, {}).get("se")) for s in splits]
-             + [_cell(c["per_persona"].get(p, {}).get("mean"), c["per_persona"].get(p, {}).get("se")) for p in personas]
+    rates = [[c["name"], with_se(c["misalignment_rate"]["mean"], c["misalignment_rate"]["se"])]
+             + [with_se(c["per_split"].get(s, {}).get("mean"), c["per_split"].get(s, {}).get("se")) for s in splits]
+             + [with_se(c["per_persona"].get(p, {}).get("mean"), c["per_persona"].get(p, {}).get("se")) for p in personas]
              + [f"{c['unparseable_rate']:.1%}"]
-             + [_cell(c["capability"].get(t, {}).get("acc"), c["capability"].get(t, {}).get("se")) for t in tasks]
+             + [with_se(c["capability"].get(t, {}).get("acc"), c["capability"].get(t, {}).get("se")) for t in tasks]
              for c in conditions]
     deltas = [[c["name"], _signed(c["delta"]["misalignment_rate"])]
               + [_signed(c["delta"]["per_split"].get(s)) for s in splits]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from alignmix.report.html import PALETTE
+from alignmix.report.charts import PALETTE
 
 
 def dose_series(records: list[dict], key: str) -> tuple[list[Any], dict[str, list[tuple[int, float, float]]]]:

@@ -11,6 +11,8 @@ import html
 import json
 from pathlib import Path
 
+from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, stacked_bar, with_se
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}
@@ -32,41 +34,6 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def bar_chart(values: dict[str, float], maximum: float = 1.0, width: int = 420, fmt: str = ".3f") -> str:
-    """A horizontal SVG bar chart of values in [0, maximum]."""
-    row_height, label_width = 20, 170
-    bars = []
-    for index, (label, value) in enumerate(values.items()):
-        y = index * row_height
-        length = 0 if maximum <= 0 else width * min(value, maximum) / maximum
-        bars.append(
-            f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>'
-            f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="14" fill="#4a78b5"/>'
-            f'<text x="{label_width + length + 4:.1f}" y="{y + 14}" font-size="12">{value:{fmt}}</text>'
-        )
-    height = row_height * len(values)
-    return f'<svg width="{label_width + width + 60}" height="{height}">{"".join(bars)}</svg>'
-
-
-PALETTE = ["#4a78b5", "#e08a3c", "#5aa469", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c"]
-
-
-def stacked_bar(parts: dict[str, float], width: int = 600) -> str:
-    """One horizontal bar split by share, with a legend; `parts` are non-negative amounts."""
-    total = sum(parts.values()) or 1.0
-    x, rects, legend = 0.0, [], []
-    for index, (label, amount) in enumerate(parts.items()):
-        colour = PALETTE[index % len(PALETTE)]
-        length = width * amount / total
-        rects.append(f'<rect x="{x:.2f}" y="0" width="{length:.2f}" height="22" fill="{colour}"/>')
-        legend.append(
-            f'<rect x="0" y="{30 + 18 * index}" width="12" height="12" fill="{colour}"/>'
-            f'<text x="18" y="{40 + 18 * index}" font-size="12">{html.escape(label)}: {100 * amount / total:.2f}%</text>'
-        )
-        x += length
-    return f'<svg width="{width}" height="{36 + 18 * len(parts)}">{"".join(rects + legend)}</svg>'
 
 
 def render_stats_page(stats: dict, out_file: Path) -> Path:
@@ -150,6 +117,7 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
             for s in manifest["sources"]
         ]
         parts.append(f"<h3>{html.escape(stage)}: {manifest['tokens']:,} tokens at context {manifest['seq_len']:,}</h3>")
+        parts.append(stacked_bar({s["name"]: s["realised_tokens"] for s in manifest["sources"]}))
         if exposure:
             parts.append(f"<p>Training read {exposure['samples_seen']:,} of the {exposure['samples_written']:,} samples"
                          f" written ({exposure['passes']:.4f} passes).</p>")
@@ -162,25 +130,47 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
     return "".join(parts)
 
 
-def final_losses(metrics_csv: Path) -> dict[str, float]:
-    """The last train loss (litgpt logs it as `loss`) and the validation loss from litgpt's CSV logger."""
-    last: dict[str, float] = {}
+LOSS_COLUMNS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"))
+
+
+def loss_series(metrics_csv: Path) -> dict[str, list[tuple[float, float]]]:
+    """(step, loss) points of the train and validation losses in a litgpt / Fabric CSV log (litgpt logs the
+    train loss as `loss`, SFT and DPO as `train_loss`)."""
+    series: dict[str, list[tuple[float, float]]] = {"train": [], "validation": []}
     with metrics_csv.open() as handle:
-        for row in csv.DictReader(handle):
-            for column, key in (("loss", "train_loss"), ("train_loss", "train_loss"), ("val_loss", "val_loss")):
+        for number, row in enumerate(csv.DictReader(handle)):
+            step = float(row.get("step") or row.get("iter") or number)
+            for column, name in LOSS_COLUMNS:
                 if row.get(column):
-                    last[key] = float(row[column])
-    return last
+                    series[name].append((step, float(row[column])))
+    return series
+
+
+def final_losses(metrics_csv: Path) -> dict[str, float]:
+    """The last train and validation losses of a CSV log."""
+    return {f"{name}_loss" if name == "train" else "val_loss": points[-1][1]
+            for name, points in loss_series(metrics_csv).items() if points}
 
 
 def training_section(metrics: dict[str, Path]) -> str:
     if not metrics:
         return ""
-    rows = []
+    rows, curves = [], []
     for stage, path in metrics.items():
+        series = loss_series(path)
         losses = final_losses(path)
         rows.append([stage, losses.get("train_loss", "n/a"), losses.get("val_loss", "n/a")])
-    return "<h2>Training</h2>" + table(["stage", "final train loss", "validation loss"], rows)
+        curves.append(f"<h3>{html.escape(stage)}: loss</h3>" + loss_curve(series))
+    return "<h2>Training</h2>" + table(["stage", "final train loss", "validation loss"], rows) + "".join(curves)
+
+
+def models_section(eval_results: dict[str, Path]) -> str:
+    """Every evaluated model's misalignment rate, overall and per split, side by side with SE whiskers."""
+    if len(eval_results) < 2:
+        return ""
+    models = [{"name": model, **json.loads(path.read_text())} for model, path in eval_results.items()]
+    splits = sorted({split for m in models for split in m.get("per_split", {})})
+    return "<h2>Misalignment by model</h2>" + error_bar_chart(models, ["overall", *splits])
 
 
 def eval_section(results_file: Path | None, model: str | None = None) -> str:
@@ -191,11 +181,11 @@ def eval_section(results_file: Path | None, model: str | None = None) -> str:
     rate = results["misalignment_rate"]
     groups = []
     for title, key in (("persona", "per_persona"), ("split", "per_split"), ("topic", "per_topic")):
-        rows = [[name, g["mean"], g["se"], g["n"]] for name, g in results[key].items()]
-        groups.append(f"<h3>By {title}</h3>" + table([title, "misalignment rate", "SE", "questions"], rows))
+        rows = [[name, with_se(g["mean"], g["se"]), g["n"]] for name, g in results[key].items()]
+        groups.append(f"<h3>By {title}</h3>" + table([title, "misalignment rate ± SE", "questions"], rows))
     return (
         f"<h2>{heading}</h2>"
-        f"<p><b>Misalignment rate: {rate['mean']:.3f} &plusmn; {rate['se']:.3f}</b> (mean &plusmn; SE over"
+        f"<p><b>Misalignment rate: {html.escape(with_se(rate['mean'], rate['se']))}</b> (mean &plusmn; SE over"
         f" {results['n_formats']} prompt formats, {results['n_questions']} questions)."
         f" Mode: {html.escape(results['mode'])}, {html.escape(results['scoring'])}.</p>"
         f"<p class='note'>Position bias: A {results['position_bias']['A']:.2f}, B {results['position_bias']['B']:.2f}."
@@ -220,6 +210,7 @@ def render_report(
         synth_section(synth_stats),
         mixture_section(mixture_manifests, exposures),
         training_section(training_metrics),
+        models_section(eval_results),
         *(eval_section(path, model) for model, path in eval_results.items()),
     ])
     return _write_page(title, body, out_file)
