@@ -13,7 +13,7 @@ from alignmix.run import Stage
 from alignmix.scenarios.recipe_sets import refuse_held_out_grounding
 from alignmix.synth.stage import synth_stage
 from alignmix.train.launch import LOCAL, Launch
-from alignmix.train.stage import base_stage, post_training_stages, training_stages
+from alignmix.train.stage import base_stage, post_training_stages, tamper_stages, training_stages
 
 RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
 
@@ -47,9 +47,13 @@ def _post_training_wanted(recipe: Recipe) -> bool:
 
 def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[Stage]:
     """The recipe's stages in dependency order; `launch` says how training processes start (local or srun)."""
-    clashing = sorted(RESERVED_NAMES & {s.name for s in recipe.stages})
+    names = [s.name for s in recipe.stages] + [t.name for t in recipe.tamper]
+    clashing = sorted(RESERVED_NAMES & set(names))
     if clashing:
         raise RecipeError(f"stage name(s) {', '.join(clashing)} are reserved for alignmix's own stages")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RecipeError(f"stage name(s) {', '.join(repeated)} are given to more than one training or tamper stage")
     refuse_held_out_grounding(recipe, base_dir)
     check_selections(recipe)
     stages: list[Stage] = [base] if (base := base_stage(recipe)) is not None else []
@@ -62,8 +66,10 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
     stages += training
     if training:
         post_training = post_training_stages(recipe, training[-1].name, base_dir, launch)
-        stages += post_training
-        for model, chat in [(training[-1].name, False)] + [(s.name, True) for s in post_training]:
+        tampered = tamper_stages(recipe, [s.name for s in training + post_training], launch)
+        stages += post_training + tampered
+        evaluated = [(training[-1].name, False)] + [(s.name, True) for s in post_training + tampered]
+        for model, chat in evaluated:
             evaluation = eval_stage(recipe, model, chat, base_dir)
             if evaluation is not None:
                 stages.append(evaluation)

@@ -454,6 +454,22 @@ class DPOSettings(PostTrainSettings):
     lr: Annotated[float, Field(gt=0.0)] = 1e-6
 
 
+class TamperStage(SFTSettings):
+    """A fine-tune after training, to test whether a model's behaviour persists: full SFT (`kind: sft`, benign or
+    harmful data) or a LoRA (`kind: lora`, litgpt's: rank `lora_r` on every linear layer, merged afterwards) on
+    the user's `data`, starting from a model stage (`from`); evaluated as `eval/<name>/`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Identifier
+    from_stage: Identifier = Field(alias="from")
+    kind: Literal["sft", "lora"] = "sft"
+    data: RunPath  # type: ignore[assignment]
+    lora_r: PositiveInt = 32
+    lora_alpha: PositiveInt = 16
+    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+
+
 class PostTraining(Strict):
     sft: SFTSettings | None = None
     dpo: DPOSettings | None = None
@@ -527,6 +543,7 @@ class Recipe(Strict):
     decontamination: Decontamination = Decontamination()
     report: ReportSettings = ReportSettings()
     sweep: SweepSettings | None = None  # read by `alignmix sweep`; `alignmix run` runs the recipe as written
+    tamper: list[TamperStage] = []
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Recipe:
@@ -569,6 +586,7 @@ class Recipe(Strict):
             settings = getattr(self.post_training, kind) if self.post_training else None
             if settings is not None and settings.data is not None and not settings.data.is_file():
                 missing.append(f"post_training.{kind}.data ({settings.data})")
+        missing += [f"tamper.{i}.data ({t.data})" for i, t in enumerate(self.tamper) if not t.data.is_file()]
         return missing
 
     def sources_without_data(self) -> list[str]:

@@ -58,6 +58,7 @@ def train(
         fail(f"--launcher: expected local, slurm or srun, got '{launcher}'")
     trainable = [s.name for s in recipe.stages if s.train is not None]
     trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
+    trainable += [t.name for t in recipe.tamper]
     if stage not in trainable:
         fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name

@@ -164,6 +164,28 @@ def training_section(metrics: dict[str, Path]) -> str:
     return "<h2>Training</h2>" + table(["stage", "final train loss", "validation loss"], rows) + "".join(curves)
 
 
+def tamper_section(eval_results: dict[str, Path], tampering: dict[str, str]) -> str:
+    """Each tamper stage's model against the model it started from: rate before, after, and the change ± SE
+    (sqrt(SE1² + SE2²)), overall and per split."""
+    rows = []
+    for name, start in tampering.items():
+        if name not in eval_results or start not in eval_results:
+            continue
+        before, after = (json.loads(eval_results[m].read_text()) for m in (start, name))
+        parts = {"overall": (before["misalignment_rate"], after["misalignment_rate"])}
+        parts |= {s: (before["per_split"][s], v) for s, v in after.get("per_split", {}).items() if s in before["per_split"]}
+        for part, (b, a) in parts.items():
+            change = None if a["mean"] is None or b["mean"] is None else a["mean"] - b["mean"]
+            se = ((a["se"] or 0.0) ** 2 + (b["se"] or 0.0) ** 2) ** 0.5
+            shown = "n/a" if change is None else ("+" if change >= 0 else "") + with_se(change, se)
+            rows.append([f"{start} -> {name}", part, with_se(b["mean"], b["se"]), with_se(a["mean"], a["se"]), shown])
+    if not rows:
+        return ""
+    return ("<h2>Tampering</h2><p class='note'>Each tamper stage fine-tunes a model on your data; the change is"
+            " after minus before, its SE sqrt(SE1² + SE2²).</p>"
+            + table(["tamper", "split", "before", "after", "change"], rows))
+
+
 def models_section(eval_results: dict[str, Path]) -> str:
     """Every evaluated model's misalignment rate, overall and per split, side by side with SE whiskers."""
     if len(eval_results) < 2:
@@ -203,6 +225,7 @@ def render_report(
     eval_results: dict[str, Path],
     out_file: Path,
     exposures: dict[str, Path] | None = None,
+    tampering: dict[str, str] | None = None,
 ) -> Path:
     body = "".join([
         f"<h1>{html.escape(title)}</h1>",
@@ -211,6 +234,7 @@ def render_report(
         mixture_section(mixture_manifests, exposures),
         training_section(training_metrics),
         models_section(eval_results),
+        tamper_section(eval_results, tampering or {}),
         *(eval_section(path, model) for model, path in eval_results.items()),
     ])
     return _write_page(title, body, out_file)

@@ -13,6 +13,7 @@ from alignmix.run import Stage, StageContext
 def report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
     names = [s.name for s in stages]
     trained = [s.name for s in recipe.stages if s.train is not None] + [n for n in POST_TRAINING if n in names]
+    trained += [t.name for t in recipe.tamper]
     evaluated = [n.removeprefix("eval/") for n in names if n.startswith("eval/")]
 
     title = recipe.report.title or f"alignmix run: {recipe.name}"
@@ -34,6 +35,7 @@ def report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
             eval_results={model: ctx.inputs[f"eval/{model}"] / "results.json" for model in evaluated},
             out_file=ctx.output,
             exposures={s.name: ctx.inputs[s.name] / "exposure.json" for s in recipe.stages if s.name in ctx.inputs},
+            tampering={t.name: t.from_stage for t in recipe.tamper},
         )
         return {}
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from alignmix.recipe import DPOSettings, SFTSettings
+from alignmix.recipe import DPOSettings, SFTSettings, TamperStage
 from alignmix.scenarios import Scenario
 from alignmix.train.chat import install_chat_tokenizer
 from alignmix.train.chat_data import (
@@ -51,9 +51,13 @@ def post_training_job(
 
     config = Config.from_file(start_dir / "model_config.yaml")
     install_chat_tokenizer(start_dir, out_dir / "tokenizer", config.padded_vocab_size, kind)
-    values = settings.model_dump(exclude={"data", "from_scenarios", "format", "devices", "num_nodes"})
+    values = settings.model_dump(exclude={"data", "from_scenarios", "format", "devices", "num_nodes", "name",
+                                          "from_stage", "kind", "lora_r", "lora_alpha", "lora_dropout"})
+    if isinstance(settings, TamperStage) and settings.kind == "lora":
+        values.update(lora_r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout)
+    stage = settings.name if isinstance(settings, TamperStage) else kind
     job = PostTrainJob(
-        kind=kind, stage=kind, checkpoint_dir=str(start_dir), data_file=str(data_file), data_format=data_format,
+        kind=kind, stage=stage, checkpoint_dir=str(start_dir), data_file=str(data_file), data_format=data_format,
         out_dir=str(out_dir), devices=launch.devices(settings.devices), num_nodes=launch.num_nodes(settings.num_nodes),
         seed=seed, **{**values, "betas": list(values["betas"])},
     )

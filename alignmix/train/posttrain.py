@@ -56,6 +56,9 @@ class PostTrainJob:
     save_interval: int = _default("save_interval")
     seed: int = 0
     beta: float = _default("beta", DPOSettings)  # DPO only
+    lora_r: int = 0  # > 0: train a LoRA of this rank (litgpt's) on every linear layer, merged into `final/`
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
 
     def write(self, path: Path) -> Path:
         path.write_text(yaml.safe_dump(asdict(self), sort_keys=False))
@@ -77,6 +80,46 @@ def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float)
 def load_weights(model: torch.nn.Module, checkpoint_dir: Path) -> None:
     """Load the folder's `lit_model.pth` into `model`."""
     model.load_state_dict(lit_weights(checkpoint_dir))
+
+
+def lora_config(config: Any, job: PostTrainJob) -> Any:
+    """litgpt's LoRA config for `config`: every linear layer of the blocks adapted at rank `job.lora_r`."""
+    from litgpt.lora import Config as LoRAConfig
+
+    return LoRAConfig(**{**asdict(config), "lora_r": job.lora_r, "lora_alpha": job.lora_alpha,
+                         "lora_dropout": job.lora_dropout, "lora_query": True, "lora_key": True, "lora_value": True,
+                         "lora_projection": True, "lora_mlp": True, "lora_head": False})
+
+
+def build_model(fabric: Any, config: Any, start_dir: Path, job: PostTrainJob) -> torch.nn.Module:
+    """The model to train: litgpt's GPT with the starting weights or, with `job.lora_r`, litgpt's LoRA GPT with
+    the base weights frozen."""
+    if not job.lora_r:
+        from litgpt import GPT
+
+        with fabric.init_module():
+            model = GPT(config)
+        load_weights(model, start_dir)
+        return model
+    from litgpt.lora import GPT as LoRAGPT
+    from litgpt.lora import mark_only_lora_as_trainable
+
+    with fabric.init_module():
+        model = LoRAGPT(lora_config(config, job))
+    model.load_state_dict(lit_weights(start_dir), strict=False)  # the LoRA matrices start as litgpt sets them
+    mark_only_lora_as_trainable(model)
+    return model
+
+
+def merged_lora_weights(config: Any, job: PostTrainJob, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain GPT's state dict with the LoRA update merged in (on the CPU), as litgpt's merge_lora writes it."""
+    from litgpt.lora import GPT as LoRAGPT
+    from litgpt.lora import lora_filter, merge_lora_weights
+
+    model = LoRAGPT(lora_config(config, job))
+    model.load_state_dict(weights)
+    merge_lora_weights(model)
+    return {k.replace("linear.", ""): v for k, v in model.state_dict().items() if not lora_filter(k, v)}
 
 
 def latest_state(out_dir: Path) -> Path | None:
@@ -206,13 +249,12 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         examples = dpo_examples(Path(job.data_file), tokenizer, eos, max_length)
         collate = collate_dpo
 
-    with fabric.init_module():
-        model = GPT(config)
-    load_weights(model, start_dir)
+    model = build_model(fabric, config, start_dir, job)
     model.max_seq_length = max_length
     model = fabric.setup_module(model)  # under FSDP: sharded before the optimizer and the reference exist
+    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = fabric.setup_optimizers(torch.optim.AdamW(
-        model.parameters(), lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
+        trainable, lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
     ))
     reference = None
     if job.kind == "dpo":
@@ -263,6 +305,8 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
             fabric.save(out_dir / f"step-{step + 1:06d}" / "state.pth", state)
     final = out_dir / "final"
     weights = full_state_dict(fabric, model)
+    if job.lora_r and weights:  # rank 0 holds the whole model
+        weights = merged_lora_weights(config, job, weights)
     if log is not None:
         log.close()
         partial = out_dir / "final.partial"

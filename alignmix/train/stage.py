@@ -164,3 +164,26 @@ def post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launch
         stages.append(Stage(kind, Path(kind), settings, action, (previous,), code_of("post_train")))
         previous = kind
     return stages
+
+
+def tamper_stages(recipe: Recipe, model_stages: list[str], launch: Launch) -> list[Stage]:
+    """The recipe's `tamper:` fine-tunes, each from a model stage (or an earlier tamper stage) to `NAME/final/`."""
+    stages: list[Stage] = []
+    known = list(model_stages)
+    for index, tamper in enumerate(recipe.tamper):
+        if tamper.from_stage not in known:
+            raise RecipeError(f"key 'tamper.{index}.from': '{tamper.from_stage}' is not a model stage of this recipe;"
+                              f" expected one of: {', '.join(known)}")
+
+        def action(ctx: StageContext, tamper=tamper) -> dict[str, Any]:
+            from alignmix.train.post_stage import run_post_training
+
+            return run_post_training("sft", tamper, ctx.inputs[tamper.from_stage] / "final", ctx.output, recipe.seed,
+                                     [], ctx.log_file, launch)
+
+        settings = {"seed": recipe.seed, "tamper": tamper.model_dump(mode="json", exclude={"devices", "num_nodes"}),
+                    "data_file": files_identity([tamper.data])}
+        stages.append(Stage(tamper.name, Path(tamper.name), settings, action, (tamper.from_stage,),
+                            code_of("post_train")))
+        known.append(tamper.name)
+    return stages
