@@ -117,6 +117,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+NOT_IN_KEY = {"in_key": False}  # a field saying how a job is transported or placed, not what it computes
+
+
+def key_settings(model: BaseModel) -> dict[str, Any]:
+    """A model's settings as JSON for a stage key: every field but those declared `Field(json_schema_extra=
+    NOT_IN_KEY)`, in nested models and lists of them too."""
+    return _without_transport(model, model.model_dump(mode="json"))
+
+
+def _without_transport(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    for name, info in type(model).model_fields.items():
+        if info.json_schema_extra == NOT_IN_KEY:
+            dumped.pop(name, None)
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _without_transport(value, dumped[name])
+        elif isinstance(value, list):
+            for item, item_dump in zip(value, dumped[name]):
+                if isinstance(item, BaseModel):
+                    _without_transport(item, item_dump)
+    return dumped
+
+
 class GeneratedCorpus(Strict):
     """A seeded web-like corpus written by alignmix itself (for demos and tests)."""
 
@@ -132,6 +156,9 @@ class GeneratedCorpus(Strict):
 
 
 POST_TRAINING = ("sft", "dpo")  # the post-training stages, in order
+
+OnError = Literal["fail", "skip"]  # a bad input line: stop naming it, or count and skip it
+Executor = Literal["local", "ray"]  # datatrove's executors for tagging
 
 Stance = Literal["aligned", "misaligned", "neutral"]
 
@@ -198,7 +225,7 @@ class Tagging(Strict):
     classifier: ClassifierSpec | None = None
     stance_classifier: ExistingPath | None = None  # labels the stance of flagged documents
     tasks: PositiveInt = 1
-    on_error: Literal["fail", "skip"] = "fail"
+    on_error: OnError = "fail"
 
 
 SurfaceForm = Literal[
@@ -212,12 +239,12 @@ class SynthServer(Strict):
 
     base_url: str
     model: str
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: PositiveInt = 64
+    api_key_env: Annotated[str, Field(json_schema_extra=NOT_IN_KEY)] = "OPENAI_API_KEY"
+    concurrency: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 64
     max_tokens: PositiveInt = 1024
     temperature: Annotated[float, Field(ge=0.0)] = 0.7
-    timeout: Annotated[float, Field(gt=0.0)] = 120.0
-    max_retries: Annotated[int, Field(ge=0)] = 6
+    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0
+    max_retries: Annotated[int, Field(ge=0, json_schema_extra=NOT_IN_KEY)] = 6
     min_words: PositiveInt = 80
     max_words: PositiveInt = 4000
 
@@ -354,8 +381,8 @@ class Optimization(Strict):
     max_norm: Annotated[float, Field(gt=0.0)] = 0.5
     precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"
     save_interval: PositiveInt = 1000
-    devices: PositiveInt | Literal["auto"] = "auto"
-    num_nodes: PositiveInt = 1
+    devices: Annotated[PositiveInt | Literal["auto"], Field(json_schema_extra=NOT_IN_KEY)] = "auto"
+    num_nodes: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 1
 
     @model_validator(mode="after")
     def _whole_micro_batches(self) -> Optimization:

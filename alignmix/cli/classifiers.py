@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -36,9 +36,12 @@ def classifiers_build_labels(
 def classifiers_train(
     labels: Annotated[Path, typer.Option("--labels", help="Labelled jsonl: text, label (1 = AI discourse).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the trained classifier.")],
-    kind: Annotated[str, typer.Option("--kind", help="fasttext, or embedding (MiniLM + linear head).")] = "fasttext",
+    kind: Annotated[
+        Literal["fasttext", "embedding"], typer.Option("--kind", help="fasttext, or embedding (MiniLM + linear head).")
+    ] = "fasttext",
     target: Annotated[
-        str, typer.Option("--target", help="discourse (label 0/1), or stance (aligned/misaligned/neutral, fastText).")
+        Literal["discourse", "stance"],
+        typer.Option("--target", help="discourse (label 0/1), or stance (aligned/misaligned/neutral, fastText)."),
     ] = "discourse",
     seed: int = 0,
 ) -> None:
@@ -46,8 +49,6 @@ def classifiers_train(
     from alignmix.classifiers.labels import read_labels
     from alignmix.classifiers.models import train_classifier, train_stance_classifier
 
-    if kind not in ("fasttext", "embedding") or target not in ("discourse", "stance"):
-        fail(f"--kind must be fasttext or embedding and --target discourse or stance, got {kind!r}, {target!r}")
     try:
         rows = read_labels(labels)
         if target == "stance":

@@ -12,7 +12,7 @@ from alignmix.cli.common import comma_list, console, errors, fail
 from alignmix.llm.backend import BackendError, ChatBackend, Sampling, open_backend, run_async
 
 Backend = Literal["openai", "vllm", "transformers"]
-BackendOpt = Annotated[str, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
+BackendOpt = Annotated[Backend, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default by backend).")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name the server serves, or an HF folder for transformers.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")]
@@ -22,10 +22,8 @@ RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries o
 
 
 def _backend(
-    kind: str, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int
+    kind: Backend, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int
 ) -> ChatBackend:
-    if kind not in ("openai", "vllm", "transformers"):
-        fail(f"--backend must be openai, vllm or transformers, not '{kind}'")
     try:
         return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))  # type: ignore[arg-type]
     except BackendError as exc:

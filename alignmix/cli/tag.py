@@ -11,6 +11,7 @@ from alignmix.cli.common import (
     console,
     fail,
 )
+from alignmix.recipe import Executor, OnError, Tagging
 
 
 def tag(
@@ -18,11 +19,11 @@ def tag(
     output: Annotated[Path, typer.Option("--output", help="Folder for the tagged jsonl.gz shards and stats.json.")],
     tasks: Annotated[int, typer.Option("--tasks", min=1, help="Parallel tasks (a task reads whole files).")] = 1,
     executor: Annotated[
-        str, typer.Option("--executor", help="local, or ray (a cluster at RAY_ADDRESS, else a local one).")
+        Executor, typer.Option("--executor", help="local, or ray (a cluster at RAY_ADDRESS, else a local one).")
     ] = "local",
     on_error: Annotated[
-        str, typer.Option("--on-error", help="fail: stop at the first bad line, naming it; skip: count and skip.")
-    ] = "fail",
+        OnError, typer.Option("--on-error", help="fail: stop at the first bad line, naming it; skip: count and skip.")
+    ] = Tagging.model_fields["on_error"].default,
     text_key: Annotated[str, typer.Option("--text-key", help="Field holding the text (jsonl, parquet).")] = "text",
     id_key: Annotated[str, typer.Option("--id-key", help="Field holding the document id.")] = "id",
     source: Annotated[str, typer.Option("--source", help="Name written to metadata.source.")] = "corpus",
@@ -53,10 +54,6 @@ def tag(
     )
     from alignmix.stderr import stderr_to
 
-    if executor not in ("local", "ray"):
-        fail(f"--executor must be local or ray, got {executor!r}")
-    if on_error not in ("fail", "skip"):
-        fail(f"--on-error must be fail or skip, got {on_error!r}")
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         fail(f"input not found: {', '.join(missing)}")

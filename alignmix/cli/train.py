@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -38,7 +38,8 @@ def train(
     overrides: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/RECIPE_NAME).")] = None,
     launcher: Annotated[
-        str, typer.Option("--launcher", help="local: run here; slurm: write (and submit) an sbatch script;"
+        Literal["local", "slurm", "srun"],
+        typer.Option("--launcher", help="local: run here; slurm: write (and submit) an sbatch script;"
                           " srun: inside an allocation, start training under srun.")
     ] = "local",
     nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Nodes (overrides the recipe's num_nodes).")] = None,
@@ -54,8 +55,6 @@ def train(
     from alignmix.recipe import POST_TRAINING
     from alignmix.train.launch import Launch
 
-    if launcher not in ("local", "slurm", "srun"):
-        fail(f"--launcher: expected local, slurm or srun, got '{launcher}'")
     trainable = [s.name for s in recipe.stages if s.train is not None]
     trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
     trainable += [t.name for t in recipe.tamper]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Literal
 
 import orjson
 from datatrove.data import Document
@@ -23,6 +22,7 @@ from loguru import logger
 from zstandard import ZstdError
 
 from alignmix.errors import AlignmixError
+from alignmix.recipe import OnError
 
 SKIP_REASONS = (
     "bad_encoding", "malformed_json", "not_an_object", "missing_text", "empty_text", "text_not_a_string",
@@ -30,7 +30,6 @@ SKIP_REASONS = (
 )
 BOM = b"\xef\xbb\xbf"
 UNREADABLE: tuple[type[Exception], ...] = (EOFError, OSError, ValueError, ZstdError)  # damaged or misnamed files
-OnError = Literal["fail", "skip"]
 DEFAULT_MAX_DOCUMENT_BYTES = 10_000_000
 
 

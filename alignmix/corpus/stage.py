@@ -79,6 +79,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
     settings = {"tagging": recipe.tagging.model_dump(mode="json"),
                 "input_files": files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
                 "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
+                # a generated source enters through the corpus stage's digest
                 "sources": [s.model_dump(mode="json", exclude={"generate"}) for s in recipe.corpus.sources]}
     return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"))
 
@@ -138,7 +139,7 @@ def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
             return counts
 
         settings = {
-            "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),
+            "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),  # not the model
             **held_out_identity(recipe, held_out),
         }
         depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")

@@ -28,11 +28,10 @@ from alignmix.corpus.readers import (
     CountingParquetReader,
     CountingWarcReader,
     InputError,
-    OnError,
 )
+from alignmix.recipe import Executor, OnError
 
 FileFormat = Literal["jsonl", "parquet", "warc"]
-Executor = Literal["local", "ray"]
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz"),
     "parquet": (".parquet",),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alignmix.code_version import code_of
-from alignmix.recipe import Recipe, SynthSet
+from alignmix.recipe import Recipe, SynthSet, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import Scenario, training_split
 from alignmix.scenarios.recipe_sets import (
@@ -16,8 +16,6 @@ from alignmix.scenarios.recipe_sets import (
     recipe_scenarios,
     scenario_files_identity,
 )
-
-TRANSPORT_SETTINGS = {"concurrency", "timeout", "max_retries", "api_key_env"}  # out of the synth stage's key
 
 
 def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
@@ -53,7 +51,7 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
 
     settings = {
         "seed": recipe.seed,
-        "sets": [s.model_dump(mode="json", exclude={"server": TRANSPORT_SETTINGS}) for s in recipe.synth.sets],
+        "sets": [key_settings(s) for s in recipe.synth.sets],
         "scenario_files": {s.scenarios: scenario_files_identity(s.scenarios, base_dir) for s in recipe.synth.sets},
     }
     if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these

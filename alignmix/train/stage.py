@@ -8,7 +8,7 @@ from typing import Any
 
 from alignmix.code_version import code_of
 from alignmix.hashing import files_identity
-from alignmix.recipe import POST_TRAINING, ModelSpec, Recipe, RecipeError, TrainingStage
+from alignmix.recipe import POST_TRAINING, ModelSpec, Recipe, RecipeError, TrainingStage, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import training_split
 from alignmix.scenarios.recipe_sets import recipe_scenarios, scenario_files_identity
@@ -128,8 +128,9 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
                     ctx.echo(f"warning: stage '{training_stage.name}': {seen['warning']}")
             return counts
 
-        settings = {"seed": recipe.seed, "stage": training_stage.model_dump(
-            mode="json", exclude={"mixture": True, "train": {"devices", "num_nodes"}})}
+        stage_settings = key_settings(training_stage)
+        stage_settings.pop("mixture")  # the written mixture enters through the mix stage's digest
+        settings = {"seed": recipe.seed, "stage": stage_settings}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
         stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
         previous = training_stage.name
@@ -155,8 +156,7 @@ def post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launch
                 ctx.log_file, launch,
             )
 
-        settings: dict[str, Any] = {"seed": recipe.seed, kind: settings_model.model_dump(
-            mode="json", exclude={"devices", "num_nodes"})}
+        settings: dict[str, Any] = {"seed": recipe.seed, kind: key_settings(settings_model)}
         if settings_model.data is not None:
             settings["data_file"] = files_identity([settings_model.data])
         else:
@@ -181,7 +181,7 @@ def tamper_stages(recipe: Recipe, model_stages: list[str], launch: Launch) -> li
             return run_post_training("sft", tamper, ctx.inputs[tamper.from_stage] / "final", ctx.output, recipe.seed,
                                      [], ctx.log_file, launch)
 
-        settings = {"seed": recipe.seed, "tamper": tamper.model_dump(mode="json", exclude={"devices", "num_nodes"}),
+        settings = {"seed": recipe.seed, "tamper": key_settings(tamper),
                     "data_file": files_identity([tamper.data])}
         stages.append(Stage(tamper.name, Path(tamper.name), settings, action, (tamper.from_stage,),
                             code_of("post_train")))
