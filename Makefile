@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean slurm slurm-stop
 
 # torch first, from the CPU build on disk; then the pinned stack; torchvision (pulled in by litdata)
 # is removed because PyPI's build breaks `import lightning` beside the CPU torch.
@@ -29,3 +29,10 @@ test: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# A one-node Slurm cluster on this machine (Debian's slurm-wlm and munge) for the tests marked slurm.
+slurm:
+	bash scripts/slurm.sh start
+
+slurm-stop:
+	bash scripts/slurm.sh stop

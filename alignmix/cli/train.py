@@ -44,11 +44,15 @@ def train(
     ] = "local",
     nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Nodes (overrides the recipe's num_nodes).")] = None,
     gpus_per_node: Annotated[
-        int | None, typer.Option("--gpus-per-node", min=1, help="GPUs per node (overrides the recipe's devices).")
+        int | None, typer.Option("--gpus-per-node", min=0, help="GPUs per node (overrides the recipe's devices); 0: one CPU process"
+                                                   " per node.")
     ] = None,
     partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
     time_limit: Annotated[str | None, typer.Option("--time", help="Slurm time limit, e.g. 48:00:00.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --launcher slurm: print the script only.")] = False,
+    cpus_per_task: Annotated[int, typer.Option("--cpus-per-task", min=1, help="With --launcher slurm: CPUs per task.")] = 8,
+    wait: Annotated[bool, typer.Option("--wait", help="With --launcher slurm: block until the job ends (sbatch --wait)"
+                                                      " and exit with its status.")] = False,
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
     recipe = load_recipe_or_fail(recipe_file, overrides)
@@ -62,7 +66,7 @@ def train(
         fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name
     if launcher == "slurm":
-        _slurm(recipe_file, stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run)
+        _slurm(recipe_file, stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run, wait, cpus_per_task)
         return
     if dry_run:
         fail("--dry-run applies to --launcher slurm")
@@ -73,13 +77,13 @@ def train(
 
 
 def _slurm(recipe_file: Path, stage: str, run_dir: Path, nodes: int | None, gpus_per_node: int | None,
-           partition: str | None, time_limit: str | None, dry_run: bool) -> None:
+           partition: str | None, time_limit: str | None, dry_run: bool, wait: bool, cpus_per_task: int) -> None:
     from alignmix.train.slurm import SlurmJob, sbatch_script
 
     if nodes is None or gpus_per_node is None:
         fail("--launcher slurm needs --nodes N and --gpus-per-node G")
     script = sbatch_script(
-        SlurmJob(recipe_file, stage, run_dir, nodes, gpus_per_node, partition=partition, time=time_limit), Path.cwd()
+        SlurmJob(recipe_file, stage, run_dir, nodes, gpus_per_node, cpus_per_task, partition, time_limit), Path.cwd()
     )
     if dry_run:
         print(script, end="")
@@ -91,10 +95,11 @@ def _slurm(recipe_file: Path, stage: str, run_dir: Path, nodes: int | None, gpus
     if shutil.which("sbatch") is None:
         console.print(f"wrote {path}; sbatch is not on PATH here: submit it with `sbatch {path}` on the cluster")
         return
-    result = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
+    result = subprocess.run(["sbatch", *(["--wait"] if wait else []), str(path)], capture_output=True, text=True)
     if result.returncode != 0:
-        fail(f"sbatch {path} failed: {result.stderr.strip()}")
-    console.print(f"wrote {path}; {result.stdout.strip()}")
+        fail(f"sbatch {path} failed ({'the job ended with status ' + str(result.returncode) if wait else 'not submitted'}):"
+             f" {result.stderr.strip() or result.stdout.strip()} (job log: {run_dir / 'logs'})")
+    console.print(f"wrote {path}; {result.stdout.strip()}" + ("; the job finished" if wait else ""))
 
 
 def export(

@@ -23,7 +23,10 @@ class Launch:
     gpus_per_node: int | None = None
 
     def devices(self, recipe_devices: int | str) -> int | str:
-        return self.gpus_per_node if self.gpus_per_node is not None else recipe_devices
+        """The processes per node: the GPUs per node, one CPU process where that is 0, else the recipe's."""
+        if self.gpus_per_node is None:
+            return recipe_devices
+        return self.gpus_per_node or 1
 
     def num_nodes(self, recipe_nodes: int) -> int:
         return self.nodes if self.nodes is not None else recipe_nodes

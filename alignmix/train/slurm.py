@@ -2,7 +2,8 @@
 
 The batch step runs `alignmix train ... --launcher srun` once, on the first node: it reuses or builds the
 stage's inputs (mixture chunks, tokenizer, the previous stage's weights), then starts the training process
-with `srun` on every task of the allocation (one per GPU), where Lightning reads the Slurm environment and
+with `srun` on every task of the allocation (one per GPU, or one CPU process per node with `--gpus-per-node 0`),
+where Lightning reads the Slurm environment and
 litgpt's `devices` / `num_nodes` (or the SFT / DPO job's) match the allocation.
 """
 
@@ -36,18 +37,20 @@ def sbatch_script(job: SlurmJob, workdir: Path) -> str:
         "--out", str(run_dir), "--launcher", "srun", "--nodes", str(job.nodes),
         "--gpus-per-node", str(job.gpus_per_node),
     ]
+    gpus = [f"#SBATCH --gpus-per-node={job.gpus_per_node}"] if job.gpus_per_node else []  # 0: a CPU job
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=alignmix-{job.stage.replace('/', '-')}",
         f"#SBATCH --nodes={job.nodes}",
-        f"#SBATCH --ntasks-per-node={job.gpus_per_node}",
-        f"#SBATCH --gpus-per-node={job.gpus_per_node}",
+        f"#SBATCH --ntasks-per-node={max(job.gpus_per_node, 1)}",
+        *gpus,
         f"#SBATCH --cpus-per-task={job.cpus_per_task}",
         f"#SBATCH --output={run_dir / 'logs' / ('slurm-' + job.stage.replace('/', '-') + '-%j.out')}",
         *optional,
         "set -euo pipefail",
         f"cd {shlex.quote(str(workdir.resolve()))}",
-        f"# {job.nodes} node(s) x {job.gpus_per_node} GPU(s): inputs once here, training under srun on every task",
+        f"# {job.nodes} node(s) x {job.gpus_per_node or 'no'} GPU(s): inputs once here, training under srun on every"
+        " task",
         shlex.join(command),
         "",
     ]

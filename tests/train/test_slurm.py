@@ -1,0 +1,57 @@
+"""`alignmix train --launcher slurm` against a real Slurm controller (`make slurm`: one node on loopback, CPU
+only, partition `debug`): the job's output equals a local run's. Skips, saying why, where no controller answers."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+
+
+def _controller() -> str | None:
+    """Why the Slurm tests cannot run here, or None when a controller answers with an idle node."""
+    if shutil.which("sinfo") is None:
+        return "no Slurm client (run `make slurm`)"
+    result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    if result.returncode != 0:
+        return f"no Slurm controller answers (run `make slurm`): {result.stderr.strip()}"
+    return None if any(s in result.stdout for s in ("idle", "mix", "alloc")) else f"no usable node: {result.stdout}"
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_controller() is not None, reason=str(_controller()))]
+
+
+def _alignmix(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alignmix", *args], capture_output=True, text=True, timeout=900)
+
+
+def test_a_cpu_training_stage_runs_as_a_slurm_job_and_equals_the_local_run(tmp_path: Path):
+    data = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
+    data.pop("post_training")
+    data.pop("eval")
+    data["stages"][0]["tokens"] = 40_000
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    job = _alignmix("train", str(recipe), "--stage", "pretrain", "--launcher", "slurm", "--nodes", "1",
+                    "--gpus-per-node", "0", "--cpus-per-task", "1", "--wait", "--out", str(tmp_path / "slurm"))
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "Submitted batch job" in job.stdout and "the job finished" in job.stdout
+    script = (tmp_path / "slurm" / "slurm" / "pretrain.sbatch").read_text()
+    assert "--gpus-per-node" not in script.split("set -euo")[0]  # a CPU job requests no GPUs
+    (log,) = (tmp_path / "slurm" / "logs").glob("slurm-pretrain-*.out")
+    assert "pretrain: ran" in log.read_text()
+    local = _alignmix("train", str(recipe), "--stage", "pretrain", "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stdout + local.stderr
+    chunks = [json.loads((tmp_path / run / "mix" / "pretrain" / "mixture_manifest.json").read_text())["chunks"]
+              for run in ("slurm", "local")]
+    assert chunks[0] == chunks[1]  # byte-identical mixture
+    weights = [torch.load(tmp_path / run / "pretrain" / "final" / "lit_model.pth") for run in ("slurm", "local")]
+    assert set(weights[0]) == set(weights[1])
+    for name, tensor in weights[0].items():  # the same training, up to the thread count's float reductions
+        torch.testing.assert_close(tensor, weights[1][name], atol=1e-3, rtol=1e-3)
