@@ -158,7 +158,7 @@ class GeneratedCorpus(Strict):
 POST_TRAINING = ("sft", "dpo")  # the post-training stages, in order
 
 OnError = Literal["fail", "skip"]  # a bad input line: stop naming it, or count and skip it
-Executor = Literal["local", "ray"]  # datatrove's executors for tagging
+Executor = Literal["local", "ray", "slurm"]  # datatrove's executors for tagging
 
 Stance = Literal["aligned", "misaligned", "neutral"]
 

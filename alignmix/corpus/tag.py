@@ -2,7 +2,8 @@
 
 Formats: jsonl (plain, .gz, .zst) and parquet through readers that count or refuse bad lines and rows, WARC
 through datatrove's WarcReader followed by Trafilatura text extraction.
-Executors: datatrove's LocalPipelineExecutor, or RayPipelineExecutor on a running Ray cluster.
+Executors: datatrove's LocalPipelineExecutor, RayPipelineExecutor on a running Ray cluster, or
+SlurmPipelineExecutor (an array job and its stats merge; `tag_files` waits for both).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -172,7 +177,42 @@ def describe_inputs(files: list[Path], settings: dict) -> dict:
     return {"files": described, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
-def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path):
+@dataclass(frozen=True)
+class SlurmSettings:
+    """Where datatrove's Slurm executor runs the tagging tasks (one array job, then its stats merge)."""
+
+    partition: str = "debug"
+    time: str = "04:00:00"
+    cpus_per_task: int = 1
+    poll_seconds: float = 2.0
+
+
+def _wait_for_slurm(job_id: str, logging_dir: Path, tasks: int, poll_seconds: float) -> None:
+    """Block while the array job or its stats merge (both named alignmix-tag) is queued or running; refuse,
+    naming the logs, when a task did not complete."""
+    while True:
+        queued = subprocess.run(["squeue", "-h", "-n", "alignmix-tag", "-o", "%i"], capture_output=True, text=True)
+        if queued.returncode != 0 or not queued.stdout.strip():
+            break
+        time.sleep(poll_seconds)
+    done = len(list((logging_dir / "completions").glob("*")))
+    if done < tasks or not (logging_dir / "stats.json").is_file():
+        raise InputError(f"Slurm job {job_id}: {done} of {tasks} tagging task(s) completed; see the task logs in"
+                         f" {logging_dir / 'logs'} and {logging_dir / 'slurm_logs'}; rerun to run only the rest")
+
+
+def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path,
+              slurm: SlurmSettings | None = None):
+    if executor == "slurm":
+        from datatrove.executor.slurm import SlurmPipelineExecutor
+
+        slurm = slurm or SlurmSettings()
+        return SlurmPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, time=slurm.time, partition=slurm.partition,
+            cpus_per_task=slurm.cpus_per_task, job_name="alignmix-tag", logging_dir=str(logging_dir),
+            slurm_logs_folder=str(logging_dir / "slurm_logs"), skip_completed=True,
+            venv_path=str(Path(sys.prefix) / "bin" / "activate"), mail_type="NONE", requeue=False,
+        )
     if executor == "ray":
         try:
             import ray
@@ -209,6 +249,7 @@ def tag_files(
     classifier_dir: Path | None = None,
     threshold: float = 0.5,
     stance_dir: Path | None = None,
+    slurm: SlurmSettings | None = None,
 ) -> Counter[str]:
     """Tag `files` into jsonl.gz shards (default `out_dir/data`); resumes per task; returns the raw counts.
 
@@ -231,7 +272,10 @@ def tag_files(
         ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
-    _executor(executor, pipeline, min(tasks, len(files)), logs).run()
+    runner = _executor(executor, pipeline, min(tasks, len(files)), logs, slurm)
+    runner.run()
+    if executor == "slurm" and runner.job_id != -1:  # submitted: wait for the array and the stats merge
+        _wait_for_slurm(runner.job_id, logs, min(tasks, len(files)), (slurm or SlurmSettings()).poll_seconds)
     return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 
 

@@ -2,7 +2,6 @@
 only, partition `debug`): the job's output equals a local run's. Skips, saying why, where no controller answers."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,20 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, SLURM_MISSING
 
-
-def _controller() -> str | None:
-    """Why the Slurm tests cannot run here, or None when a controller answers with an idle node."""
-    if shutil.which("sinfo") is None:
-        return "no Slurm client (run `make slurm`)"
-    result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    if result.returncode != 0:
-        return f"no Slurm controller answers (run `make slurm`): {result.stderr.strip()}"
-    return None if any(s in result.stdout for s in ("idle", "mix", "alloc")) else f"no usable node: {result.stdout}"
-
-
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_controller() is not None, reason=str(_controller()))]
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(SLURM_MISSING is not None, reason=str(SLURM_MISSING))]
 
 
 def _alignmix(*args: str) -> subprocess.CompletedProcess:
