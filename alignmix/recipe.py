@@ -54,6 +54,9 @@ class _Anchored(str):
         return str, (str(self),)
 
 
+yaml.SafeDumper.add_representer(_Anchored, lambda dumper, value: dumper.represent_str(str(value)))
+
+
 def _anchor(data: Any, base_dir: Path) -> Any:
     """Every string value in `data` (not keys; strings already anchored kept) anchored to `base_dir`."""
     if isinstance(data, dict):

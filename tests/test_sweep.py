@@ -74,3 +74,19 @@ def test_the_shipped_sweeps_validate_and_plan_every_condition(name: str):
         totals = {sum(next(e for e in s.mixture if e.source == "aligned_synthetic").tokens or 0 for s in r.stages)
                   for _, r in prepared}
         assert totals == {15_000}
+
+
+def test_a_sweep_block_in_an_extended_recipe_gives_plain_overrides(tmp_path: Path):
+    from alignmix.recipe import load_recipe
+    from alignmix.sweep import expand
+
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "child").mkdir()
+    (tmp_path / "parent" / "base.yaml").write_text(
+        f"extends: {REPO / 'recipes' / 'tiny.yaml'}\nname: p\nsweep:\n  set:\n    synth.sets.0.stance: [aligned, misaligned]\n")
+    (tmp_path / "child" / "c.yaml").write_text("extends: ../parent/base.yaml\nname: c\n")
+    recipe = load_recipe(tmp_path / "child" / "c.yaml")
+    conditions = expand(dict(recipe.sweep.set), recipe.sweep.mode)
+    assert [c.overrides for c in conditions] == [["synth.sets.0.stance=aligned"], ["synth.sets.0.stance=misaligned"]]
+    assert [load_recipe(tmp_path / "child" / "c.yaml", c.overrides).synth.sets[0].stance for c in conditions] == \
+        ["aligned", "misaligned"]
