@@ -80,7 +80,16 @@ def plan(
         console.print(table)
 
 
+def recipe_reference() -> None:
+    """Print the recipe reference (every key, its type, default, bounds and meaning) as Markdown, generated from
+    the schema: `alignmix recipe-reference > docs/recipe-reference.md`."""
+    from alignmix.recipe_reference import reference
+
+    print(reference(), end="")
+
+
 def register(app: typer.Typer) -> None:
     """Add `run` and `plan` to the `alignmix` app."""
     app.command("run")(run)
     app.command("plan")(plan)
+    app.command("recipe-reference")(recipe_reference)
