@@ -74,15 +74,25 @@ class StanceClassifier:
         return [doc_labels[0].removeprefix("__label__") for doc_labels in labels]
 
 
+LEARNING_RATES = (0.5, 0.25, 0.1)
+
+
 def _train_fasttext(labelled: list[tuple[str, str]], out_dir: Path, seed: int) -> None:
     import fasttext
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.writelines(f"__label__{label} {_one_line(text)}\n" for label, text in labelled)
     try:
-        model = fasttext.train_supervised(
-            input=handle.name, epoch=25, lr=0.5, wordNgrams=2, dim=32, bucket=200_000, thread=1, seed=seed, verbose=0,
-        )
+        for lr in LEARNING_RATES:  # fastText's remedy for a diverging run ("Encountered NaN"): a lower rate
+            try:
+                model = fasttext.train_supervised(
+                    input=handle.name, epoch=25, lr=lr, wordNgrams=2, dim=32, bucket=200_000, thread=1, seed=seed,
+                    verbose=0,
+                )
+                break
+            except RuntimeError as exc:
+                if "NaN" not in str(exc) or lr == LEARNING_RATES[-1]:
+                    raise
     finally:
         os.unlink(handle.name)
     model.save_model(str(out_dir / "model.bin"))
