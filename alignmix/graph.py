@@ -19,9 +19,8 @@ RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "
 
 
 def check_runnable(recipe: Recipe) -> None:
-    """What `run` needs beyond `plan`: data for every source and litgpt models that exist; raises before work."""
-    from alignmix.train.litgpt_config import validate_model_spec
-
+    """What `run` needs beyond `plan` (which checks the models when it builds the graph): files and data for every
+    source; raises before work."""
     missing_files = recipe.missing_run_files()
     if missing_files:
         raise RecipeError(f"file(s) not found: key {', key '.join(missing_files)}")
@@ -31,9 +30,6 @@ def check_runnable(recipe: Recipe) -> None:
             f"source(s) {', '.join(missing)} carry only `assumed` statistics: enough to plan, not to run;"
             " give them `paths`"
         )
-    for index, training_stage in enumerate(recipe.stages):
-        if training_stage.train is not None and training_stage.train.model is not None:
-            validate_model_spec(training_stage.train.model, f"stages.{index}.train.model")
     if recipe.base_model is not None and recipe.tokenizer.path is not None:
         raise RecipeError(f"tokenizer.path ({recipe.tokenizer.path}) and base_model.path ({recipe.base_model.path}):"
                           " a run continuing a base model uses the base's tokenizer; leave tokenizer.path out")
@@ -51,9 +47,6 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
     clashing = sorted(RESERVED_NAMES & set(names))
     if clashing:
         raise RecipeError(f"stage name(s) {', '.join(clashing)} are reserved for alignmix's own stages")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise RecipeError(f"stage name(s) {', '.join(repeated)} are given to more than one training or tamper stage")
     refuse_held_out_grounding(recipe, base_dir)
     check_selections(recipe)
     stages: list[Stage] = [base] if (base := base_stage(recipe)) is not None else []

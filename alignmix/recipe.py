@@ -580,7 +580,8 @@ class Recipe(Strict):
         named = [(f"corpus.sources.{i}.name", s.name) for i, s in enumerate(self.corpus.sources)]
         named += [(f"synth.sets.{i}.name", s.name) for i, s in enumerate(self.synth.sets)]
         stage_keys = [(f"stages.{i}.name", s.name) for i, s in enumerate(self.stages)]
-        for kind, keys in (("source", named), ("stage", stage_keys)):
+        model_keys = stage_keys + [(f"tamper.{i}.name", t.name) for i, t in enumerate(self.tamper)]
+        for kind, keys in (("source", named), ("stage", model_keys)):
             first: dict[str, str] = {}
             for key, name in keys:
                 if name in first:

@@ -34,6 +34,7 @@ from alignmix.corpus.readers import (
     CountingWarcReader,
     InputError,
 )
+from alignmix.hashing import files_identity
 from alignmix.recipe import Executor, OnError
 
 FileFormat = Literal["jsonl", "parquet", "warc"]
@@ -173,8 +174,8 @@ def clear_tag_output(out_dir: Path) -> None:
 
 def describe_inputs(files: list[Path], settings: dict) -> dict:
     """What a tag run reads: each file's resolved path, size and modification time, and its settings."""
-    described = [{"path": str(f.resolve()), "bytes": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]
-    return {"files": described, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
+    return {"files": files_identity([f.resolve() for f in files]),
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
 @dataclass(frozen=True)
@@ -201,12 +202,10 @@ def _wait_for_slurm(job_id: str, logging_dir: Path, tasks: int, poll_seconds: fl
                          f" {logging_dir / 'logs'} and {logging_dir / 'slurm_logs'}; rerun to run only the rest")
 
 
-def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path,
-              slurm: SlurmSettings | None = None):
+def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path, slurm: SlurmSettings):
     if executor == "slurm":
         from datatrove.executor.slurm import SlurmPipelineExecutor
 
-        slurm = slurm or SlurmSettings()
         return SlurmPipelineExecutor(
             pipeline=pipeline, tasks=tasks, time=slurm.time, partition=slurm.partition,
             cpus_per_task=slurm.cpus_per_task, job_name="alignmix-tag", logging_dir=str(logging_dir),
@@ -272,10 +271,11 @@ def tag_files(
         ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
-    runner = _executor(executor, pipeline, min(tasks, len(files)), logs, slurm)
+    tasks, slurm = min(tasks, len(files)), slurm or SlurmSettings()
+    runner = _executor(executor, pipeline, tasks, logs, slurm)
     runner.run()
     if executor == "slurm" and runner.job_id != -1:  # submitted: wait for the array and the stats merge
-        _wait_for_slurm(runner.job_id, logs, min(tasks, len(files)), (slurm or SlurmSettings()).poll_seconds)
+        _wait_for_slurm(runner.job_id, logs, tasks, slurm.poll_seconds)
     return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 
 

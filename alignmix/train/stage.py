@@ -47,7 +47,7 @@ def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
         return list(recipe.stages)
     from alignmix.checkpoints.base import architecture_differences, base_model_config
     from alignmix.checkpoints.convert import ConversionError
-    from alignmix.train.litgpt_config import model_config
+    from alignmix.train.litgpt_config import model_config, validate_model_spec
 
     try:
         base = base_model_config(recipe.base_model.path, recipe.base_model.name)
@@ -59,6 +59,7 @@ def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
             stages.append(stage)
             continue
         if stage.train.model is not None:
+            validate_model_spec(stage.train.model, f"stages.{index}.train.model")
             differences = architecture_differences(model_config(stage.train.model), base)
             if differences:
                 raise RecipeError(f"stages.{index}.train.model differs from the base model '{base['name']}':"
@@ -67,14 +68,19 @@ def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
     return stages
 
 
-def check_post_training_context(recipe: Recipe, stages: list[TrainingStage]) -> None:
-    """Refuse, before any work, a post-training `max_seq_length` above the trained model's block_size."""
-    from alignmix.train.litgpt_config import model_config
+def check_contexts(recipe: Recipe, stages: list[TrainingStage]) -> None:
+    """Refuse, before any work (in `plan` too), an unknown model, a training stage whose seq_len exceeds its
+    model's block_size, or a post-training `max_seq_length` above the last trained model's."""
+    from alignmix.train.litgpt_config import check_context, model_config, validate_model_spec
 
-    trained = [s for s in stages if s.train is not None and s.train.model is not None]
-    if recipe.post_training is None or not trained:
+    config = None
+    for index, stage in enumerate(stages):
+        if stage.train is not None and stage.train.model is not None:
+            validate_model_spec(stage.train.model, f"stages.{index}.train.model")
+            config = model_config(stage.train.model)
+            check_context(stage, config)
+    if recipe.post_training is None or config is None:
         return
-    config = model_config(trained[-1].train.model)  # type: ignore[union-attr]
     for kind in POST_TRAINING:
         settings = getattr(recipe.post_training, kind)
         if settings is not None and settings.max_seq_length > config["block_size"]:
@@ -82,23 +88,11 @@ def check_post_training_context(recipe: Recipe, stages: list[TrainingStage]) -> 
                               f" of model '{config['name']}' ({config['block_size']:,}); lower max_seq_length")
 
 
-def check_contexts(stages: list[TrainingStage]) -> None:
-    """Refuse, before any work (in `plan` too), an unknown model or a training stage whose seq_len exceeds its
-    model's block_size."""
-    from alignmix.train.litgpt_config import check_context, model_config, validate_model_spec
-
-    for index, stage in enumerate(stages):
-        if stage.train is not None and stage.train.model is not None:
-            validate_model_spec(stage.train.model, f"stages.{index}.train.model")
-            check_context(stage, model_config(stage.train.model))
-
-
 def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
     stages: list[Stage] = []
     previous: str | None = "base" if recipe.base_model is not None else None
     training_stages = with_base_architecture(recipe)
-    check_contexts(training_stages)
-    check_post_training_context(recipe, training_stages)
+    check_contexts(recipe, training_stages)
     for training_stage in training_stages:
         if training_stage.train is None:
             continue
