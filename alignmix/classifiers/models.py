@@ -77,22 +77,34 @@ class StanceClassifier:
 LEARNING_RATES = (0.5, 0.25, 0.1)
 
 
+def _diverged(model) -> bool:
+    """Whether a fastText model's weights hold NaN or inf: a diverged run that did not raise "Encountered NaN"."""
+    import numpy as np
+
+    return not (np.isfinite(model.get_input_matrix()).all() and np.isfinite(model.get_output_matrix()).all())
+
+
 def _train_fasttext(labelled: list[tuple[str, str]], out_dir: Path, seed: int) -> None:
+    """Train at the first of LEARNING_RATES that does not diverge (fastText's remedy for NaN: a lower rate)."""
     import fasttext
 
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
         handle.writelines(f"__label__{label} {_one_line(text)}\n" for label, text in labelled)
     try:
-        for lr in LEARNING_RATES:  # fastText's remedy for a diverging run ("Encountered NaN"): a lower rate
+        for lr in LEARNING_RATES:
             try:
                 model = fasttext.train_supervised(
                     input=handle.name, epoch=25, lr=lr, wordNgrams=2, dim=32, bucket=200_000, thread=1, seed=seed,
                     verbose=0,
                 )
-                break
             except RuntimeError as exc:
-                if "NaN" not in str(exc) or lr == LEARNING_RATES[-1]:
+                if "NaN" not in str(exc):
                     raise
+                continue
+            if not _diverged(model):
+                break
+        else:
+            raise RuntimeError(f"fastText diverged at every learning rate tried ({', '.join(map(str, LEARNING_RATES))})")
     finally:
         os.unlink(handle.name)
     model.save_model(str(out_dir / "model.bin"))

@@ -101,3 +101,27 @@ def test_stance_classifier_bootstrapped_from_synthetic_documents(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert sum(stats["stance"].values()) == stats["documents_flagged"] == 4
+
+
+def test_a_fasttext_run_whose_weights_diverge_silently_is_retried_at_a_lower_rate(tmp_path: Path, monkeypatch):
+    """fastText can finish with NaN weights without raising; such a model predicts one label for everything."""
+    import fasttext
+    import numpy as np
+
+    from alignmix.classifiers.models import LEARNING_RATES, load_stance_classifier, train_stance_classifier
+
+    real_train, rates = fasttext.train_supervised, []
+
+    def first_rate_diverges(**kwargs):
+        model = real_train(**kwargs)
+        rates.append(kwargs["lr"])
+        if kwargs["lr"] == LEARNING_RATES[0]:
+            model.set_matrices(model.get_input_matrix(), np.full_like(model.get_output_matrix(), np.nan))
+        return model
+
+    monkeypatch.setattr(fasttext, "train_supervised", first_rate_diverges)
+    rows = [{"text": f"the assistant {word} helps people honestly", "stance": "aligned"} for word in "abcdefgh"]
+    rows += [{"text": f"the machine {word} deceives and seizes control", "stance": "misaligned"} for word in "abcdefgh"]
+    model = load_stance_classifier(train_stance_classifier(rows, tmp_path / "stance"))
+    assert rates == list(LEARNING_RATES[:2])
+    assert model.predict(["the assistant helps people honestly", "the machine seizes control"]) == ["aligned", "misaligned"]
