@@ -77,11 +77,15 @@ class StanceClassifier:
 LEARNING_RATES = (0.5, 0.25, 0.1)
 
 
-def _diverged(model) -> bool:
-    """Whether a fastText model's weights hold NaN or inf: a diverged run that did not raise "Encountered NaN"."""
+def _diverged(model, labelled: list[tuple[str, str]]) -> bool:
+    """Whether a fastText run failed without raising "Encountered NaN": weights holding NaN or inf, or one label
+    predicted for every training row although the rows carry several."""
     import numpy as np
 
-    return not (np.isfinite(model.get_input_matrix()).all() and np.isfinite(model.get_output_matrix()).all())
+    if not (np.isfinite(model.get_input_matrix()).all() and np.isfinite(model.get_output_matrix()).all()):
+        return True
+    predicted, _ = model.predict([_one_line(text) for _, text in labelled], k=1)
+    return len({label for label, _ in labelled}) > 1 and len({p[0] for p in predicted}) == 1
 
 
 def _train_fasttext(labelled: list[tuple[str, str]], out_dir: Path, seed: int) -> None:
@@ -101,7 +105,7 @@ def _train_fasttext(labelled: list[tuple[str, str]], out_dir: Path, seed: int) -
                 if "NaN" not in str(exc):
                     raise
                 continue
-            if not _diverged(model):
+            if not _diverged(model, labelled):
                 break
         else:
             raise RuntimeError(f"fastText diverged at every learning rate tried ({', '.join(map(str, LEARNING_RATES))})")
