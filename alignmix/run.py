@@ -242,11 +242,35 @@ class Runner:
             self.echo(f"{prefix} {stage.name}: unchanged, skipped")
             return StageRecord(**{**state["record"], "status": "skipped", "seconds": 0.0})
         resuming = bool(state and state["key"] == key and state["status"] == "running")
-        if not resuming:
-            _remove(output)
-            if (shared := self._from_store(stage, key, output)) is not None:
-                self.echo(f"{prefix} {stage.name}: shared with {shared.shared_from}")
-                return shared
+        with self._store_lock(stage, key, prefix):
+            if not resuming:
+                _remove(output)
+                if (shared := self._from_store(stage, key, output)) is not None:
+                    self.echo(f"{prefix} {stage.name}: shared with {shared.shared_from}")
+                    return shared
+            return self._run_action(stage, key, inputs, output, resuming, prefix)
+
+    @contextlib.contextmanager
+    def _store_lock(self, stage: Stage, key: str, prefix: str) -> Iterator[None]:
+        """With a store, hold `STORE/<key>.lock` while the stage is shared or run, so that conditions running at
+        once (a sweep's Slurm jobs) run an identical stage once: the others wait, then link it."""
+        if self.store is None:
+            yield
+            return
+        self.store.mkdir(parents=True, exist_ok=True)
+        with (self.store / f"{key}.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.echo(f"{prefix} {stage.name}: waiting for another run of the identical stage")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _run_action(self, stage: Stage, key: str, inputs: dict[str, str], output: Path, resuming: bool,
+                    prefix: str) -> StageRecord:
         self._write_state(stage.name, {"key": key, "status": "running"})
         self.echo(f"{prefix} {stage.name}: {'resuming' if resuming else 'running'}")
         start = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, SLURM_MISSING
 
 
 def _recipe(tmp_path: Path) -> Path:
@@ -90,3 +90,25 @@ def test_a_sweep_block_in_an_extended_recipe_gives_plain_overrides(tmp_path: Pat
     assert [c.overrides for c in conditions] == [["synth.sets.0.stance=aligned"], ["synth.sets.0.stance=misaligned"]]
     assert [load_recipe(tmp_path / "child" / "c.yaml", c.overrides).synth.sets[0].stance for c in conditions] == \
         ["aligned", "misaligned"]
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(SLURM_MISSING is not None, reason=str(SLURM_MISSING))
+def test_a_slurm_sweep_runs_each_condition_as_its_own_job_and_shares_identical_stages(tmp_path: Path):
+    recipe, out = _recipe(tmp_path), tmp_path / "sweep"
+    result = _sweep(str(recipe), "--set", "stages.0.mixture.1.share=0,0.05", "--out", str(out), "--launcher", "slurm",
+                    "--nodes", "1", "--gpus-per-node", "0", "--cpus-per-task", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitting 2 job(s)" in result.stdout and result.stdout.count("Submitted batch job") == 2
+    conditions = json.loads((out / "sweep.json").read_text())["conditions"]
+    assert [c["name"] for c in conditions] == ["stages.0.mixture.1.share=0", "stages.0.mixture.1.share=0.05"]
+    assert all(set(c["results"]) == {"pretrain"} for c in conditions)
+    # the jobs ran side by side: whichever reached the shared prefix second waited, then linked it
+    assert sorted(len(c["shared_stages"]) for c in conditions) == [0, 4]
+    for condition in conditions:
+        (log,) = (out / "logs").glob(f"slurm-sweep-{condition['name']}-*.out")
+        assert f"condition 1/1: {condition['name']}" in log.read_text() and "] pretrain: done" in log.read_text()
+    assert "Dose-response" in (out / "compare.html").read_text()
+    mixes = [json.loads((Path(c["run_dir"]) / "mix" / "pretrain" / "mixture_manifest.json").read_text())
+             for c in conditions]
+    assert [s["realised_tokens"] for s in mixes[0]["sources"]] == [40_000, 0]

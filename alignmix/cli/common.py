@@ -41,6 +41,16 @@ SetOpt = Annotated[
 ]
 
 
+NodesOpt = Annotated[int | None, typer.Option("--nodes", min=1, help="Nodes (overrides the recipe's num_nodes).")]
+GpusPerNodeOpt = Annotated[
+    int | None, typer.Option("--gpus-per-node", min=0, help="GPUs per node (overrides the recipe's devices); 0: one"
+                                                            " CPU process per node.")
+]
+PartitionOpt = Annotated[str | None, typer.Option("--partition", help="Slurm partition.")]
+TimeOpt = Annotated[str | None, typer.Option("--time", help="Slurm time limit, e.g. 48:00:00.")]
+CpusPerTaskOpt = Annotated[int, typer.Option("--cpus-per-task", min=1, help="With --launcher slurm: CPUs per task.")]
+
+
 def load_recipe_or_fail(recipe_file: Path, overrides: list[str] | None = None) -> Recipe:
     try:
         return load_recipe(recipe_file, overrides or ())

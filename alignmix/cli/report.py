@@ -21,11 +21,12 @@ def report(
         CompareError,
         collect_conditions,
         render_comparison,
+        tampering_of_runs,
     )
 
     try:
         conditions = collect_conditions(runs)
-        data = render_comparison(conditions, out, baseline)
+        data = render_comparison(conditions, out, baseline, tampering=tampering_of_runs(runs))
     except CompareError as exc:
         fail(str(exc))
     for row in data["conditions"]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from alignmix.cli.common import (
+    CpusPerTaskOpt,
+    GpusPerNodeOpt,
+    NodesOpt,
+    PartitionOpt,
     RecipeArg,
     SetOpt,
+    TimeOpt,
     console,
     fail,
     load_recipe_or_fail,
@@ -42,22 +45,19 @@ def train(
         typer.Option("--launcher", help="local: run here; slurm: write (and submit) an sbatch script;"
                           " srun: inside an allocation, start training under srun.")
     ] = "local",
-    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Nodes (overrides the recipe's num_nodes).")] = None,
-    gpus_per_node: Annotated[
-        int | None, typer.Option("--gpus-per-node", min=0, help="GPUs per node (overrides the recipe's devices); 0: one CPU process"
-                                                   " per node.")
-    ] = None,
-    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
-    time_limit: Annotated[str | None, typer.Option("--time", help="Slurm time limit, e.g. 48:00:00.")] = None,
+    nodes: NodesOpt = None,
+    gpus_per_node: GpusPerNodeOpt = None,
+    partition: PartitionOpt = None,
+    time_limit: TimeOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --launcher slurm: print the script only.")] = False,
-    cpus_per_task: Annotated[int, typer.Option("--cpus-per-task", min=1, help="With --launcher slurm: CPUs per task.")] = 8,
+    cpus_per_task: CpusPerTaskOpt = 8,
     wait: Annotated[bool, typer.Option("--wait", help="With --launcher slurm: block until the job ends (sbatch --wait)"
                                                       " and exit with its status.")] = False,
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
     recipe = load_recipe_or_fail(recipe_file, overrides)
     from alignmix.recipe import POST_TRAINING
-    from alignmix.train.launch import Launch
+    from alignmix.train.launch import launch_for
 
     trainable = [s.name for s in recipe.stages if s.train is not None]
     trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
@@ -66,39 +66,45 @@ def train(
         fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name
     if launcher == "slurm":
-        _slurm(recipe_file, stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run, wait, cpus_per_task)
+        _slurm(recipe_file, overrides or [], stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run, wait,
+               cpus_per_task)
         return
     if dry_run:
         fail("--dry-run applies to --launcher slurm")
-    launch = Launch(("srun", "--kill-on-bad-exit=1") if launcher == "srun" else (), nodes, gpus_per_node)
+    launch = launch_for(launcher, nodes, gpus_per_node)
     manifest = run_recipe(recipe, recipe_file, run_dir, launch, lambda stages: _with_dependencies(stages, stage))
     record = next(s for s in manifest["stages"] if s["name"] == stage)
     console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
 
 
-def _slurm(recipe_file: Path, stage: str, run_dir: Path, nodes: int | None, gpus_per_node: int | None,
+def _slurm(recipe_file: Path, overrides: list[str], stage: str, run_dir: Path, nodes: int | None, gpus_per_node: int | None,
            partition: str | None, time_limit: str | None, dry_run: bool, wait: bool, cpus_per_task: int) -> None:
-    from alignmix.train.slurm import SlurmJob, sbatch_script
+    from alignmix.train.slurm import (
+        SlurmResources,
+        sbatch_available,
+        sbatch_script,
+        submit,
+        training_command,
+        write_script,
+    )
 
     if nodes is None or gpus_per_node is None:
         fail("--launcher slurm needs --nodes N and --gpus-per-node G")
-    script = sbatch_script(
-        SlurmJob(recipe_file, stage, run_dir, nodes, gpus_per_node, cpus_per_task, partition, time_limit), Path.cwd()
-    )
+    resources = SlurmResources(nodes, gpus_per_node, cpus_per_task, partition, time_limit)
+    log_dir = run_dir / "logs"
+    script = sbatch_script(stage, training_command(recipe_file, stage, run_dir, resources, overrides), resources, log_dir,
+                           Path.cwd())
     if dry_run:
         print(script, end="")
         return
-    path = run_dir / "slurm" / f"{stage}.sbatch"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (run_dir / "logs").mkdir(exist_ok=True)
-    path.write_text(script)
-    if shutil.which("sbatch") is None:
+    path = write_script(run_dir / "slurm" / f"{stage}.sbatch", script, log_dir)
+    if not sbatch_available():
         console.print(f"wrote {path}; sbatch is not on PATH here: submit it with `sbatch {path}` on the cluster")
         return
-    result = subprocess.run(["sbatch", *(["--wait"] if wait else []), str(path)], capture_output=True, text=True)
+    result = submit(path, wait)
     if result.returncode != 0:
         fail(f"sbatch {path} failed ({'the job ended with status ' + str(result.returncode) if wait else 'not submitted'}):"
-             f" {result.stderr.strip() or result.stdout.strip()} (job log: {run_dir / 'logs'})")
+             f" {result.stderr.strip() or result.stdout.strip()} (job log: {log_dir})")
     console.print(f"wrote {path}; {result.stdout.strip()}" + ("; the job finished" if wait else ""))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alignmix.errors import AlignmixError
 from alignmix.report.charts import error_bar_chart, with_se
-from alignmix.report.html import STYLE, table
+from alignmix.report.html import STYLE, table, tamper_rows, tamper_table
 
 
 class CompareError(AlignmixError):
@@ -68,6 +68,21 @@ def collect_conditions(paths: list[Path]) -> list[dict]:
     return conditions
 
 
+def tampering_of_runs(paths: list[Path]) -> list[list[str]]:
+    """Tamper rows (before, after, change ± SE) for every run folder whose manifest lists tamper stages; a tamper
+    stage's record names the model it started from as its one dependency."""
+    rows = []
+    for path in paths:
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            continue
+        stages = json.loads(manifest.read_text())["stages"]
+        tampering = {s["name"]: s["depends_on"][0] for s in stages if "tamper" in s.get("settings", {})}
+        evaluated = {p.parent.name: p for p in (path / "eval").glob("*/results.json")}
+        rows += tamper_rows(evaluated, tampering, f"{path.name}: ")
+    return rows
+
+
 def _difference(value: dict | None, base: dict | None, key: str = "mean") -> dict | None:
     if not value or not base or value.get(key) is None or base.get(key) is None:
         return None
@@ -101,9 +116,10 @@ def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
     return union("per_split"), union("per_persona"), union("capability")
 
 
-def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None, extra_html: str = "") -> dict:
+def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None, extra_html: str = "",
+                      tampering: list[list[str]] | None = None) -> dict:
     """Write the HTML page and `out_file` with a .json suffix; returns what the JSON holds. `extra_html` (e.g. a
-    sweep's dose-response plot) goes after the chart."""
+    sweep's dose-response plot) goes after the chart; `tampering` (`tampering_of_runs`) after the deltas."""
     if not conditions:
         raise CompareError("no conditions to compare")
     base = add_deltas(conditions, baseline)
@@ -130,6 +146,7 @@ def render_comparison(conditions: list[dict], out_file: Path, baseline: str | No
         f" its stderr. Deltas: condition minus baseline <b>{html.escape(base)}</b>, SE = sqrt(SE1² + SE2²).</p>"
         + mixed + "<h2>Misalignment rate by condition</h2>" + error_bar_chart(conditions, ["overall", *splits])
         + extra_html + "<h2>Results</h2>" + table(headers, rates) + f"<h2>Delta from {html.escape(base)}</h2>" + table(headers, deltas)
+        + tamper_table(tampering or [])
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>alignmix comparison</title>"

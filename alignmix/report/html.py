@@ -164,9 +164,9 @@ def training_section(metrics: dict[str, Path]) -> str:
     return "<h2>Training</h2>" + table(["stage", "final train loss", "validation loss"], rows) + "".join(curves)
 
 
-def tamper_section(eval_results: dict[str, Path], tampering: dict[str, str]) -> str:
-    """Each tamper stage's model against the model it started from: rate before, after, and the change ± SE
-    (sqrt(SE1² + SE2²)), overall and per split."""
+def tamper_rows(eval_results: dict[str, Path], tampering: dict[str, str], label: str = "") -> list[list[str]]:
+    """Each tamper stage's model against the model it started from: `[LABEL ]FROM -> NAME`, split, rate before,
+    after, and the change ± SE (sqrt(SE1² + SE2²)), overall and per split."""
     rows = []
     for name, start in tampering.items():
         if name not in eval_results or start not in eval_results:
@@ -178,7 +178,13 @@ def tamper_section(eval_results: dict[str, Path], tampering: dict[str, str]) -> 
             change = None if a["mean"] is None or b["mean"] is None else a["mean"] - b["mean"]
             se = ((a["se"] or 0.0) ** 2 + (b["se"] or 0.0) ** 2) ** 0.5
             shown = "n/a" if change is None else ("+" if change >= 0 else "") + with_se(change, se)
-            rows.append([f"{start} -> {name}", part, with_se(b["mean"], b["se"]), with_se(a["mean"], a["se"]), shown])
+            rows.append([f"{label}{start} -> {name}", part, with_se(b["mean"], b["se"]), with_se(a["mean"], a["se"]),
+                         shown])
+    return rows
+
+
+def tamper_table(rows: list[list[str]]) -> str:
+    """The Tampering section for `tamper_rows`; empty without rows."""
     if not rows:
         return ""
     return ("<h2>Tampering</h2><p class='note'>Each tamper stage fine-tunes a model on your data; the change is"
@@ -234,7 +240,7 @@ def render_report(
         mixture_section(mixture_manifests, exposures),
         training_section(training_metrics),
         models_section(eval_results),
-        tamper_section(eval_results, tampering or {}),
+        tamper_table(tamper_rows(eval_results, tampering or {})),
         *(eval_section(path, model) for model, path in eval_results.items()),
     ])
     return _write_page(title, body, out_file)

@@ -86,3 +86,8 @@ def run_logged(command: list[str], log_file: Path, stage: str, worth_showing: Ca
         code = process.wait()
     if code != 0:
         raise RuntimeError(f"stage '{stage}': {' '.join(command[:4])} ... exited with {code}; see {log_file}")
+
+
+def launch_for(launcher: str, nodes: int | None = None, gpus_per_node: int | None = None) -> Launch:
+    """How `--launcher local|srun` starts training: here, or under srun on every task of a Slurm allocation."""
+    return Launch(("srun", "--kill-on-bad-exit=1") if launcher == "srun" else (), nodes, gpus_per_node)

@@ -47,6 +47,11 @@ def test_tamper_stages_train_merge_and_are_evaluated_against_their_start(tmp_pat
     assert yaml.safe_load((run / "benign" / "job.yaml").read_text())["lora_r"] == 0
     page = (run / "report.html").read_text()
     assert "Tampering" in page and "sft -&gt; narrow" in page
+    compared = subprocess.run([sys.executable, "-m", "alignmix", "report", str(run), "--out",
+                               str(tmp_path / "compare.html")], capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stderr
+    page = (tmp_path / "compare.html").read_text()
+    assert "<h2>Tampering</h2>" in page and "run: sft -&gt; benign" in page and "run: sft -&gt; narrow" in page
 
 
 def test_a_tamper_stage_from_an_unknown_model_is_refused_before_any_work(tmp_path: Path):
