@@ -77,7 +77,7 @@ def test_slurm_dry_run_prints_a_valid_sbatch_script(tmp_path: Path, stage: str):
     result = subprocess.run(
         [sys.executable, "-m", "alignmix", "train", str(PAPER / "unfiltered.yaml"), "--stage", stage,
          "--out", str(tmp_path / "run"), "--launcher", "slurm", "--nodes", "64", "--gpus-per-node", "4",
-         "--time", "48:00:00", "--dry-run"],
+         "--time", "48:00:00", "--set", "seed=7", "--dry-run"],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
@@ -85,7 +85,7 @@ def test_slurm_dry_run_prints_a_valid_sbatch_script(tmp_path: Path, stage: str):
     for line in ("#SBATCH --nodes=64", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --time=48:00:00"):
         assert line in script.splitlines()
-    assert f"--stage {stage}" in script and "--launcher srun --nodes 64 --gpus-per-node 4" in script
+    assert f"--stage {stage} --set seed=7" in script and "--launcher srun --nodes 64 --gpus-per-node 4" in script
     (tmp_path / "job.sbatch").write_text(script)
     assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
