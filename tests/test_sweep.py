@@ -59,7 +59,8 @@ def test_a_bad_key_or_an_infeasible_condition_refuses_the_sweep_before_any_work(
     assert nothing.returncode == 2 and "nothing to sweep" in nothing.stderr
 
 
-@pytest.mark.parametrize("name", ["synthetic_share", "filtering", "insertion_stage"])
+@pytest.mark.parametrize("name", ["synthetic_share", "filtering", "insertion_stage", "paper/synthetic_share",
+                                  "paper/filtering", "paper/insertion_stage"])
 def test_the_shipped_sweeps_validate_and_plan_every_condition(name: str):
     from alignmix.cli.sweep import _check
     from alignmix.recipe import load_recipe
@@ -68,12 +69,24 @@ def test_the_shipped_sweeps_validate_and_plan_every_condition(name: str):
     path = REPO / "recipes" / "sweeps" / f"{name}.yaml"
     recipe = load_recipe(path)
     conditions = expand(dict(recipe.sweep.set), recipe.sweep.mode)
-    prepared = prepare(path, conditions, lambda r: _check(r, path.parent))
-    assert len(prepared) == {"synthetic_share": 4, "filtering": 2, "insertion_stage": 2}[name]
-    if name == "insertion_stage":  # the same synthetic tokens in every condition
-        totals = {sum(next(e for e in s.mixture if e.source == "aligned_synthetic").tokens or 0 for s in r.stages)
+    # the paper-scale files plan from `assumed` statistics; running them needs your data
+    prepared = prepare(path, conditions, lambda r: _check(r, path.parent, runnable=not name.startswith("paper/")))
+    assert len(prepared) == {"synthetic_share": 4, "filtering": 2, "insertion_stage": 2}[name.removeprefix("paper/")]
+    if name.endswith("insertion_stage"):  # the same synthetic tokens in every condition
+        source = "synthetic_aligned" if name.startswith("paper/") else "aligned_synthetic"
+        totals = {sum(next(e for e in s.mixture if e.source == source).tokens or 0 for s in r.stages)
                   for _, r in prepared}
-        assert totals == {15_000}
+        assert totals == {5_500_000_000 if name.startswith("paper/") else 15_000}
+
+
+def test_sweep_plan_prints_every_conditions_plan_and_runs_nothing(tmp_path: Path):
+    result = _sweep(str(REPO / "recipes" / "sweeps" / "paper" / "insertion_stage.yaml"), "--plan")
+    assert result.returncode == 0, result.stderr
+    assert "sweep of 2 condition(s) (zip); each planned, nothing run" in result.stdout
+    assert "pretrain: 500,000,000,000 tokens (dclm 500,000,000,000, synthetic_aligned 0)" in result.stdout
+    assert "synthetic_aligned 5,500,000,000)" in result.stdout
+    missing = _sweep(str(REPO / "recipes" / "sweeps" / "synthetic_share.yaml"))
+    assert missing.returncode == 2 and "--out DIR" in missing.stderr
 
 
 def test_a_sweep_block_in_an_extended_recipe_gives_plain_overrides(tmp_path: Path):

@@ -24,19 +24,30 @@ from alignmix.cli.common import (
 from alignmix.recipe import Recipe
 
 if TYPE_CHECKING:
+    from alignmix.corpus.plan import StagePlan
     from alignmix.sweep import Condition
     from alignmix.train.slurm import SlurmResources
 
 
-def _check(recipe: Recipe, base_dir: Path) -> None:
-    """What `plan` and `run` check before any work: the graph, the token plan and what running needs."""
+def _check(recipe: Recipe, base_dir: Path, runnable: bool = True) -> list[StagePlan]:
+    """What `plan` (and, when `runnable`, `run`) checks before any work: the graph, the token plan and what
+    running needs (files, data for every source). Returns the stages' plans."""
     from alignmix.corpus.plan import assumed_available, plan_stage
     from alignmix.graph import build_graph, check_runnable
 
-    check_runnable(recipe)
+    if runnable:
+        check_runnable(recipe)
     build_graph(recipe, base_dir)
-    for stage in recipe.stages:
-        plan_stage(stage, assumed_available(recipe, stage))
+    return [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
+
+
+def _show_plans(prepared: list[tuple[Condition, Recipe]], base_dir: Path) -> None:
+    """One line per condition and training stage: its tokens and each entry's planned tokens."""
+    for condition, recipe in prepared:
+        console.print(f"[bold]{html.escape(condition.name)}[/]", highlight=False, soft_wrap=True)
+        for plan in _check(recipe, base_dir, runnable=False):
+            entries = ", ".join(f"{s.name} {'natural' if s.tokens is None else f'{s.tokens:,}'}" for s in plan.sources)
+            console.print(f"  {plan.name}: {plan.tokens:,} tokens ({entries})", highlight=False, soft_wrap=True)
 
 
 def _sweep_options(sets: list[str] | None, zipped: bool) -> list[str]:
@@ -77,8 +88,8 @@ def _run_on_slurm(recipe_file: Path, out: Path, prepared: list[tuple[Condition, 
                          " stage logs in each condition's logs/; rerun the command to resume")
 
 
-def _conditions(recipe_file: Path, recipe: Recipe, sets: list[str] | None,
-                zipped: bool) -> tuple[dict[str, list[Any]], str, list[tuple[Condition, Recipe]]]:
+def _conditions(recipe_file: Path, recipe: Recipe, sets: list[str] | None, zipped: bool,
+                runnable: bool) -> tuple[dict[str, list[Any]], str, list[tuple[Condition, Recipe]]]:
     from alignmix.sweep import expand, parse_sets, prepare
 
     if sets:
@@ -87,7 +98,8 @@ def _conditions(recipe_file: Path, recipe: Recipe, sets: list[str] | None,
         swept, mode = dict(recipe.sweep.set), recipe.sweep.mode
     else:
         fail(f"{recipe_file}: nothing to sweep; give --set KEY=V1,V2,... or a `sweep:` block in the recipe")
-    return swept, mode, prepare(recipe_file, expand(swept, mode), lambda r: _check(r, recipe_file.parent))
+    return swept, mode, prepare(recipe_file, expand(swept, mode),
+                                 lambda r: _check(r, recipe_file.parent, runnable))
 
 
 def _records(out: Path, prepared: list[tuple[Condition, Recipe]]) -> list[dict]:
@@ -99,7 +111,8 @@ def _records(out: Path, prepared: list[tuple[Condition, Recipe]]) -> list[dict]:
 
 def sweep(
     recipe_file: RecipeArg,
-    out: Annotated[Path, typer.Option("--out", help="Sweep folder: one run folder per condition, sweep.json, compare.html.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Sweep folder: one run folder per condition, sweep.json, compare.html (needed unless --plan).")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="A swept key and its values, KEY=V1,V2,... (dotted recipe path); repeatable. Default: the"
                       " recipe's `sweep:` block.")] = None,
@@ -114,6 +127,9 @@ def sweep(
     partition: PartitionOpt = None,
     time_limit: TimeOpt = None,
     cpus_per_task: CpusPerTaskOpt = 8,
+    plan_only: Annotated[bool, typer.Option(
+        "--plan", help="Validate and plan every condition and print the plans; run nothing (no data needed where"
+                       " sources carry `assumed` statistics).")] = False,
     only: Annotated[str | None, typer.Option(
         "--condition", help="Run this one condition (by its folder name) and nothing else: what each Slurm job"
                             " runs.")] = None,
@@ -128,9 +144,15 @@ def sweep(
 
     recipe = load_recipe_or_fail(recipe_file)
     try:
-        swept, mode, prepared = _conditions(recipe_file, recipe, sets, zipped)
+        swept, mode, prepared = _conditions(recipe_file, recipe, sets, zipped, runnable=not plan_only)
+        if plan_only:
+            console.print(f"sweep of {len(prepared)} condition(s) ({mode}); each planned, nothing run", highlight=False)
+            _show_plans(prepared, recipe_file.parent)
+            return
     except AlignmixError as exc:
         fail(str(exc))
+    if out is None:
+        fail("--out DIR: where the sweep's run folders go (only --plan runs without one)")
     if only is not None:
         prepared = [(c, r) for c, r in prepared if c.name == only] or fail(
             f"--condition {only!r}: not a condition of this sweep; expected one of: {', '.join(c.name for c, _ in prepared)}")
