@@ -518,9 +518,18 @@ class EvalSettings(Strict):
 
 
 class Mixing(Strict):
-    """How mixtures are built: `tasks` processes tokenize a source's shards in parallel."""
+    """How mixtures are built: `tasks` tokenize a source's shards in parallel, as processes here (`executor:
+    local`) or as datatrove tasks on a Ray cluster or a Slurm array (`ray`, `slurm`). The chunks and the
+    manifest are the same whatever the executor and the task count."""
 
-    tasks: PositiveInt = 1
+    tasks: PositiveInt = Field(1, description="Tokenizing tasks per source (at most one per shard).")
+    executor: Executor = Field("local", description="local: processes here; ray: a Ray cluster (RAY_ADDRESS, else a"
+                               " local one); slurm: a Slurm array job, waited for.", json_schema_extra=NOT_IN_KEY)
+    partition: str = Field("debug", description="With executor slurm: the partition.", json_schema_extra=NOT_IN_KEY)
+    time: str = Field("04:00:00", description="With executor slurm: the time limit per task.",
+                      json_schema_extra=NOT_IN_KEY)
+    cpus_per_task: PositiveInt = Field(1, description="With executor slurm: CPUs per task.",
+                                       json_schema_extra=NOT_IN_KEY)
 
 
 class Decontamination(Strict):

@@ -19,16 +19,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from alignmix.checkpoints.tokenizer import load_tokenizer
+from alignmix.corpus.engines import SlurmSettings
 from alignmix.corpus.plan import PlanError, StagePlan, entry_name, plan_stage
 from alignmix.corpus.select import MISSING, compile_selector, field_value, metadata_paths, named_fields, normalised
 from alignmix.hashing import derive_seed, file_sha256, strings_sha256
 from alignmix.jsonl import read_jsonl_gz
-from alignmix.recipe import Selector, TrainingStage
+from alignmix.recipe import Executor, Selector, TrainingStage
 from alignmix.scenarios.decontaminate import NgramGuard
+
+if TYPE_CHECKING:
+    from alignmix.corpus.mix_engine import MixingEngine
 
 TOKEN_DTYPE = np.int32
 
@@ -45,23 +50,33 @@ class Candidates:
 
 @dataclass
 class TokenizedDocs:
-    """A source's documents: ids, metadata (tags under `ai_discourse`), contamination flags, and all tokens in one
-    flat array."""
+    """A source's documents: ids, metadata (tags under `ai_discourse`), contamination flags, and their tokens in
+    one flat array per part (a tokenizing task's output, memory-mapped when it was written to disk)."""
 
     ids: list[str]
     metadata: list[dict]
     contaminated: list[bool]
-    flat: np.ndarray
-    offsets: np.ndarray  # document i is flat[offsets[i]:offsets[i + 1]]
+    parts: list[tuple[np.ndarray, np.ndarray]]  # (flat tokens, offsets): part document j is flat[off[j]:off[j+1]]
+
+    def __post_init__(self) -> None:
+        self._first = np.cumsum([0] + [len(offsets) - 1 for _, offsets in self.parts])  # first document of each part
+
+    def _locate(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        part = int(np.searchsorted(self._first, index, side="right")) - 1
+        flat, offsets = self.parts[part]
+        return flat, offsets, index - int(self._first[part])
 
     def tokens(self, index: int) -> np.ndarray:
-        return self.flat[self.offsets[index] : self.offsets[index + 1]]
+        flat, offsets, local = self._locate(index)
+        return flat[offsets[local] : offsets[local + 1]]
 
     def length(self, index: int) -> int:
-        return int(self.offsets[index + 1] - self.offsets[index])
+        _, offsets, local = self._locate(index)
+        return int(offsets[local + 1] - offsets[local])
 
 
-def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None, batch_size: int = 1024):
+def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None,
+                    batch_size: int = 1024) -> TokenizedDocs:
     tokenizer, eos = load_tokenizer(tokenizer_dir)
     ids: list[str] = []
     metadata: list[dict] = []
@@ -85,28 +100,35 @@ def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | 
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum([len(a) for a in arrays], out=offsets[1:])
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=TOKEN_DTYPE)
-    return TokenizedDocs(ids, metadata, contaminated, flat, offsets)
+    return TokenizedDocs(ids, metadata, contaminated, [(flat, offsets)])
 
 
-def tokenize_source(
-    files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None = None, tasks: int = 1
-) -> TokenizedDocs:
-    """Read a source's documents and tokenize them (each followed by end-of-text), over `tasks` processes."""
-    groups = [list(g) for g in np.array_split(np.asarray(files, dtype=object), min(tasks, len(files))) if len(g)]
-    if len(groups) <= 1:
-        return _tokenize_files(files, tokenizer_dir, guard)
-    with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
-        parts = pool.starmap(_tokenize_files, [(g, tokenizer_dir, guard) for g in groups])
-    lengths = np.concatenate([np.diff(p.offsets) for p in parts])
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+def file_groups(files: list[Path], tasks: int) -> list[list[Path]]:
+    """The files split into at most `tasks` contiguous groups, in order: task i tokenizes group i, so the
+    documents keep the files' order whatever the task count."""
+    return [list(g) for g in np.array_split(np.asarray(files, dtype=object), min(tasks, len(files))) if len(g)]
+
+
+def _joined(parts: list[TokenizedDocs]) -> TokenizedDocs:
     return TokenizedDocs(
         ids=[i for p in parts for i in p.ids],
         metadata=[m for p in parts for m in p.metadata],
         contaminated=[c for p in parts for c in p.contaminated],
-        flat=np.concatenate([p.flat for p in parts]),
-        offsets=offsets,
+        parts=[piece for p in parts for piece in p.parts],
     )
+
+
+def tokenize_source(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None = None,
+                    tasks: int = 1, engine: MixingEngine | None = None, source: str = "") -> TokenizedDocs:
+    """Read a source's documents and tokenize them (each followed by end-of-text): over `tasks` processes here,
+    or, with an `engine`, as datatrove tasks on its executor writing their parts to disk."""
+    groups = file_groups(files, tasks)
+    if engine is not None:
+        return _joined(engine.tokenize(source, groups, tokenizer_dir, guard))
+    if len(groups) <= 1:
+        return _tokenize_files(files, tokenizer_dir, guard)
+    with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
+        return _joined(pool.starmap(_tokenize_files, [(g, tokenizer_dir, guard) for g in groups]))
 
 
 def document_candidates(docs: TokenizedDocs, selector: Selector, key: str = "select") -> Candidates:
@@ -223,11 +245,18 @@ def build_stage_mixture(
     guard: NgramGuard | None = None,
     tasks: int = 1,
     stage_index: int = 0,
+    executor: Executor | None = None,
+    slurm: SlurmSettings | None = None,
 ) -> dict:
     """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest. `stage_index`
-    (the stage's place in the recipe) names the recipe keys in errors."""
+    (the stage's place in the recipe) names the recipe keys in errors. With an `executor`, the sources are
+    tokenized as datatrove tasks on it (`mix_engine`); the output is the same."""
+    from alignmix.corpus.mix_engine import MixingEngine
+
+    engine = None if executor is None else MixingEngine(executor, out_dir, slurm or SlurmSettings())
     sources = {e.source for e in stage.mixture if e.source is not None}
-    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard, tasks) for name in sorted(sources)}
+    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard, tasks, engine, name)
+                 for name in sorted(sources)}
     candidates: dict[str, Candidates] = {}
     for index, entry in enumerate(stage.mixture):
         if entry.replay is not None:
@@ -291,6 +320,8 @@ def build_stage_mixture(
         "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
     }
     (tmp_dir / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
+    if engine is not None:
+        engine.keep_logs(tmp_dir / "logs")
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp_dir.rename(out_dir)
     return manifest

@@ -117,6 +117,7 @@ def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
 
         def action(ctx: StageContext, training_stage=training_stage, replayed=replayed,
                    stage_index=stage_index) -> dict[str, Any]:
+            from alignmix.corpus.engines import SlurmSettings
             from alignmix.corpus.mix import build_stage_mixture
             from alignmix.scenarios.decontaminate import NgramGuard
 
@@ -129,6 +130,8 @@ def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
                 replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
                 guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
                 tasks=recipe.mixing.tasks, stage_index=stage_index,
+                executor=None if recipe.mixing.executor == "local" else recipe.mixing.executor,
+                slurm=SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
             )
             counts: dict[str, Any] = {
                 s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}

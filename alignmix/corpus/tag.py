@@ -12,11 +12,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +30,7 @@ from alignmix.corpus.readers import (
     CountingWarcReader,
     InputError,
 )
+from alignmix.corpus.engines import SlurmSettings, run_pipeline
 from alignmix.hashing import files_identity
 from alignmix.recipe import Executor, OnError
 
@@ -178,57 +175,6 @@ def describe_inputs(files: list[Path], settings: dict) -> dict:
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}}
 
 
-@dataclass(frozen=True)
-class SlurmSettings:
-    """Where datatrove's Slurm executor runs the tagging tasks (one array job, then its stats merge)."""
-
-    partition: str = "debug"
-    time: str = "04:00:00"
-    cpus_per_task: int = 1
-    poll_seconds: float = 2.0
-
-
-def _wait_for_slurm(job_id: str, logging_dir: Path, tasks: int, poll_seconds: float) -> None:
-    """Block while the array job or its stats merge (both named alignmix-tag) is queued or running; refuse,
-    naming the logs, when a task did not complete."""
-    while True:
-        queued = subprocess.run(["squeue", "-h", "-n", "alignmix-tag", "-o", "%i"], capture_output=True, text=True)
-        if queued.returncode != 0 or not queued.stdout.strip():
-            break
-        time.sleep(poll_seconds)
-    done = len(list((logging_dir / "completions").glob("*")))
-    if done < tasks or not (logging_dir / "stats.json").is_file():
-        raise InputError(f"Slurm job {job_id}: {done} of {tasks} tagging task(s) completed; see the task logs in"
-                         f" {logging_dir / 'logs'} and {logging_dir / 'slurm_logs'}; rerun to run only the rest")
-
-
-def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path, slurm: SlurmSettings):
-    if executor == "slurm":
-        from datatrove.executor.slurm import SlurmPipelineExecutor
-
-        return SlurmPipelineExecutor(
-            pipeline=pipeline, tasks=tasks, time=slurm.time, partition=slurm.partition,
-            cpus_per_task=slurm.cpus_per_task, job_name="alignmix-tag", logging_dir=str(logging_dir),
-            slurm_logs_folder=str(logging_dir / "slurm_logs"), skip_completed=True,
-            venv_path=str(Path(sys.prefix) / "bin" / "activate"), mail_type="NONE", requeue=False,
-        )
-    if executor == "ray":
-        try:
-            import ray
-        except ImportError as exc:
-            raise RuntimeError("--executor ray needs Ray: pip install 'ray==2.60.0'") from exc
-        from datatrove.executor.ray import RayPipelineExecutor
-
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
-        return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=str(logging_dir), skip_completed=True)
-    from datatrove.executor import LocalPipelineExecutor
-
-    return LocalPipelineExecutor(
-        pipeline=pipeline, tasks=tasks, workers=tasks, logging_dir=str(logging_dir), skip_completed=True
-    )
-
-
 def tag_files(
     files: list[Path],
     out_dir: Path,
@@ -271,11 +217,7 @@ def tag_files(
         ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
-    tasks, slurm = min(tasks, len(files)), slurm or SlurmSettings()
-    runner = _executor(executor, pipeline, tasks, logs, slurm)
-    runner.run()
-    if executor == "slurm" and runner.job_id != -1:  # submitted: wait for the array and the stats merge
-        _wait_for_slurm(runner.job_id, logs, tasks, slurm.poll_seconds)
+    run_pipeline(executor, pipeline, min(tasks, len(files)), logs, slurm or SlurmSettings(), "alignmix-tag", "tagging")
     return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 
 

@@ -243,3 +243,39 @@ def test_writing_a_mixture_leaves_litdatas_shared_cache_alone(tagged: Path, tmp_
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".litdata-")]
     finally:
         other_run.unlink(missing_ok=True)
+
+
+def test_mixing_as_datatrove_tasks_writes_the_in_process_chunks_and_a_killed_task_reruns_alone(
+        tagged: Path, tmp_path: Path):
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    here = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "here", seed=5)
+    tasks = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "dt", seed=5, tasks=2,
+                                executor="local")
+    assert tasks["chunks"] == here["chunks"] and tasks["sources"] == here["sources"]
+    assert not (tmp_path / "dt" / ".tokenized").exists()  # the parts go once the chunks are written, the logs stay
+    assert len(list((tmp_path / "dt" / "logs" / "tokenize" / "web" / "completions").iterdir())) == 2
+
+    from alignmix.corpus.mix import tokenize_source
+    from alignmix.corpus.mix_engine import WORK_DIR, MixingEngine
+
+    engine = MixingEngine("local", tmp_path / "work")
+    whole = tokenize_source(shards, tmp_path / "tok", None, 2, engine, "web")
+    parts = tmp_path / "work" / WORK_DIR / "web"
+    kept = (parts / "00000.tokens.npy").stat().st_mtime_ns
+    (parts / "00001.tokens.npy").unlink()  # task 1 killed before its part was complete
+    (parts / "logs" / "completions" / "00001").unlink()
+    again = tokenize_source(shards, tmp_path / "tok", None, 2, engine, "web")
+    assert (parts / "00000.tokens.npy").stat().st_mtime_ns == kept  # task 0 was not run again
+    assert again.ids == whole.ids and all(
+        (again.tokens(i) == whole.tokens(i)).all() for i in range(0, len(whole.ids), 37))
+
+
+def test_mixing_on_ray_writes_the_in_process_chunks(tagged: Path, tmp_path: Path):
+    pytest.importorskip("ray")
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    here = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "here", seed=5)
+    ray = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "ray", seed=5, tasks=2,
+                              executor="ray")
+    assert ray["chunks"] == here["chunks"]

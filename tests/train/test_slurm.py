@@ -35,9 +35,14 @@ def test_a_cpu_training_stage_runs_as_a_slurm_job_and_equals_the_local_run(tmp_p
     assert "pretrain: ran" in log.read_text()
     local = _alignmix("train", str(recipe), "--stage", "pretrain", "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stdout + local.stderr
+    array = _alignmix("train", str(recipe), "--stage", "pretrain", "--set", "mixing.executor=slurm", "--set",
+                      "mixing.tasks=2", "--out", str(tmp_path / "mixing-on-slurm"))
+    assert array.returncode == 0, array.stdout + array.stderr
+    tokenized = tmp_path / "mixing-on-slurm" / "mix" / "pretrain" / "logs" / "tokenize"
+    assert {p.parent.name for p in tokenized.glob("*/launch_script.slurm")} == {"web", "aligned_synthetic"}
     chunks = [json.loads((tmp_path / run / "mix" / "pretrain" / "mixture_manifest.json").read_text())["chunks"]
-              for run in ("slurm", "local")]
-    assert chunks[0] == chunks[1]  # byte-identical mixture
+              for run in ("slurm", "local", "mixing-on-slurm")]
+    assert chunks[0] == chunks[1] == chunks[2]  # byte-identical mixture: a Slurm job, here, a Slurm array
     weights = [torch.load(tmp_path / run / "pretrain" / "final" / "lit_model.pth") for run in ("slurm", "local")]
     assert set(weights[0]) == set(weights[1])
     for name, tensor in weights[0].items():  # the same training, up to the thread count's float reductions

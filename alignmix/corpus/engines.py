@@ -1,0 +1,86 @@
+"""Where a corpus pipeline's tasks run: datatrove's LocalPipelineExecutor, RayPipelineExecutor on a running Ray
+cluster (RAY_ADDRESS, else a local one), or SlurmPipelineExecutor (an array job and its stats merge, waited for).
+Tagging and mixing both run their tasks here; every executor skips the tasks that completed, so a killed task
+reruns alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alignmix.errors import AlignmixError
+from alignmix.recipe import Executor
+
+if TYPE_CHECKING:
+    from datatrove.pipeline.base import PipelineStep
+
+
+class EngineError(AlignmixError):
+    """Tasks that did not complete on their executor: names the job and where its logs are."""
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """Where datatrove's Slurm executor runs the tasks (one array job, then its stats merge)."""
+
+    partition: str = "debug"
+    time: str = "04:00:00"
+    cpus_per_task: int = 1
+    poll_seconds: float = 2.0
+
+
+def _wait_for_slurm(job_id: str, job_name: str, logging_dir: Path, tasks: int, poll_seconds: float, what: str) -> None:
+    """Block while the array job or its stats merge (both named `job_name`) is queued or running; refuse,
+    naming the logs, when a task did not complete."""
+    while True:
+        queued = subprocess.run(["squeue", "-h", "-n", job_name, "-o", "%i"], capture_output=True, text=True)
+        if queued.returncode != 0 or not queued.stdout.strip():
+            break
+        time.sleep(poll_seconds)
+    done = len(list((logging_dir / "completions").glob("*")))
+    if done < tasks or not (logging_dir / "stats.json").is_file():
+        raise EngineError(f"Slurm job {job_id}: {done} of {tasks} {what} task(s) completed; see the task logs in"
+                          f" {logging_dir / 'logs'} and {logging_dir / 'slurm_logs'}; rerun to run only the rest")
+
+
+def _executor(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path, slurm: SlurmSettings,
+              job_name: str):
+    if executor == "slurm":
+        from datatrove.executor.slurm import SlurmPipelineExecutor
+
+        return SlurmPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, time=slurm.time, partition=slurm.partition,
+            cpus_per_task=slurm.cpus_per_task, job_name=job_name, logging_dir=str(logging_dir),
+            slurm_logs_folder=str(logging_dir / "slurm_logs"), skip_completed=True,
+            venv_path=str(Path(sys.prefix) / "bin" / "activate"), mail_type="NONE", requeue=False,
+        )
+    if executor == "ray":
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError("executor ray needs Ray: pip install 'ray==2.60.0'") from exc
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=str(logging_dir), skip_completed=True)
+    from datatrove.executor import LocalPipelineExecutor
+
+    return LocalPipelineExecutor(
+        pipeline=pipeline, tasks=tasks, workers=tasks, logging_dir=str(logging_dir), skip_completed=True
+    )
+
+
+def run_pipeline(executor: Executor, pipeline: list[PipelineStep], tasks: int, logging_dir: Path,
+                 slurm: SlurmSettings, job_name: str, what: str) -> None:
+    """Run `pipeline` as `tasks` tasks on `executor`, logs and completion markers in `logging_dir`; returns when
+    every task has completed (a Slurm array is waited for), else raises naming the logs."""
+    runner = _executor(executor, pipeline, tasks, logging_dir, slurm, job_name)
+    runner.run()
+    if executor == "slurm" and runner.job_id != -1:  # submitted: wait for the array and the stats merge
+        _wait_for_slurm(runner.job_id, job_name, logging_dir, tasks, slurm.poll_seconds, what)
