@@ -106,6 +106,8 @@ def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | 
 def file_groups(files: list[Path], tasks: int) -> list[list[Path]]:
     """The files split into at most `tasks` contiguous groups, in order: task i tokenizes group i, so the
     documents keep the files' order whatever the task count."""
+    if not files:
+        return []
     return [list(g) for g in np.array_split(np.asarray(files, dtype=object), min(tasks, len(files))) if len(g)]
 
 
