@@ -272,10 +272,13 @@ def test_mixing_as_datatrove_tasks_writes_the_in_process_chunks_and_a_killed_tas
 
 
 def test_mixing_on_ray_writes_the_in_process_chunks(tagged: Path, tmp_path: Path):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
     train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
     here = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "here", seed=5)
-    ray = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "ray", seed=5, tasks=2,
-                              executor="ray")
-    assert ray["chunks"] == here["chunks"]
+    try:
+        on_ray = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "ray", seed=5,
+                                     tasks=2, executor="ray")
+    finally:  # this process's local Ray cluster goes: a later test stops the Ray processes of this machine
+        ray.shutdown()
+    assert on_ray["chunks"] == here["chunks"]

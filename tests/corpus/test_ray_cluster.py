@@ -24,6 +24,8 @@ def _ray(*args: str, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[dict]:
     """RAY_ADDRESS of a head and a second node, one CPU each; stopped after the module."""
+    if ray.is_initialized():  # `ray stop` below would kill this process's own local cluster, and with it pytest
+        ray.shutdown()
     root = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
