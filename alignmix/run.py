@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from alignmix.code_version import code_version
 from alignmix.errors import AlignmixError
@@ -48,21 +48,36 @@ class RunFolderBusy(AlignmixError):
 
 
 @contextlib.contextmanager
-def run_folder_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `RUN/.alignmix/lock` (an OS file lock, released when the process ends, even by kill -9) for a run,
-    so that a second run into the same folder is refused instead of resuming the first one's stages."""
-    lock_file = run_dir / ".alignmix" / "lock"
+def held_lock(lock_file: Path, on_busy: Callable[[IO[str]], None]) -> Iterator[IO[str]]:
+    """Hold an OS file lock on `lock_file` (released when the process ends, even by kill -9). When another
+    process holds it, `on_busy(handle)` runs first: it raises, or returns to wait for the lock."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with lock_file.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RunFolderBusy(
-                f"{run_dir}: another alignmix run is writing here ({holder}); wait for it to finish,"
-                " or give this one another --out"
-            ) from None
+            on_busy(handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `RUN/.alignmix/lock` for a run, so that a second run into the same folder is refused instead of
+    resuming the first one's stages."""
+
+    def refuse(handle: IO[str]) -> None:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        raise RunFolderBusy(
+            f"{run_dir}: another alignmix run is writing here ({holder}); wait for it to finish,"
+            " or give this one another --out"
+        )
+
+    with held_lock(run_dir / ".alignmix" / "lock", refuse) as handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {platform.node()}, since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
@@ -71,7 +86,6 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -257,17 +271,9 @@ class Runner:
         if self.store is None:
             yield
             return
-        self.store.mkdir(parents=True, exist_ok=True)
-        with (self.store / f"{key}.lock").open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.echo(f"{prefix} {stage.name}: waiting for another run of the identical stage")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        waiting = f"{prefix} {stage.name}: waiting for another run of the identical stage"
+        with held_lock(self.store / f"{key}.lock", lambda _: self.echo(waiting)):
+            yield
 
     def _run_action(self, stage: Stage, key: str, inputs: dict[str, str], output: Path, resuming: bool,
                     prefix: str) -> StageRecord:

@@ -60,6 +60,7 @@ class TokenizedDocs:
 
     def __post_init__(self) -> None:
         self._first = np.cumsum([0] + [len(offsets) - 1 for _, offsets in self.parts])  # first document of each part
+        self.lengths = np.concatenate([np.diff(offsets) for _, offsets in self.parts] or [np.zeros(0, np.int64)])
 
     def _locate(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         part = int(np.searchsorted(self._first, index, side="right")) - 1
@@ -70,12 +71,8 @@ class TokenizedDocs:
         flat, offsets, local = self._locate(index)
         return flat[offsets[local] : offsets[local + 1]]
 
-    def length(self, index: int) -> int:
-        _, offsets, local = self._locate(index)
-        return int(offsets[local + 1] - offsets[local])
 
-
-def _tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None,
+def tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None,
                     batch_size: int = 1024) -> TokenizedDocs:
     tokenizer, eos = load_tokenizer(tokenizer_dir)
     ids: list[str] = []
@@ -128,9 +125,9 @@ def tokenize_source(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | 
     if engine is not None:
         return _joined(engine.tokenize(source, groups, tokenizer_dir, guard))
     if len(groups) <= 1:
-        return _tokenize_files(files, tokenizer_dir, guard)
+        return tokenize_files(files, tokenizer_dir, guard)
     with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
-        return _joined(pool.starmap(_tokenize_files, [(g, tokenizer_dir, guard) for g in groups]))
+        return _joined(pool.starmap(tokenize_files, [(g, tokenizer_dir, guard) for g in groups]))
 
 
 def document_candidates(docs: TokenizedDocs, selector: Selector, key: str = "select") -> Candidates:
@@ -147,7 +144,7 @@ def document_candidates(docs: TokenizedDocs, selector: Selector, key: str = "sel
     clean = [i for i in chosen if not docs.contaminated[i]]
     return Candidates(
         ids=[docs.ids[i] for i in clean],
-        lengths=[docs.length(i) for i in clean],
+        lengths=docs.lengths[clean].tolist(),
         fetch=lambda k: docs.tokens(clean[k]),
         removed_by_decontamination=len(chosen) - len(clean),
     )

@@ -23,7 +23,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from alignmix.corpus.engines import SlurmSettings, run_pipeline
-from alignmix.corpus.mix import TokenizedDocs, _tokenize_files
+from alignmix.corpus.mix import TokenizedDocs, tokenize_files
 from alignmix.recipe import Executor
 from alignmix.scenarios.decontaminate import NgramGuard
 
@@ -48,7 +48,7 @@ class TokenizeShards(PipelineStep):
         self.groups, self.tokenizer_dir, self.guard, self.parts_dir = groups, tokenizer_dir, guard, parts_dir
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        docs = _tokenize_files([Path(f) for f in self.groups[rank]], Path(self.tokenizer_dir), self.guard)
+        docs = tokenize_files([Path(f) for f in self.groups[rank]], Path(self.tokenizer_dir), self.guard)
         (flat, offsets), = docs.parts
         stem = Path(self.parts_dir) / f"{rank:05d}"
         _save_atomically(stem.with_suffix(".tokens.npy"), lambda h: np.save(h, flat))
