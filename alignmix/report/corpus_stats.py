@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -32,30 +31,59 @@ def mixture_manifests(folders: list[Path]) -> list[Path]:
     return sorted({m for folder in folders for m in folder.rglob("mixture_manifest.json")})
 
 
-def _rows(shards: list[Path], tokenizer) -> Iterator[dict]:
-    for shard in shards:
-        with gzip.open(shard, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                doc = json.loads(line)
-                tags = doc["metadata"]["ai_discourse"]
-                yield {
-                    "source": doc["metadata"].get("source", shard.parent.name),
-                    "characters": len(doc["text"]),
-                    "tokens": len(tokenizer.encode(doc["text"]).ids) if tokenizer else None,
-                    "flagged": bool(tags["flagged"]),
-                    "categories": tags["categories"],
-                    "stance": tags.get("stance") or "none",
-                    "terms": [{"term": k, "count": v} for k, v in tags["terms"].items()],
-                }
+# The shards' fields that the statistics read. `terms` maps each matched term to its count, with keys that differ
+# from document to document, so it is read as text, which polars writes as `{"TERM": N, ...}` with each term as
+# is (unescaped), and parsed into (term, count) pairs below.
+SHARD_SCHEMA = {
+    "text": pl.String,
+    "metadata": pl.Struct({
+        "source": pl.String,
+        "ai_discourse": pl.Struct({
+            "flagged": pl.Boolean, "categories": pl.List(pl.String), "stance": pl.String, "terms": pl.String,
+        }),
+    }),
+}
+FRAME_SCHEMA = {
+    "source": pl.String, "characters": pl.Int64, "tokens": pl.Int64, "flagged": pl.Boolean,
+    "categories": pl.List(pl.String), "stance": pl.String,
+    "terms": pl.List(pl.Struct({"term": pl.String, "count": pl.Int64})),
+}
+_PAIR = r'"(.*?)": -?\d+(?:, |\}$)'  # one `"TERM": N` of the text, with what ends it
+_TERM_COUNT = r'"(.*)": (-?\d+)(?:, |\}$)'  # the term and count of one pair
+
+
+def _token_counts(tokenizer) -> pl.Expr:
+    def count(texts: pl.Series) -> pl.Series:
+        return pl.Series([len(e.ids) for e in tokenizer.encode_batch(texts.to_list())], dtype=pl.Int64)
+
+    return pl.col("text").map_batches(count, return_dtype=pl.Int64)
 
 
 def document_frame(shards: list[Path], tokenizer=None) -> pl.DataFrame:
-    schema = {
-        "source": pl.String, "characters": pl.Int64, "tokens": pl.Int64, "flagged": pl.Boolean,
-        "categories": pl.List(pl.String), "stance": pl.String,
-        "terms": pl.List(pl.Struct({"term": pl.String, "count": pl.Int64})),
-    }
-    return pl.DataFrame(list(_rows(shards, tokenizer)), schema=schema)
+    """One row per document of the shards, read by one lazy polars scan over all of them (no Python per
+    document, except the tokenizer's batches when token counts are asked for)."""
+    if not shards:
+        return pl.DataFrame(schema=FRAME_SCHEMA)
+    tags = pl.col("metadata").struct.field("ai_discourse")
+    stance = tags.struct.field("stance")
+    pairs = tags.struct.field("terms").str.extract_all(_PAIR)
+    return (
+        pl.scan_ndjson(shards, schema=SHARD_SCHEMA, include_file_paths="shard")
+        .select(
+            source=pl.coalesce(pl.col("metadata").struct.field("source"),
+                               pl.col("shard").str.extract(r"([^/]+)/[^/]+$", 1)),
+            characters=pl.col("text").str.len_chars().cast(pl.Int64),
+            tokens=_token_counts(tokenizer) if tokenizer else pl.lit(None, pl.Int64),
+            flagged=tags.struct.field("flagged"),
+            categories=tags.struct.field("categories"),
+            stance=pl.when(stance.is_null() | (stance == "")).then(pl.lit("none")).otherwise(stance),
+            terms=pairs.list.eval(pl.struct(
+                term=pl.element().str.extract(_TERM_COUNT, 1),
+                count=pl.element().str.extract(_TERM_COUNT, 2).cast(pl.Int64),
+            )),
+        )
+        .collect()
+    )
 
 
 def _histogram(lengths: pl.Series) -> dict[str, int]:
