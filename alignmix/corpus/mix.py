@@ -36,15 +36,18 @@ if TYPE_CHECKING:
     from alignmix.corpus.mix_engine import MixingEngine
 
 TOKEN_DTYPE = np.int32
+ITEM_BLOCKS, CHUNK_BLOCKS = 256, 1024  # blocks per LitData item and per chunk file
 
 
 @dataclass
 class Candidates:
-    """What an entry can draw from: unit ids, their token counts, and a way to fetch a unit's tokens."""
+    """What an entry can draw from: unit ids, their token counts, and a way to fetch a unit's tokens. `units`
+    are the units' places in what they come from: a source's documents, or a replayed mixture's blocks."""
 
     ids: list[str]
     lengths: list[int]
     fetch: Callable[[int], np.ndarray]
+    units: list[int]
     removed_by_decontamination: int = 0
 
 
@@ -146,6 +149,7 @@ def document_candidates(docs: TokenizedDocs, selector: Selector, key: str = "sel
         ids=[docs.ids[i] for i in clean],
         lengths=docs.lengths[clean].tolist(),
         fetch=lambda k: docs.tokens(clean[k]),
+        units=clean,
         removed_by_decontamination=len(chosen) - len(clean),
     )
 
@@ -160,6 +164,7 @@ def replay_candidates(stage_dir: Path, stage_name: str, block_size: int) -> Cand
         ids=[f"replay:{stage_name}:{i}" for i in range(len(dataset))],
         lengths=[block_size] * len(dataset),
         fetch=lambda k: dataset[k].numpy().astype(TOKEN_DTYPE),
+        units=list(range(len(dataset))),
     )
 
 
@@ -202,14 +207,14 @@ def _write_chunks(stream_file: Path, total: int, block_size: int, out_dir: Path)
     from litdata import optimize
     from litdata.streaming.item_loader import TokensLoader
 
-    piece = block_size * 256
+    piece = block_size * ITEM_BLOCKS
     slices = [(start, min(start + piece, total)) for start in range(0, total, piece)]
     with _private_litdata_cache(out_dir.parent):
         optimize(
             fn=_StreamSlice(str(stream_file), total),
             inputs=slices,
             output_dir=str(out_dir),
-            chunk_size=block_size * 1024,
+            chunk_size=block_size * CHUNK_BLOCKS,
             item_loader=TokensLoader(block_size=block_size),
             num_workers=1,
             verbose=False,
@@ -234,6 +239,21 @@ class _StreamSlice:
         yield torch.from_numpy(np.array(stream[bounds[0] : bounds[1]]))
 
 
+def _write_in_process(pieces: list[tuple[str, int, int]], candidates: dict[str, Candidates], total: int,
+                      block_size: int, out_dir: Path) -> None:
+    """Write the drawn pieces, in order, into one memory-mapped token stream beside `out_dir`, then as chunks."""
+    stream_file = out_dir.parent / f"{out_dir.name}.tokens.bin"
+    stream = np.memmap(stream_file, dtype=TOKEN_DTYPE, mode="w+", shape=(total,))
+    position = 0
+    for name, index, take in pieces:
+        stream[position : position + take] = candidates[name].fetch(index)[:take]
+        position += take
+    stream.flush()
+    del stream
+    _write_chunks(stream_file, total, block_size, out_dir)
+    stream_file.unlink()
+
+
 def build_stage_mixture(
     stage: TrainingStage,
     source_files: dict[str, list[Path]],
@@ -249,7 +269,7 @@ def build_stage_mixture(
 ) -> dict:
     """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest. `stage_index`
     (the stage's place in the recipe) names the recipe keys in errors. With an `executor`, the sources are
-    tokenized as datatrove tasks on it (`mix_engine`); the output is the same."""
+    tokenized and the chunks written as datatrove tasks on it (`mix_engine`); the output is the same."""
     from alignmix.corpus.mix_engine import MixingEngine
 
     engine = None if executor is None else MixingEngine(executor, out_dir, slurm or SlurmSettings())
@@ -257,11 +277,13 @@ def build_stage_mixture(
     tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard, tasks, engine, name)
                  for name in sorted(sources)}
     candidates: dict[str, Candidates] = {}
+    replay_dirs = replay_dirs or {}
+    replay_blocks: dict[str, int] = {}
     for index, entry in enumerate(stage.mixture):
         if entry.replay is not None:
-            replayed = (replay_dirs or {})[entry.replay]  # read with the geometry it was written with
-            block = json.loads((replayed / "mixture_manifest.json").read_text())["block_size"]
-            candidates[entry_name(entry)] = replay_candidates(replayed, entry.replay, block)
+            replayed = replay_dirs[entry.replay]  # read with the geometry it was written with
+            replay_blocks[entry.replay] = json.loads((replayed / "mixture_manifest.json").read_text())["block_size"]
+            candidates[entry_name(entry)] = replay_candidates(replayed, entry.replay, replay_blocks[entry.replay])
         else:
             candidates[entry_name(entry)] = document_candidates(
                 tokenized[entry.source or ""], entry.select, f"stages.{stage_index}.mixture.{index}.select")
@@ -280,18 +302,16 @@ def build_stage_mixture(
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
-    stream_file = tmp_dir.parent / f"{out_dir.name}.tokens.bin"
-    stream = np.memmap(stream_file, dtype=TOKEN_DTYPE, mode="w+", shape=(stage.tokens,))
+    if engine is None:
+        _write_in_process(pieces, candidates, stage.tokens, stage.block_size, tmp_dir)
+    else:
+        origins = {entry_name(e): {"replay": str(replay_dirs[e.replay]), "block_size": replay_blocks[e.replay]}
+                   if e.replay is not None else {"source": e.source or ""} for e in stage.mixture}
+        engine.write_chunks(pieces, {name: (origins[name], c.units) for name, c in candidates.items()},
+                            stage.tokens, stage.block_size, tmp_dir, tasks, f"alignmix-chunks-{stage.name}")
     realised: Counter[str] = Counter()
-    position = 0
-    for name, index, take in pieces:
-        stream[position : position + take] = candidates[name].fetch(index)[:take]
+    for name, _, take in pieces:
         realised[name] += take
-        position += take
-    stream.flush()
-    del stream
-    _write_chunks(stream_file, stage.tokens, stage.block_size, tmp_dir)
-    stream_file.unlink()
 
     manifest = {
         "stage": stage.name,

@@ -141,6 +141,9 @@ def test_replay_of_an_earlier_stage_and_injection(tagged: Path, tmp_path: Path):
     assert replay["realised_tokens"] == replay["tokens"] == 3_000
     assert flagged["realised_tokens"] + replay["realised_tokens"] == 6_000
     assert flagged["max_document_repetitions"] >= 1
+    as_tasks = build_stage_mixture(cpt, {"web": shards}, tmp_path / "tok", tmp_path / "cpt-tasks", seed=5,
+                                   replay_dirs={"pretrain": tmp_path / "pretrain"}, tasks=2, executor="local")
+    assert as_tasks["chunks"] == manifest["chunks"]  # replayed blocks fetched by the chunk-writing task too
 
 
 def test_decontamination_drops_documents_quoting_held_out_items(tmp_path: Path):
@@ -249,12 +252,17 @@ def test_mixing_as_datatrove_tasks_writes_the_in_process_chunks_and_a_killed_tas
         tagged: Path, tmp_path: Path):
     shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
     train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
-    here = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "here", seed=5)
-    tasks = build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "dt", seed=5, tasks=2,
+    stage = mixture_stage(200_000, max_repetitions=20)  # 4 chunks of 1,024 blocks: each task writes whole chunks
+    here = build_stage_mixture(stage, {"web": shards}, tmp_path / "tok", tmp_path / "here", seed=5)
+    tasks = build_stage_mixture(stage, {"web": shards}, tmp_path / "tok", tmp_path / "dt", seed=5, tasks=3,
                                 executor="local")
+    assert len(here["chunks"]) == 5  # four chunk files and index.json
     assert tasks["chunks"] == here["chunks"] and tasks["sources"] == here["sources"]
+    assert (tmp_path / "dt" / "index.json").read_bytes() == (tmp_path / "here" / "index.json").read_bytes()
     assert not (tmp_path / "dt" / ".tokenized").exists()  # the parts go once the chunks are written, the logs stay
+    assert not (tmp_path / "dt" / ".chunks").exists()
     assert len(list((tmp_path / "dt" / "logs" / "tokenize" / "web" / "completions").iterdir())) == 2
+    assert len(list((tmp_path / "dt" / "logs" / "chunks" / "completions").iterdir())) == 3
 
     from alignmix.corpus.mix import tokenize_source
     from alignmix.corpus.mix_engine import WORK_DIR, MixingEngine
