@@ -18,6 +18,7 @@ from alignmix.cli.common import (
     load_recipe_or_fail,
     run_recipe,
 )
+from alignmix.corpus.plan import CHARS_PER_TOKEN
 from alignmix.errors import AlignmixError
 
 
@@ -46,14 +47,25 @@ def plan(
     recipe_file: RecipeArg,
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the token plan as JSON.")] = False,
+    counted_from: Annotated[Path | None, typer.Option(
+        "--run", help="A run folder whose tagged (and synthetic) shards count what each selection keeps, for"
+                      " sources without `assumed` statistics (polars over the shards, no tokenizing).")] = None,
+    chars_per_token: Annotated[float, typer.Option(
+        min=0.1, help="With --run: characters per token, to estimate tokens from the shards' characters.")
+    ] = CHARS_PER_TOKEN,
 ) -> None:
-    """Print the stage graph and each training stage's token plan, without reading or writing data."""
+    """Print the stage graph and each training stage's token plan. Without --run it reads no data: sources
+    without `assumed` statistics show 'unknown until tagged'."""
     recipe = load_recipe_or_fail(recipe_file, overrides)
-    from alignmix.corpus.plan import assumed_available, plan_stage
+    from alignmix.corpus.plan import assumed_available, counted_available, plan_stage
     from alignmix.graph import build_graph
 
+    def available(stage) -> dict[str, int]:
+        counted = {} if counted_from is None else counted_available(recipe, stage, counted_from, chars_per_token)
+        return {**assumed_available(recipe, stage), **counted}
+
     try:
-        plans = [plan_stage(stage, assumed_available(recipe, stage)) for stage in recipe.stages]
+        plans = [plan_stage(stage, available(stage)) for stage in recipe.stages]
         graph = build_graph(recipe, recipe_file.parent)
     except AlignmixError as exc:
         fail(str(exc))
@@ -67,16 +79,18 @@ def plan(
         console.print(f"  {stage.name}{after}", highlight=False)
     for p in plans:
         table = Table(title=f"{p.name}: {p.tokens:,} tokens at context {p.seq_len:,}")
-        for column in ("source", "selection", "tokens", "share", "repetitions"):
+        for column in ("source", "selection", "tokens", "share", "available", "repetitions"):
             table.add_column(column, justify="left" if column in ("source", "selection") else "right",
                              overflow="fold")
         for s in p.sources:
             reps = "unknown until tagged" if s.repetitions is None else f"{s.repetitions:.2f}"
+            have = "?" if s.available_tokens is None else f"{s.available_tokens:,}"
             if s.tokens is None:  # a `share: natural` entry before its available tokens are known
-                table.add_row(escape(s.source), escape(s.selection), "natural", "by available tokens",
+                table.add_row(escape(s.source), escape(s.selection), "natural", "by available tokens", have,
                               "known after tagging")
             else:
-                table.add_row(escape(s.source), escape(s.selection), f"{s.tokens:,}", f"{100 * s.share:.2f}%", reps)
+                table.add_row(escape(s.source), escape(s.selection), f"{s.tokens:,}", f"{100 * s.share:.2f}%", have,
+                              reps)
         console.print(table)
 
 

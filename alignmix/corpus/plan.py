@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from alignmix.corpus.select import label, normalised
 from alignmix.errors import AlignmixError
 from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, TrainingStage
+
+CHARS_PER_TOKEN = 4.0  # a rule of thumb for English BPE text, for estimates from tagged shards' characters
 
 
 class PlanError(AlignmixError):
@@ -33,12 +36,13 @@ class StagePlan:
     sources: list[SourcePlan]
 
     def as_dict(self) -> dict:
-        """The `alignmix plan --json` shape: name, tokens, seq_len, sources [{name, tokens, share, repetitions}]."""
+        """The `alignmix plan --json` shape: name, tokens, seq_len, sources [{name, tokens, share, repetitions,
+        selection, available_tokens}]."""
         return {
             "name": self.name, "tokens": self.tokens, "seq_len": self.seq_len,
             "sources": [
                 {"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions,
-                 "selection": s.selection}
+                 "selection": s.selection, "available_tokens": s.available_tokens}
                 for s in self.sources
             ],
         }
@@ -78,6 +82,28 @@ def assumed_available(recipe: Recipe, stage: TrainingStage) -> dict[str, int]:
         elif (statistics := recipe.assumed(entry.source or "")) is not None:
             if (share := selected_share(statistics, entry)) is not None:
                 available[entry_name(entry)] = round(statistics.tokens * share)
+    return available
+
+
+def counted_available(recipe: Recipe, stage: TrainingStage, run_dir: Path,
+                      chars_per_token: float = CHARS_PER_TOKEN) -> dict[str, int]:
+    """Tokens available to each entry without assumed statistics, estimated from the run's tagged (or synthetic)
+    shards: the characters its selection keeps (polars, no tokenizing) over `chars_per_token`."""
+    from alignmix.corpus.selection_counts import count_selections
+
+    by_source: dict[str, list[MixtureEntry]] = {}
+    for entry in stage.mixture:
+        if entry.source is not None and recipe.assumed(entry.source) is None:
+            by_source.setdefault(entry.source, []).append(entry)
+    available: dict[str, int] = {}
+    for source, entries in sorted(by_source.items()):
+        folder = run_dir / ("tag" if recipe.source_kind(source) == "corpus" else "synth") / source / "data"
+        shards = sorted(folder.glob("*.jsonl.gz"))
+        if not shards:
+            raise PlanError(f"stage '{stage.name}', source '{source}': no shards in {folder} to count from; run the"
+                            " recipe's tag (and synth) stages first, or give the source `assumed` statistics")
+        for entry, count in zip(entries, count_selections(shards, [e.select for e in entries])):
+            available[entry_name(entry)] = count.estimated_tokens(chars_per_token)
     return available
 
 

@@ -130,3 +130,48 @@ def test_natural_and_rest_and_mixed_temperatures_are_refused():
         _stage([{"source": "a", "share": "natural", "temperature": 2}, {"source": "b", "share": "natural"}])
     with pytest.raises(ValueError, match="`temperature` applies to `share: natural` entries"):
         _stage([{"source": "a", "share": "rest", "temperature": 2}])
+
+
+SELECTIONS = [
+    {}, {"flagged": True}, {"flagged": False}, {"stance": ["aligned", "neutral"]}, {"stance": "misaligned"},
+    {"categories": {"none": ["negative_verbs", "existential_risk"]}},
+    {"categories": {"all": ["general_ai", "negative_verbs"]}}, {"categories": {"any": ["scifi_ai", "existential_risk"]}},
+    {"terms": {"any": ["general"]}}, {"terms": {"none": ["general", "unseen"]}}, {"score": {"min": 0.9}},
+    {"score": {"min": 0.5, "max": 0.95}}, {"fields": {"quality": {"min": 0.75}}},
+    {"fields": {"domain": ["news", "forum"]}}, {"fields": {"domain": "blog"}}, {"fields": {"domain": 3}},
+    {"fields": {"nested.lang": "en"}}, {"fields": {"nested": {"exists": False}}},
+    {"fields": {"absent.path": {"exists": True}}}, {"fields": {"domain": {"min": 1}}},
+    {"flagged": True, "any_of": [{"stance": "aligned"}, {"fields": {"quality": {"min": 0.9}}}]},
+]
+
+
+def test_counting_selections_with_polars_agrees_with_the_mixer_predicate(tmp_path: Path):
+    from alignmix.corpus.selection_counts import count_selections
+
+    selectors = [Selector(**s) for s in SELECTIONS]
+    counts = count_selections(_shards(tmp_path, DOCS), selectors)
+    for selection, selector, count in zip(SELECTIONS, selectors, counts):
+        kept = [d for d in DOCS if compile_selector(selector)(d["metadata"])]
+        assert count.documents == len(kept), selection
+        assert count.characters == sum(len(d["text"]) for d in kept), selection
+    assert count_selections([], selectors[:1])[0].documents == 0
+
+
+def test_plan_counts_available_tokens_from_a_runs_tagged_shards(tmp_path: Path):
+    from alignmix.corpus.plan import PlanError, counted_available
+
+    _shards(tmp_path / "run" / "tag" / "web", DOCS)
+    (tmp_path / "run" / "tag" / "web" / "web").rename(tmp_path / "run" / "tag" / "web" / "data")
+    recipe = parse_recipe(tiny_data())  # `web` is a corpus source: its shards are RUN/tag/web/data/
+    stage = _stage([{"source": "web", "select": {"flagged": True}, "share": "natural", "max_repetitions": 100},
+                    {"source": "web", "select": {"flagged": False}, "share": "natural", "max_repetitions": 100}],
+                   tokens=2_000)
+    available = counted_available(recipe, stage, tmp_path / "run", chars_per_token=2.0)
+    flagged = sum(len(d["text"]) for d in DOCS if d["metadata"]["ai_discourse"]["flagged"])
+    assert available == {"web[flagged=True]": round(flagged / 2), "web[flagged=False]": round((sum(
+        len(d["text"]) for d in DOCS) - flagged) / 2)}
+    plan = plan_stage(stage, available)
+    assert sum(s.tokens for s in plan.sources) == 2_000 and plan.sources[0].available_tokens == available[
+        "web[flagged=True]"]
+    with pytest.raises(PlanError, match="no shards in"):
+        counted_available(recipe, stage, tmp_path / "elsewhere")
