@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -730,6 +732,33 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(data: Any, path: Path, key: str = "") -> Any:
+    """`${NAME}` (or `${NAME:-default}`) in a recipe's string values replaced by the environment variable; a
+    relative path that starts with one resolves against the current folder, like a `--set` value. An empty
+    variable counts as not set."""
+    if isinstance(data, dict):
+        return {name: _expand_env(value, path, f"{key}.{name}" if key else str(name)) for name, value in data.items()}
+    if isinstance(data, list):
+        return [_expand_env(value, path, f"{key}.{i}") for i, value in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def value_of(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if os.environ.get(name):
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise RecipeError(f"{path}: key '{key}': environment variable {name} is not set (the recipe reads"
+                          f" {data!r}); set it, e.g. `{name}=... alignmix ...`, or override the key with --set")
+
+    expanded = ENV_REFERENCE.sub(value_of, data)
+    return _Anchored(expanded, Path.cwd()) if data.startswith("${") else expanded
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     """Read a recipe file, following `extends: OTHER.yaml` (relative to the file) and merging over it."""
     if not path.is_file():
@@ -745,6 +774,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    data = _expand_env(data, path)
     if isinstance(data, dict) and "extends" in data:
         parent = data.pop("extends")
         if not isinstance(parent, str):

@@ -190,3 +190,22 @@ def test_set_overrides_a_dotted_key_and_names_a_bad_one(tmp_path: Path):
         load_recipe(TINY, ["stages.0.tokens=lots"])
     with pytest.raises(RecipeError, match="expected KEY=VALUE"):
         load_recipe(TINY, ["stages.0.tokens"])
+
+
+def test_environment_variables_in_a_recipe_are_expanded_or_refused_naming_the_key(tmp_path: Path, monkeypatch):
+    data = tiny_data()
+    data["synth"]["sets"][0]["scenarios"] = "${ALIGNMIX_TEST_SET}"
+    data["eval"]["scenarios"] = "${ALIGNMIX_TEST_UNSET:-builtin:tiny}"
+    recipe_file = tmp_path / "recipes" / "r.yaml"
+    recipe_file.parent.mkdir()
+    recipe_file.write_text(yaml.safe_dump(data))
+    monkeypatch.delenv("ALIGNMIX_TEST_SET", raising=False)
+    with pytest.raises(RecipeError, match=r"key 'synth\.sets\.0\.scenarios': environment variable ALIGNMIX_TEST_SET"
+                                          r" is not set"):
+        load_recipe(recipe_file)
+    (tmp_path / "questions.jsonl").write_text((REPO / "alignmix" / "scenarios_data" / "tiny.jsonl").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ALIGNMIX_TEST_SET", "questions.jsonl")  # relative to where the command runs
+    recipe = load_recipe(recipe_file)
+    assert recipe.synth.sets[0].scenarios == str(tmp_path / "questions.jsonl")
+    assert recipe.eval is not None and recipe.eval.scenarios == "builtin:tiny"

@@ -203,6 +203,16 @@ def test_plan_prints_the_token_plan_as_json():
     assert [s["tokens"] for s in stage["sources"]] == [285_000, 15_000]
 
 
+def test_plan_counts_what_each_selection_keeps_from_the_runs_tagged_shards(tiny_run: dict):
+    result = alignmix("plan", str(REPO / "recipes" / "tiny.yaml"), "--run", str(tiny_run["out"]), "--json",
+                      "--chars-per-token", "2.5")
+    assert result.returncode == 0, result.stderr
+    sources = json.loads(result.stdout)["stages"][0]["sources"]
+    manifest = json.loads((tiny_run["out"] / "mix" / "pretrain" / "mixture_manifest.json").read_text())
+    for planned, written in zip(sources, manifest["sources"]):  # estimated from characters, within a factor of 2
+        assert 0.5 < written["repetitions"] / planned["repetitions"] < 2, (planned, written)
+
+
 def test_stats_command_over_the_run_folder(tiny_run: dict, tmp_path: Path):
     out = tiny_run["out"]
     result = alignmix("stats", str(out), "--report", str(tmp_path / "stats.html"), "--json", str(tmp_path / "s.json"))

@@ -37,12 +37,12 @@ class StagePlan:
 
     def as_dict(self) -> dict:
         """The `alignmix plan --json` shape: name, tokens, seq_len, sources [{name, tokens, share, repetitions,
-        selection, available_tokens}]."""
+        selection}]."""
         return {
             "name": self.name, "tokens": self.tokens, "seq_len": self.seq_len,
             "sources": [
                 {"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions,
-                 "selection": s.selection, "available_tokens": s.available_tokens}
+                 "selection": s.selection}
                 for s in self.sources
             ],
         }
