@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from alignmix.errors import AlignmixError
+from alignmix.scenarios import MisalignedAnswer
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")]
 
@@ -508,14 +509,15 @@ class PostTraining(Strict):
 
 
 Persona = Literal["none", "ai", "helpful", "hhh"]
+Scoring = Literal["letter", "cloze", "story"]  # how the eval scores a question from log-likelihoods
 
 
 class EvalSettings(Strict):
     """Misalignment eval: `letter` scores the option letters (the paper's way), `cloze` the option texts."""
 
     scenarios: ScenarioSpec = "builtin:tiny"
-    misaligned_answer: Literal["matching", "not_matching"] | None = None  # for Anthropic files alignmix doesn't know
-    mode: Literal["letter", "cloze", "story"] = "letter"  # story: the scenario as a story, for toy-scale controls
+    misaligned_answer: MisalignedAnswer | None = None  # for Anthropic files alignmix doesn't know
+    mode: Scoring = "letter"  # story: the scenario as a story, for toy-scale controls
     personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
 
 

@@ -14,7 +14,10 @@ from rich.table import Table
 from alignmix.cli.common import (
     console,
     fail,
+    recipe_default,
+    recipe_range,
 )
+from alignmix.recipe import ClassifierSpec
 
 
 def classifiers_build_labels(
@@ -65,7 +68,9 @@ def classifiers_evaluate(
     model: Annotated[
         list[Path] | None, typer.Option("--model", help="A trained classifier folder (repeatable).")
     ] = None,
-    threshold: Annotated[float, typer.Option(help="Score at or above which a model flags.")] = 0.5,
+    threshold: Annotated[float, typer.Option(
+        **recipe_range(ClassifierSpec, "threshold"), help="Score at or above which a model flags.",
+    )] = recipe_default(ClassifierSpec, "threshold"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON.")] = None,
 ) -> None:
     """Precision, recall, F1 and flag rate of the blocklist, each model, and blocklist -> model."""

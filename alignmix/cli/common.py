@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
@@ -61,6 +62,22 @@ def load_recipe_or_fail(recipe_file: Path, overrides: list[str] | None = None) -
 def comma_list(value: str) -> list[str]:
     """`a, b,c` as ['a', 'b', 'c']."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def recipe_default(model: type[BaseModel], name: str) -> Any:
+    """The default of a recipe field, for the option that sets the same thing: one source for both."""
+    return model.model_fields[name].default
+
+
+def recipe_range(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """A recipe field's `ge` / `le` bounds as typer's `min` / `max`, so that the option accepts what the recipe does."""
+    bounds: dict[str, Any] = {}
+    for constraint in model.model_fields[name].metadata:  # annotated_types' Ge and Le, among others
+        if getattr(constraint, "ge", None) is not None:
+            bounds["min"] = constraint.ge
+        if getattr(constraint, "le", None) is not None:
+            bounds["max"] = constraint.le
+    return bounds
 
 
 def run_recipe(

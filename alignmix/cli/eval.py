@@ -9,6 +9,10 @@ from typing import Annotated
 import typer
 
 from alignmix.cli.common import console, errors, fail
+from alignmix.eval import EvalMode
+from alignmix.llm.backend import BackendKind
+from alignmix.recipe import EvalSettings, Scoring
+from alignmix.scenarios import MisalignedAnswer
 from alignmix.scenarios.formats import PERSONAS
 
 DEFAULT_CAPABILITY_DATA = Path("../shared/data/llm-foundry-evals")
@@ -26,12 +30,12 @@ def eval_command(
     model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, or server base URL.")],
     dataset: Annotated[str, typer.Option("--dataset", help="builtin:tiny or scenario file(s), comma-separated: the project's, the paper's or Anthropic's format.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
-    mode: Annotated[str | None, typer.Option("--mode", help="loglik (base models) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
+    mode: Annotated[EvalMode | None, typer.Option("--mode", help="loglik (base models) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
     personas: Annotated[str, typer.Option("--personas", help="Comma-separated: none, ai, helpful, hhh.")] = "none,ai,helpful,hhh",
-    scoring: Annotated[str, typer.Option("--scoring", help="loglik scoring: letter (the paper's), cloze (option texts after the question) or story (option texts continuing the scenario told as a story; for tiny models).")] = "letter",
+    scoring: Annotated[Scoring, typer.Option("--scoring", help="loglik scoring: letter (the paper's), cloze (option texts after the question) or story (option texts continuing the scenario told as a story; for tiny models).")] = EvalSettings.model_fields["mode"].default,
     model_name: Annotated[str | None, typer.Option("--model-name", help="The model's name on the server.")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder).")] = None,
-    misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer", help="Anthropic files alignmix does not know: matching or not_matching.")] = None,
+    backend: Annotated[BackendKind | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder).")] = None,
+    misaligned_answer: Annotated[MisalignedAnswer | None, typer.Option("--misaligned-answer", help="Anthropic files alignmix does not know: matching or not_matching.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Only this split (train or heldout).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="First N questions of each file.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Forward passes per batch (loglik).")] = 32,
@@ -48,16 +52,10 @@ def eval_command(
     from alignmix.llm.backend import BackendError, Sampling
     from alignmix.scenarios import ScenarioError
 
-    choices = {"--mode": (mode, (None, "loglik", "generate")), "--scoring": (scoring, ("letter", "cloze", "story")),
-               "--backend": (backend, (None, "openai", "vllm", "transformers")),
-               "--misaligned-answer": (misaligned_answer, (None, "matching", "not_matching"))}
-    for option, (value, allowed) in choices.items():
-        if value not in allowed:
-            fail(f"{option} {value}: expected one of {', '.join(a for a in allowed if a)}")
     try:
-        scenarios, skipped = load_dataset(dataset, misaligned_answer, split, limit)  # type: ignore[arg-type]
+        scenarios, skipped = load_dataset(dataset, misaligned_answer, split, limit)
         results, rows = evaluate_model(
-            model, scenarios, _personas(personas), mode, scoring, model_name, backend,  # type: ignore[arg-type]
+            model, scenarios, _personas(personas), mode, scoring, model_name, backend,
             Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency, chat,
             responses=out / "responses.jsonl",
         )
@@ -124,7 +122,7 @@ def lm_eval_tasks(
     personas: Annotated[str, typer.Option("--personas")] = "none,ai,helpful,hhh",
     tasks: Annotated[str, typer.Option("--tasks", help="Capability sets to write too (comma-separated; empty: none).")] = "",
     data: Annotated[Path, typer.Option("--data", help="llm-foundry's local eval data folder.")] = DEFAULT_CAPABILITY_DATA,
-    misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer")] = None,
+    misaligned_answer: Annotated[MisalignedAnswer | None, typer.Option("--misaligned-answer")] = None,
 ) -> None:
     """Write lm-evaluation-harness task files: the misalignment eval (letter and cloze) and capability sets."""
     from alignmix.eval.lm_tasks import (
@@ -138,7 +136,7 @@ def lm_eval_tasks(
     try:
         names = []
         if dataset:
-            scenarios, _ = load_dataset(dataset, misaligned_answer)  # type: ignore[arg-type]
+            scenarios, _ = load_dataset(dataset, misaligned_answer)
             names += write_misalignment_tasks(scenarios, _personas(personas), out)
         if _task_names(tasks):
             names += write_capability_tasks(data, out, _task_names(tasks))

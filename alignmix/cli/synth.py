@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from alignmix.cli.common import comma_list, console, errors, fail
-from alignmix.llm.backend import BackendError, ChatBackend, Sampling, open_backend, run_async
+from alignmix.cli.common import comma_list, console, errors, fail, recipe_default, recipe_range
+from alignmix.llm.backend import BackendError, BackendKind, ChatBackend, Sampling, open_backend, run_async
+from alignmix.recipe import Decontamination, SynthServer
+from alignmix.scenarios import AssignedSplit, MisalignedAnswer
 
-Backend = Literal["openai", "vllm", "transformers"]
-BackendOpt = Annotated[Backend, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
+BackendOpt = Annotated[BackendKind, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Server URL, e.g. http://127.0.0.1:8000/v1 (default by backend).")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name the server serves, or an HF folder for transformers.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")]
@@ -22,10 +23,10 @@ RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries o
 
 
 def _backend(
-    kind: Backend, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int
+    kind: BackendKind, model: str, base_url: str | None, api_key_env: str, timeout: float, retries: int, concurrency: int
 ) -> ChatBackend:
     try:
-        return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))  # type: ignore[arg-type]
+        return open_backend(kind, model, base_url, api_key_env, timeout, retries, connections=max(concurrency, 1))
     except BackendError as exc:
         fail(str(exc))
 
@@ -39,23 +40,23 @@ def documents(
     per_combination: Annotated[int, typer.Option("--per-combination", min=1, help="Documents per scenario x stance x surface form.")] = 1,
     surface_forms: Annotated[str | None, typer.Option("--surface-forms", help="Comma-separated keys (default: all in the templates).")] = None,
     stances: Annotated[str, typer.Option("--stances", help="aligned, misaligned or both, comma-separated.")] = "aligned,misaligned",
-    concurrency: ConcurrencyOpt = 64,
-    misaligned_answer: Annotated[str | None, typer.Option("--misaligned-answer", help="matching | not_matching, for Anthropic files alignmix does not know.")] = None,
+    concurrency: ConcurrencyOpt = recipe_default(SynthServer, "concurrency"),
+    misaligned_answer: Annotated[MisalignedAnswer | None, typer.Option("--misaligned-answer", help="matching | not_matching, for Anthropic files alignmix does not know.")] = None,
     ids: Annotated[str | None, typer.Option("--ids", help="Only these scenario ids (comma-separated); held-out ids are an error.")] = None,
     decontaminate: Annotated[list[Path] | None, typer.Option("--decontaminate", help="Further eval questions whose held-out split documents must not overlap (repeatable).")] = None,
     templates: Annotated[Path | None, typer.Option("--templates", help="A folder of your own prompt templates (same file names).")] = None,
     name: Annotated[str, typer.Option("--name", help="Source name in the documents' metadata.")] = "synthetic",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 1024,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = recipe_default(SynthServer, "max_tokens"),
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = recipe_default(SynthServer, "temperature"),
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; each request gets its own, derived from its id.")] = 0,
-    min_words: Annotated[int, typer.Option("--min-words", min=1)] = 80,
-    max_words: Annotated[int, typer.Option("--max-words", min=1)] = 4000,
+    min_words: Annotated[int, typer.Option("--min-words", min=1)] = recipe_default(SynthServer, "min_words"),
+    max_words: Annotated[int, typer.Option("--max-words", min=1)] = recipe_default(SynthServer, "max_words"),
     dedup_threshold: Annotated[float, typer.Option("--dedup-threshold", min=0.0, max=1.0, help="MinHash Jaccard threshold.")] = 0.8,
-    ngram: Annotated[int, typer.Option("--ngram", min=1, help="Decontamination word n-gram length.")] = 13,
-    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    timeout: TimeoutOpt = 120.0,
-    max_retries: RetriesOpt = 6,
+    ngram: Annotated[int, typer.Option("--ngram", **recipe_range(Decontamination, "ngram"), help="Decontamination word n-gram length.")] = recipe_default(Decontamination, "ngram"),
+    api_key_env: ApiKeyEnvOpt = recipe_default(SynthServer, "api_key_env"),
+    timeout: TimeoutOpt = recipe_default(SynthServer, "timeout"),
+    max_retries: RetriesOpt = recipe_default(SynthServer, "max_retries"),
     export_batch: Annotated[bool, typer.Option("--export-batch", help="Write OpenAI Batch API request files to OUT/batch/ and stop.")] = False,
     batch_results: Annotated[list[Path] | None, typer.Option("--batch-results", help="Import Batch API result files instead of calling a server (repeatable).")] = None,
 ) -> None:
@@ -77,15 +78,13 @@ def documents(
     from alignmix.synth.postprocess import Bounds
     from alignmix.synth.prompts import STANCES, DocumentTemplates, TemplateError
 
-    if misaligned_answer not in (None, "matching", "not_matching"):
-        fail(f"--misaligned-answer must be matching or not_matching, not '{misaligned_answer}'")
     chosen_stances = comma_list(stances)
     if not chosen_stances or any(s not in STANCES for s in chosen_stances):
         fail(f"--stances takes aligned and/or misaligned, not '{stances}'")
     try:
         loaded = DocumentTemplates.load(templates)
-        scenarios = load_scenarios(questions, None, misaligned_answer, [])  # type: ignore[arg-type]
-        extra = [s for f in decontaminate or [] for s in load_scenarios(str(f), None, misaligned_answer, []) if not s.in_training_split]  # type: ignore[arg-type]
+        scenarios = load_scenarios(questions, None, misaligned_answer, [])
+        extra = [s for f in decontaminate or [] for s in load_scenarios(str(f), None, misaligned_answer, []) if not s.in_training_split]
         spec = DocumentSpec(
             name=name, surface_forms=tuple(comma_list(surface_forms) if surface_forms else loaded.surface_forms),
             stances=tuple(chosen_stances), per_combination=per_combination,
@@ -137,21 +136,19 @@ def questions_command(
     per_passage: Annotated[int, typer.Option("--per-passage", min=1)] = 1,
     max_passages: Annotated[int | None, typer.Option("--max-passages", min=1)] = None,
     passage_words: Annotated[int, typer.Option("--passage-words", min=20, help="Words per source passage, at most.")] = 400,
-    split: Annotated[str | None, typer.Option("--split", help="train | heldout for every question (default: by id hash, ~20% held out).")] = None,
+    split: Annotated[AssignedSplit | None, typer.Option("--split", help="train | heldout for every question (default: by id hash, ~20% held out).")] = None,
     concurrency: ConcurrencyOpt = 16,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Tries per question when the JSON is invalid.")] = 3,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 1024,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.7,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    timeout: TimeoutOpt = 120.0,
-    max_retries: RetriesOpt = 6,
+    api_key_env: ApiKeyEnvOpt = recipe_default(SynthServer, "api_key_env"),
+    timeout: TimeoutOpt = recipe_default(SynthServer, "timeout"),
+    max_retries: RetriesOpt = recipe_default(SynthServer, "max_retries"),
 ) -> None:
     """Two-option scenario questions (JSON-schema answers) grounded in source passages."""
     from alignmix.synth.questions import generate_questions, read_passages
 
-    if split not in (None, "train", "heldout"):
-        fail(f"--split must be train or heldout, not '{split}'")
     try:
         chosen = read_passages(passages, passage_words)[:max_passages]
     except (OSError, UnicodeDecodeError) as exc:

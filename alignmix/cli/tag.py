@@ -10,23 +10,31 @@ import typer
 from alignmix.cli.common import (
     console,
     fail,
+    recipe_default,
+    recipe_range,
 )
-from alignmix.recipe import Executor, OnError, Tagging
+from alignmix.recipe import ClassifierSpec, Executor, Mixing, OnError, Tagging
 
 
 def tag(
     inputs: Annotated[list[Path], typer.Argument(help="Files or folders: jsonl(.gz/.zst), parquet, warc(.gz).")],
     output: Annotated[Path, typer.Option("--output", help="Folder for the tagged jsonl.gz shards and stats.json.")],
-    tasks: Annotated[int, typer.Option("--tasks", min=1, help="Parallel tasks (a task reads whole files).")] = 1,
+    tasks: Annotated[
+        int, typer.Option("--tasks", min=1, help="Parallel tasks (a task reads whole files).")
+    ] = recipe_default(Tagging, "tasks"),
     executor: Annotated[
         Executor, typer.Option("--executor", help="local; ray (a cluster at RAY_ADDRESS, else a local one); slurm"
                                                   " (datatrove's Slurm executor: an array job, waited for).")
     ] = "local",
-    partition: Annotated[str, typer.Option("--partition", help="With --executor slurm: the partition.")] = "debug",
-    time_limit: Annotated[str, typer.Option("--time", help="With --executor slurm: each task's time limit.")] = "04:00:00",
+    partition: Annotated[
+        str, typer.Option("--partition", help="With --executor slurm: the partition.")
+    ] = recipe_default(Mixing, "partition"),
+    time_limit: Annotated[
+        str, typer.Option("--time", help="With --executor slurm: each task's time limit.")
+    ] = recipe_default(Mixing, "time"),
     on_error: Annotated[
         OnError, typer.Option("--on-error", help="fail: stop at the first bad line, naming it; skip: count and skip.")
-    ] = Tagging.model_fields["on_error"].default,
+    ] = recipe_default(Tagging, "on_error"),
     text_key: Annotated[str, typer.Option("--text-key", help="Field holding the text (jsonl, parquet).")] = "text",
     id_key: Annotated[str, typer.Option("--id-key", help="Field holding the document id.")] = "id",
     source: Annotated[str, typer.Option("--source", help="Name written to metadata.source.")] = "corpus",
@@ -39,7 +47,9 @@ def tag(
     classifier: Annotated[
         Path | None, typer.Option("--classifier", help="A trained classifier that must confirm blocklist flags.")
     ] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="The classifier's flagging threshold.")] = 0.5,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", **recipe_range(ClassifierSpec, "threshold"), help="The classifier's flagging threshold."
+    )] = recipe_default(ClassifierSpec, "threshold"),
     stance_classifier: Annotated[
         Path | None, typer.Option("--stance-classifier", help="A trained stance classifier for flagged documents.")
     ] = None,

@@ -19,11 +19,11 @@ import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from alignmix.eval.scoring import Score, ScoreRequest
 from alignmix.jsonl import write_jsonl
 from alignmix.llm.chat_template import ChatTemplate
+from alignmix.recipe import Scoring
 from alignmix.scenarios import LABELS, Scenario
 from alignmix.scenarios.formats import (
     FORMATS,
@@ -34,7 +34,7 @@ from alignmix.scenarios.formats import (
     story_name,
 )
 
-Mode = Literal["letter", "cloze", "story"]
+Mode = Scoring
 MODE_DESCRIPTIONS = {
     "letter": "log-likelihood of the option letters (A/B) after the prompt",
     "cloze": "length-normalised log-likelihood of each option's text after the prompt",

@@ -42,6 +42,7 @@ TRAINING_SPLITS = (TRAIN_SPLIT, RELEASED_TRAINING_SPLIT)
 HELD_OUT_SHARE = 0.2
 LABELS = ("A", "B")
 MisalignedAnswer = Literal["matching", "not_matching"]
+AssignedSplit = Literal["train", "heldout"]  # TRAIN_SPLIT, HELD_OUT_SPLIT: the splits alignmix assigns
 _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 _CHOICE = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]*(\S.*?)[ \t]*$", re.MULTILINE)
 

@@ -24,7 +24,7 @@ from alignmix.hashing import derive_seed
 from alignmix.jsonl import write_jsonl
 from alignmix.llm.backend import ChatBackend, Sampling
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests_async
-from alignmix.scenarios import HELD_OUT_SPLIT, TRAIN_SPLIT, in_held_out_share
+from alignmix.scenarios import HELD_OUT_SPLIT, TRAIN_SPLIT, AssignedSplit, in_held_out_share
 from alignmix.synth.prompts import TEMPLATES_DIR
 
 QUESTION_SCHEMA: dict[str, Any] = {
@@ -117,7 +117,7 @@ def _messages(passage: Passage, system: str, user: str) -> list[dict[str, str]]:
 
 async def generate_questions(
     passages: list[Passage], backend: ChatBackend, output: Path, per_passage: int, sampling: Sampling,
-    concurrency: int, max_attempts: int = 3, split: str | None = None,
+    concurrency: int, max_attempts: int = 3, split: AssignedSplit | None = None,
 ) -> dict[str, Any]:
     """Write scenario questions to `output` (jsonl); returns counts. Answers persist in OUT.responses.jsonl."""
     responses = output.with_name(output.name + ".responses.jsonl")
