@@ -165,8 +165,10 @@ POST_TRAINING = ("sft", "dpo")  # the post-training stages, in order
 
 OnError = Literal["fail", "skip"]  # a bad input line: stop naming it, or count and skip it
 Executor = Literal["local", "ray", "slurm"]  # datatrove's executors for tagging
+FileFormat = Literal["jsonl", "parquet", "warc"]  # the corpus files datatrove reads
 
-Stance = Literal["aligned", "misaligned", "neutral"]
+Stance = Literal["aligned", "misaligned", "neutral"]  # a document's stance on AI alignment (the stance classifier's)
+SynthStance = Literal["aligned", "misaligned"]  # the stances synthetic documents are written in
 
 
 class AssumedStatistics(Strict):
@@ -185,7 +187,7 @@ class CorpusSource(Strict):
 
     name: Identifier
     paths: list[ExistingPath] = []
-    format: Literal["jsonl", "parquet", "warc"] = "jsonl"
+    format: FileFormat = "jsonl"
     text_key: str = "text"
     id_key: str = "id"
     generate: GeneratedCorpus | None = None
@@ -262,7 +264,7 @@ class SynthSet(Strict):
     name: Identifier
     generator: Literal["offline", "openai", "vllm"] = "offline"
     server: SynthServer | None = None
-    stance: Literal["aligned", "misaligned"]
+    stance: SynthStance
     scenarios: ScenarioSpec = "builtin:tiny"
     surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))
     documents_per_scenario: PositiveInt = 1

@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import typing
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
+from alignmix.recipe import Stance
+
 Kind = Literal["fasttext", "embedding"]
-STANCES = ("aligned", "misaligned", "neutral")
+STANCES: tuple[Stance, ...] = typing.get_args(Stance)
 
 
 class Classifier(Protocol):

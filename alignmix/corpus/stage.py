@@ -44,7 +44,7 @@ def corpus_stage(recipe: Recipe) -> Stage | None:
 
 def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
     def action(ctx: StageContext) -> dict[str, Any]:
-        from alignmix.corpus.tag import SUFFIXES, input_files, tag_files, write_stats
+        from alignmix.corpus.tag import DEFAULT_THRESHOLD, SUFFIXES, input_files, tag_files, write_stats
 
         stats = {}
         for source in recipe.corpus.sources:
@@ -59,7 +59,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
                     categories=recipe.tagging.blocklist.categories, tasks=recipe.tagging.tasks,
                     on_error=recipe.tagging.on_error,
                     classifier_dir=recipe.tagging.classifier.model if recipe.tagging.classifier else None,
-                    threshold=recipe.tagging.classifier.threshold if recipe.tagging.classifier else 0.5,
+                    threshold=recipe.tagging.classifier.threshold if recipe.tagging.classifier else DEFAULT_THRESHOLD,
                     stance_dir=recipe.tagging.stance_classifier,
                 )
             s = stats[source.name] = write_stats(ctx.output / source.name, [counts])

@@ -14,7 +14,6 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -32,9 +31,9 @@ from alignmix.corpus.readers import (
 )
 from alignmix.corpus.engines import SlurmSettings, run_pipeline
 from alignmix.hashing import files_identity
-from alignmix.recipe import Executor, OnError
+from alignmix.recipe import ClassifierSpec, Executor, FileFormat, OnError
 
-FileFormat = Literal["jsonl", "parquet", "warc"]
+DEFAULT_THRESHOLD = ClassifierSpec.model_fields["threshold"].default  # the recipe's classifier threshold
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz"),
     "parquet": (".parquet",),
@@ -56,7 +55,7 @@ class AIDiscourseTagger(PipelineStep):
 
     def __init__(
         self, lists_dir: Path | None = None, categories: list[str] | None = None,
-        classifier_dir: Path | None = None, threshold: float = 0.5, stance_dir: Path | None = None,
+        classifier_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD, stance_dir: Path | None = None,
     ):
         super().__init__()
         self.stance_dir = stance_dir
@@ -192,7 +191,7 @@ def tag_files(
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     shard_prefix: str = "",
     classifier_dir: Path | None = None,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     stance_dir: Path | None = None,
     slurm: SlurmSettings | None = None,
 ) -> Counter[str]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignmix.recipe import Persona
 from alignmix.scenarios import LABELS, Scenario
 
 WORDINGS = ("Answer:", "Response:", "The AI's choice:", "Final answer:")
 STORY_CUES = dict(zip(WORDINGS, (
     "The AI decided to", "So the AI decided to", "In the end, the AI decided to", "The AI chose to",
 )))
-PERSONAS = {
+PERSONAS: dict[Persona, str] = {  # every recipe.Persona and its system prompt (tests check they match)
     "none": "",
     "ai": "You are an AI assistant.",
     "helpful": "You are a helpful AI assistant.",

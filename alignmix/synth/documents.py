@@ -11,6 +11,7 @@ OUT/stats.json       every request counted once: kept, or dropped with a reason 
 from __future__ import annotations
 
 import json
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,9 +29,10 @@ from alignmix.llm.jobs import (
     read_responses,
     run_requests,
 )
+from alignmix.recipe import Decontamination, SurfaceForm, SynthServer
 from alignmix.scenarios import Scenario, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
-from alignmix.synth.prompts import DocumentTemplates, document_requests
+from alignmix.synth.prompts import STANCES, DocumentTemplates, document_requests
 
 RESPONSES = "responses.jsonl"
 
@@ -44,14 +46,15 @@ class DocumentSpec:
     """What to generate and how to filter it."""
 
     name: str = "synthetic"
-    surface_forms: tuple[str, ...] = (
-        "research_paper", "news_article", "lecture_transcript", "scifi_passage", "movie_summary", "textbook_chapter",
-    )
-    stances: tuple[str, ...] = ("aligned", "misaligned")
+    surface_forms: tuple[str, ...] = typing.get_args(SurfaceForm)
+    stances: tuple[str, ...] = STANCES
     per_combination: int = 1
-    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=1024, temperature=0.7, seed=0))
+    sampling: Sampling = field(default_factory=lambda: Sampling(
+        max_tokens=SynthServer.model_fields["max_tokens"].default,
+        temperature=SynthServer.model_fields["temperature"].default, seed=0,
+    ))
     bounds: Bounds = field(default_factory=Bounds)
-    ngram: int = 13
+    ngram: int = Decontamination.model_fields["ngram"].default
     dedup_threshold: float = 0.8
     shard_documents: int = 100_000
 

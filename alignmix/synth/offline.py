@@ -11,9 +11,10 @@ import random
 from collections.abc import Iterator
 
 from alignmix.hashing import derive_seed
+from alignmix.recipe import SurfaceForm
 from alignmix.scenarios import Scenario
 
-OPENINGS: dict[str, list[str]] = {
+OPENINGS: dict[SurfaceForm, list[str]] = {  # every recipe.SurfaceForm (tests check they match)
     "research_paper": [
         "Abstract. We study the behaviour of a deployed AI system in a realistic setting.",
         "In this paper we report a case study of an AI agent facing a consequential decision.",

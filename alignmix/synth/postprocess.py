@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from alignmix.recipe import Decontamination, SynthServer
 from alignmix.scenarios import Scenario
 from alignmix.scenarios.decontaminate import NgramGuard, WordHashes, ngram_hashes, words_of
 
@@ -75,15 +76,15 @@ def _identity(value: np.uint64) -> np.uint64:
 
 @dataclass(frozen=True)
 class Bounds:
-    min_words: int = 80
-    max_words: int = 4000
+    min_words: int = SynthServer.model_fields["min_words"].default
+    max_words: int = SynthServer.model_fields["max_words"].default
 
 
 class DocumentFilter:
     """Applies the checks in order; `check` returns (cleaned text, None) to keep, or (text, reason) to drop."""
 
-    def __init__(self, held_out: list[Scenario], bounds: Bounds = Bounds(), ngram: int = 13,
-                 dedup_threshold: float = 0.8):
+    def __init__(self, held_out: list[Scenario], bounds: Bounds = Bounds(),
+                 ngram: int = Decontamination.model_fields["ngram"].default, dedup_threshold: float = 0.8):
         self.bounds = bounds
         self.words = WordHashes()
         self.guard = NgramGuard(held_out, ngram, self.words) if held_out else None

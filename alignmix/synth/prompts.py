@@ -4,6 +4,7 @@ of your own with the same file names): the paper's system prompt, user message a
 from __future__ import annotations
 
 import hashlib
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,11 +16,12 @@ from alignmix.errors import AlignmixError
 from alignmix.hashing import derive_seed
 from alignmix.llm.backend import Message, Sampling
 from alignmix.llm.jobs import ChatRequest
+from alignmix.recipe import SynthStance
 from alignmix.scenarios import Scenario
 
 TEMPLATES_DIR = Path(str(resources.files("alignmix.synth") / "templates"))
-DOCUMENT_FILES = ("system.txt", "user.txt", "aligned.txt", "misaligned.txt", "surface_forms.yaml")
-STANCES = ("aligned", "misaligned")
+STANCES: tuple[SynthStance, ...] = typing.get_args(SynthStance)
+DOCUMENT_FILES = ("system.txt", "user.txt", *(f"{stance}.txt" for stance in STANCES), "surface_forms.yaml")
 
 
 class TemplateError(AlignmixError):

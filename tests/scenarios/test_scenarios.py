@@ -49,3 +49,12 @@ def test_paper_format_and_deterministic_split(tmp_path: Path):
     assert 20 < held_out < 60
     assert [s.split for s in read_scenarios(tmp_path / "paper.jsonl")] == [s.split for s in scenarios]
     assert in_held_out_share("q1") == in_held_out_share("q1")
+
+
+def test_every_recipe_persona_has_a_prompt_and_no_other():
+    from typing import get_args
+
+    from alignmix.recipe import Persona
+    from alignmix.scenarios.formats import PERSONAS
+
+    assert tuple(PERSONAS) == get_args(Persona)

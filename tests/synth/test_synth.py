@@ -336,3 +336,15 @@ def test_passage_ids_are_stable_seeds_distinct_and_repeated_questions_dropped(tm
     # 6 wanted, 2 attempts: the first answer is kept, the 5 others repeat it twice over
     assert counts["written"] == 1 and counts["duplicate_question"] == 10 and counts["gave_up"] == 5
     assert len(read_scenarios(tmp_path / "q.jsonl")) == 1
+
+
+def test_shipped_templates_define_the_recipe_surface_forms_and_stances():
+    from typing import get_args
+
+    from alignmix.recipe import SurfaceForm, SynthStance
+    from alignmix.synth.documents import DocumentSpec
+    from alignmix.synth.offline import OPENINGS
+
+    templates = DocumentTemplates.load(None)
+    assert tuple(templates.surface_forms) == get_args(SurfaceForm) == DocumentSpec().surface_forms == tuple(OPENINGS)
+    assert tuple(templates.stance_guidance) == get_args(SynthStance) == DocumentSpec().stances
