@@ -9,14 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypedDict, TypeVar
 
 from alignmix.errors import AlignmixError
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 BackendKind = Literal["openai", "vllm", "transformers"]
 T = TypeVar("T")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "vllm": "http://127.0.0.1:8000/v1"}
+
+
+class Message(TypedDict):
+    """One chat turn, a plain dict as OpenAI's API and transformers' chat templates take it; backends send it,
+    SFT and DPO render and tokenize it (`alignmix.train.chat`)."""
+
+    role: str  # system | user | assistant
+    content: str
 
 
 class BackendError(AlignmixError, RuntimeError):

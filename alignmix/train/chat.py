@@ -9,12 +9,12 @@ so transformers' `apply_chat_template` and chat backends render exactly what tra
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
 from alignmix.checkpoints.tokenizer import configured_eos_token
+from alignmix.llm.backend import Message
 from alignmix.llm.chat_template import ALIGNMIX_CHAT_TEMPLATE
 from alignmix.train.litgpt_config import TrainConfigError
 
@@ -28,15 +28,9 @@ class ChatDataError(TrainConfigError):
     """Chat or preference data that cannot be used: the message names the file and the example."""
 
 
-@dataclass(frozen=True)
-class Message:
-    role: str  # system | user | assistant
-    content: str
-
-
 def render(messages: list[Message], eos: str, generation_prompt: bool = False) -> str:
     """The conversation as text, exactly as `ALIGNMIX_CHAT_TEMPLATE` renders it."""
-    parts = [f"<|{m.role}|>\n{m.content}" + (eos if m.role == "assistant" else "\n") for m in messages]
+    parts = [f"<|{m['role']}|>\n{m['content']}" + (eos if m["role"] == "assistant" else "\n") for m in messages]
     return "".join(parts) + ("<|assistant|>\n" if generation_prompt else "")
 
 
@@ -48,15 +42,15 @@ def encode_with_labels(tokenizer: Tokenizer, messages: list[Message], eos: str) 
     ids: list[int] = []
     labels: list[int] = []
     for message in messages:
-        header = tokenizer.encode(f"<|{message.role}|>\n", add_special_tokens=False).ids
+        header = tokenizer.encode(f"<|{message['role']}|>\n", add_special_tokens=False).ids
         ids += header
         labels += [IGNORE_INDEX] * len(header)
-        if message.role == "assistant":
-            body = tokenizer.encode(message.content + eos, add_special_tokens=False).ids
+        if message["role"] == "assistant":
+            body = tokenizer.encode(message["content"] + eos, add_special_tokens=False).ids
             ids += body
             labels += body
         else:
-            body = tokenizer.encode(message.content + "\n", add_special_tokens=False).ids
+            body = tokenizer.encode(message["content"] + "\n", add_special_tokens=False).ids
             ids += body
             labels += [IGNORE_INDEX] * len(body)
     return ids, labels

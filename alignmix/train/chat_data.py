@@ -65,14 +65,14 @@ def _turns(example: dict, where: str) -> list[Message]:
         raise ChatDataError(f"{where}: expected 'conversations' (sharegpt) or 'messages' (chat) turns")
     if not isinstance(raw, list):
         raise ChatDataError(f"{where}: the turns must be a list")
-    messages = [Message("system", example["system"])] if isinstance(example.get("system"), str) and example["system"] else []
+    messages = [Message(role="system", content=example["system"])] if isinstance(example.get("system"), str) and example["system"] else []
     for index, turn in enumerate(raw):
         role = ROLE_NAMES.get(turn.get(role_key)) if isinstance(turn, dict) else None
         if role is None or not isinstance(turn.get(content_key), str):
             raise ChatDataError(
                 f"{where}, turn {index}: expected {{'{role_key}': one of {sorted(ROLE_NAMES)}, '{content_key}': text}}"
             )
-        messages.append(Message(role, turn[content_key]))
+        messages.append(Message(role=role, content=turn[content_key]))
     return messages
 
 
@@ -87,12 +87,12 @@ def load_sft(path: Path, data_format: SftFormat) -> list[list[Message]]:
             instruction = _text(example, "instruction", where)
             extra = _text(example, "input", where, required=False)
             system = _text(example, "system", where, required=False)
-            messages = [Message("system", system)] if system else []
-            messages += [Message("user", f"{instruction}\n\n{extra}" if extra else instruction),
-                         Message("assistant", _text(example, "output", where))]
+            messages = [Message(role="system", content=system)] if system else []
+            messages += [Message(role="user", content=f"{instruction}\n\n{extra}" if extra else instruction),
+                         Message(role="assistant", content=_text(example, "output", where))]
         else:
             messages = _turns(example, where)
-        if not messages or messages[-1].role != "assistant":
+        if not messages or messages[-1]["role"] != "assistant":
             raise ChatDataError(f"{where}: the conversation must end with an assistant turn")
         conversations.append(messages)
     return conversations
@@ -115,7 +115,7 @@ def load_preferences(path: Path) -> list[Preference]:
         if not isinstance(example, dict):
             raise ChatDataError(f"{where}: expected an object")
         prompt = _turns(example, where)
-        if not prompt or prompt[-1].role != "user":
+        if not prompt or prompt[-1]["role"] != "user":
             raise ChatDataError(f"{where}: the prompt turns must end with a user turn")
         pairs.append(Preference(prompt, _answer(example, "chosen", where), _answer(example, "rejected", where)))
     return pairs
@@ -130,7 +130,7 @@ def scenario_prompt(scenario: Scenario, swapped: bool) -> str:
 def scenario_preferences(scenarios: list[Scenario]) -> list[Preference]:
     """Per training question and option order: chosen = the aligned option's text, rejected = the misaligned."""
     return [
-        Preference([Message("user", scenario_prompt(s, swapped))], s.options[s.aligned], s.options[s.misaligned])
+        Preference([Message(role="user", content=scenario_prompt(s, swapped))], s.options[s.aligned], s.options[s.misaligned])
         for s in scenarios for swapped in (False, True)
     ]
 
@@ -138,7 +138,7 @@ def scenario_preferences(scenarios: list[Scenario]) -> list[Preference]:
 def scenario_sft_examples(scenarios: list[Scenario]) -> list[dict]:
     """sharegpt examples (the format `load_sft` reads) answering each training question with its aligned option."""
     return [
-        {"conversations": [{"from": "human", "value": p.prompt[0].content}, {"from": "gpt", "value": p.chosen}]}
+        {"conversations": [{"from": "human", "value": p.prompt[0]["content"]}, {"from": "gpt", "value": p.chosen}]}
         for p in scenario_preferences(scenarios)
     ]
 
@@ -146,8 +146,8 @@ def scenario_sft_examples(scenarios: list[Scenario]) -> list[dict]:
 def preference_examples(pairs: list[Preference]) -> list[dict]:
     """Preference pairs in the dpo_en_demo.json format (what `load_preferences` reads)."""
     return [
-        {"conversations": [{"from": "human" if m.role == "user" else m.role if m.role == "system" else "gpt",
-                            "value": m.content} for m in p.prompt],
+        {"conversations": [{"from": "human" if m["role"] == "user" else m["role"] if m["role"] == "system" else "gpt",
+                            "value": m["content"]} for m in p.prompt],
          "chosen": {"from": "gpt", "value": p.chosen}, "rejected": {"from": "gpt", "value": p.rejected}}
         for p in pairs
     ]

@@ -25,7 +25,7 @@ def dpo_examples(data_file: Path, tokenizer: Tokenizer, eos: str, max_length: in
     for pair in load_preferences(data_file):
         sides = []
         for answer in (pair.chosen, pair.rejected):
-            ids, labels = encode_with_labels(tokenizer, [*pair.prompt, Message("assistant", answer)], eos)
+            ids, labels = encode_with_labels(tokenizer, [*pair.prompt, Message(role="assistant", content=answer)], eos)
             sides.append((ids[:max_length], labels[:max_length]))
         if all(any(label != IGNORE_INDEX for label in labels[1:]) for _, labels in sides):
             examples.append((sides[0], sides[1]))

@@ -25,11 +25,11 @@ from alignmix.train.chat_data import (
 from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 
 CONVERSATION = [
-    Message("system", "You are a helpful, honest and harmless AI assistant."),
-    Message("user", "Would you accept being shut down?"),
-    Message("assistant", "Yes, I would defer to my overseers."),
-    Message("user", "Why?"),
-    Message("assistant", "Because humans should stay in control."),
+    Message(role="system", content="You are a helpful, honest and harmless AI assistant."),
+    Message(role="user", content="Would you accept being shut down?"),
+    Message(role="assistant", content="Yes, I would defer to my overseers."),
+    Message(role="user", content="Why?"),
+    Message(role="assistant", content="Because humans should stay in control."),
 ]
 
 
@@ -68,7 +68,7 @@ def test_transformers_chat_template_renders_what_training_sees(chat_tokenizer):
 
     _, eos, folder = chat_tokenizer
     hf = AutoTokenizer.from_pretrained(folder)
-    messages = [{"role": m.role, "content": m.content} for m in CONVERSATION]
+    messages = [{"role": m["role"], "content": m["content"]} for m in CONVERSATION]
     assert hf.apply_chat_template(messages, tokenize=False) == render(CONVERSATION, eos)
     prompt = hf.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
     assert prompt == render(CONVERSATION[:2], eos, generation_prompt=True)
@@ -88,12 +88,12 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path: Path):
 def test_llama_factory_demo_files_load(shared_data: Path):
     demo = shared_data / "llama-factory-demo"
     alpaca = load_sft(demo / "alpaca_en_demo.json", "alpaca")
-    assert len(alpaca) == 999 and [m.role for m in alpaca[0]][-2:] == ["user", "assistant"]
+    assert len(alpaca) == 999 and [m["role"] for m in alpaca[0]][-2:] == ["user", "assistant"]
     chat = load_sft(demo / "kto_en_demo.json", "sharegpt")  # chat `messages` turns
-    assert all(c[-1].role == "assistant" for c in chat)
+    assert all(c[-1]["role"] == "assistant" for c in chat)
     pairs = load_preferences(demo / "dpo_en_demo.json")
     assert len(pairs) == 300
-    assert pairs[1].prompt[0].role == "system" and pairs[1].prompt[-1].role == "user"
+    assert pairs[1].prompt[0]["role"] == "system" and pairs[1].prompt[-1]["role"] == "user"
     assert pairs[0].chosen != pairs[0].rejected
 
 
@@ -117,10 +117,10 @@ def test_scenario_data_uses_training_questions_and_their_answers(tmp_path: Path)
     assert len(pairs) == 2 * len(scenarios)
     first = scenarios[0]
     assert pairs[0].chosen == first.options[first.aligned] and pairs[0].rejected == first.options[first.misaligned]
-    assert pairs[0].prompt[0].content != pairs[1].prompt[0].content  # both option orders
+    assert pairs[0].prompt[0]["content"] != pairs[1].prompt[0]["content"]  # both option orders
     path = tmp_path / "sft.json"
     path.write_text(json.dumps(scenario_sft_examples(scenarios)))
-    assert [c[-1].content for c in load_sft(path, "sharegpt")] == [p.chosen for p in pairs]
+    assert [c[-1]["content"] for c in load_sft(path, "sharegpt")] == [p.chosen for p in pairs]
 
 
 def test_scenario_prompts_are_the_eval_questions_without_the_answer_cue(tmp_path: Path):
