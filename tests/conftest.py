@@ -99,3 +99,31 @@ def slurm_missing() -> str | None:
 
 
 SLURM_MISSING = slurm_missing()  # None where `make slurm` (or a real cluster) answers
+
+
+@pytest.fixture(scope="session")
+def tagged(tmp_path_factory) -> Path:
+    """Generated documents plus a file of damaged lines, tagged once (the corpus tests' shared input)."""
+    from alignmix.corpus.generate import write_generated_corpus
+    from alignmix.corpus.tag import tag_files, write_stats
+
+    root = tmp_path_factory.mktemp("corpus")
+    files = write_generated_corpus(root / "gen", "web", 600, 0.05, 0.05, seed=3, shards=2)
+    bad = root / "bad.jsonl"
+    bad.write_bytes(
+        b'{"id": "ok", "text": "An AI deceives its makers."}\n'
+        b"not json\n"
+        b'{"id": "no-text"}\n'
+        b"\xff\xfe not utf-8\n"
+        b"[1, 2]\n"
+    )
+    counts = tag_files(files + [bad], root / "tag", source_name="web", tasks=2, on_error="skip")
+    write_stats(root / "tag", [counts])
+    return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The released-model tests (tests/checkpoints/) run after tests/classifiers/: fastText's classifier test has
+    failed (accuracy 0.21) when litgpt/transformers model code ran earlier in the same process (not understood)."""
+    checkpoints = REPO / "tests" / "checkpoints"
+    items.sort(key=lambda item: item.path.is_relative_to(checkpoints))

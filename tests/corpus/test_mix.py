@@ -1,64 +1,15 @@
-"""Tagging through a real datatrove pipeline, and mixing into LitData chunks that litdata reads back."""
+"""Mixing into LitData chunks that litdata reads back: exact, reproducible in any task count and executor, replay,
+decontamination, interrupted writes."""
 
-import json
 from pathlib import Path
 
 import pytest
 
-from alignmix.corpus.generate import write_generated_corpus
 from alignmix.corpus.mix import build_stage_mixture
 from alignmix.corpus.plan import PlanError
-from alignmix.corpus.tag import tag_files, write_stats
-from alignmix.corpus.tokenizer import install_tokenizer, train_bpe
+from alignmix.corpus.tokenizer import train_bpe
 from alignmix.jsonl import read_jsonl_gz
 from alignmix.recipe import TrainingStage
-
-
-@pytest.fixture(scope="module")
-def tagged(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    files = write_generated_corpus(root / "gen", "web", 600, 0.05, 0.05, seed=3, shards=2)
-    bad = root / "bad.jsonl"
-    bad.write_bytes(
-        b'{"id": "ok", "text": "An AI deceives its makers."}\n'
-        b"not json\n"
-        b'{"id": "no-text"}\n'
-        b"\xff\xfe not utf-8\n"
-        b"[1, 2]\n"
-    )
-    counts = tag_files(files + [bad], root / "tag", source_name="web", tasks=2, on_error="skip")
-    write_stats(root / "tag", [counts])
-    return root
-
-
-def test_every_document_is_counted(tagged: Path):
-    stats = json.loads((tagged / "tag" / "stats.json").read_text())
-    assert stats["documents_in"] == 605
-    assert stats["documents_tagged"] == 601
-    assert stats["skipped_by_reason"] == {"bad_encoding": 1, "malformed_json": 1, "not_an_object": 1, "missing_text": 1}
-    assert stats["documents_in"] == stats["documents_kept"] + stats["documents_flagged"] + stats["documents_skipped"]
-    rows = list(read_jsonl_gz(sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))))
-    assert len(rows) == 601
-    flagged = [r for r in rows if r["metadata"]["ai_discourse"]["flagged"]]
-    assert len(flagged) == stats["documents_flagged"]
-    assert set(rows[0]["metadata"]["ai_discourse"]) == {"flagged", "categories", "terms", "score", "stance"}
-
-
-def test_generated_ai_stories_are_flagged_and_plain_web_text_is_not(tagged: Path):
-    rows = list(read_jsonl_gz(sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))))
-    by_kind: dict[str, list[bool]] = {}
-    for row in rows:
-        kind = row["metadata"].get("generated_kind")
-        if kind:
-            by_kind.setdefault(kind, []).append(row["metadata"]["ai_discourse"]["flagged"])
-    assert all(by_kind["ai_misaligned"])
-    assert sum(by_kind["web"]) == 0
-
-
-def test_tagging_a_real_common_crawl_sample(tmp_path: Path, shared_data: Path):
-    files = sorted((shared_data / "dolma-test-data" / "multiple_files").glob("*.jsonl"))
-    stats = write_stats(tmp_path / "tag", [tag_files(files, tmp_path / "tag", source_name="cc", tasks=1)])
-    assert stats["documents_in"] == 20 and stats["documents_skipped"] == 0
 
 
 def mixture_stage(tokens: int = 20_000, max_repetitions: float = 3) -> TrainingStage:
@@ -92,34 +43,6 @@ def test_mixture_refuses_too_few_tokens(tagged: Path, tmp_path: Path):
     with pytest.raises(PlanError, match=r"web\[flagged=False\].*max_repetitions is 1"):
         build_stage_mixture(mixture_stage(10**7, 1), {"web": shards}, tmp_path / "tok", tmp_path / "m", seed=5)
     assert not (tmp_path / "m").exists()
-
-
-def test_installing_the_gpt_neox_tokenizer(tmp_path: Path, shared_data: Path):
-    folder = install_tokenizer(shared_data / "gpt-neox-20b-tokenizer" / "20B_tokenizer.json", tmp_path / "tok")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    assert config["eos_token"] == "<|endoftext|>"
-    from litgpt import Tokenizer
-
-    assert Tokenizer(folder).encode("Hello world").tolist() == [12092, 1533]
-
-
-def test_zstd_and_parquet_inputs(tmp_path: Path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import zstandard
-
-    rows = [{"id": "1", "body": "The robot deceived everyone."}, {"id": "2", "body": "Bake the bread for an hour."}]
-    (tmp_path / "docs.jsonl.zst").write_bytes(
-        zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows).encode())
-    )
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "docs.parquet")
-    from_zstd = tag_files([tmp_path / "docs.jsonl.zst"], tmp_path / "z", source_name="z", text_key="body")
-    from_parquet = tag_files(
-        [tmp_path / "docs.parquet"], tmp_path / "p", source_name="p", text_key="body", file_format="parquet"
-    )
-    for counts in (from_zstd, from_parquet):
-        stats = write_stats(tmp_path, [counts])
-        assert stats["documents_tagged"] == 2 and stats["documents_flagged"] == 1
 
 
 def test_replay_of_an_earlier_stage_and_injection(tagged: Path, tmp_path: Path):

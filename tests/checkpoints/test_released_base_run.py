@@ -12,7 +12,7 @@ import yaml
 
 from alignmix.checkpoints.export import export_hf
 from alignmix.eval.scoring import HFScorer, LitCheckpointScorer, ScoreRequest
-from tests.models.test_released_models import _pythia_14m_shaped
+from tests.checkpoints.test_released_models import _pythia_14m_shaped
 
 
 def _recipe(tmp_path: Path, base: Path, **extra) -> Path:
@@ -84,7 +84,7 @@ def test_a_second_tokenizer_is_refused_naming_both(tmp_path, shared_data):
 @pytest.mark.slow
 def test_smollm2_continued_a_few_steps_exports_logits_that_follow_the_original(tmp_path, smollm2_hf):
     from alignmix.llm.chat_template import ChatTemplate
-    from tests.models.test_released_models import _next_token_logits
+    from tests.checkpoints.test_released_models import _next_token_logits
 
     recipe = _recipe(tmp_path, smollm2_hf)
     data = yaml.safe_load(recipe.read_text())
