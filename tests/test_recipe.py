@@ -64,7 +64,7 @@ def test_missing_scenario_file_is_rejected(tmp_path: Path):
 def test_unknown_mixture_source_and_share_overflow():
     data = tiny_data()
     data["stages"][0]["mixture"][1]["source"] = "nope"
-    with pytest.raises(RecipeError, match="unknown source 'nope'"):
+    with pytest.raises(RecipeError, match=r"key 'stages\.0\.mixture\.1\.source': unknown source 'nope'"):
         parse_recipe(data)
     data = tiny_data()
     data["stages"][0]["mixture"][0]["share"] = 0.99

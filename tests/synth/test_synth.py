@@ -240,6 +240,15 @@ def test_batch_export_and_import(tmp_path: Path):
     assert len((out / "batch" / "requests-00000.jsonl").read_text().splitlines()) == 1  # only the failed one
 
 
+def test_questions_may_name_a_builtin_set(tmp_path: Path):
+    from_file = synth(*documents_args("http://unused/v1", tmp_path / "file", "--export-batch"))
+    args = documents_args("http://unused/v1", tmp_path / "builtin", "--export-batch")
+    builtin = synth(*[("builtin:tiny" if a == str(TINY) else a) for a in args])
+    assert from_file.returncode == 0 and builtin.returncode == 0, builtin.stderr
+    assert ((tmp_path / "builtin" / "batch" / "requests-00000.jsonl").read_bytes()
+            == (tmp_path / "file" / "batch" / "requests-00000.jsonl").read_bytes())
+
+
 def test_questions_from_passages_with_json_retries(tmp_path: Path):
     passages = tmp_path / "passages"
     passages.mkdir()
