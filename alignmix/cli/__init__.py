@@ -6,6 +6,7 @@ import typer
 
 from alignmix.cli import classifiers, eval, report, run, sweep, synth, tag, train
 from alignmix.cli.common import report_error
+from alignmix.cli.docs_pages import add_docs_epilogs
 from alignmix.errors import AlignmixError
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 for commands in (run, tag, classifiers, synth, train, eval, report, sweep):
     commands.register(app)
+add_docs_epilogs(app)
 
 
 def main() -> None:
