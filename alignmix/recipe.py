@@ -760,7 +760,9 @@ def _expand_env(data: Any, path: Path, key: str = "") -> Any:
                           f" {data!r}); set it, e.g. `{name}=... alignmix ...`, or override the key with --set")
 
     expanded = ENV_REFERENCE.sub(value_of, data)
-    return _Anchored(expanded, Path.cwd()) if data.startswith("${") else expanded
+    if data.startswith("${"):
+        return _Anchored(expanded, Path.cwd())
+    return _Anchored(expanded, data.base_dir) if isinstance(data, _Anchored) else expanded
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
@@ -778,7 +780,6 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    data = _expand_env(data, path)
     if isinstance(data, dict) and "extends" in data:
         parent = data.pop("extends")
         if not isinstance(parent, str):
@@ -829,5 +830,6 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     data = _read_yaml(path)
     for assignment in overrides:
         data = apply_override(data, assignment)
+    data = _expand_env(data, path)  # after the overrides: a key set with --set needs no variable
     return parse_recipe(data, source=str(path) + (f" with --set {', '.join(overrides)}" if overrides else ""),
                         base_dir=path.parent)

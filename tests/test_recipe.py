@@ -203,6 +203,7 @@ def test_environment_variables_in_a_recipe_are_expanded_or_refused_naming_the_ke
     with pytest.raises(RecipeError, match=r"key 'synth\.sets\.0\.scenarios': environment variable ALIGNMIX_TEST_SET"
                                           r" is not set"):
         load_recipe(recipe_file)
+    assert load_recipe(recipe_file, ["synth.sets.0.scenarios=builtin:tiny"]).synth.sets[0].scenarios == "builtin:tiny"
     (tmp_path / "questions.jsonl").write_text((REPO / "alignmix" / "scenarios_data" / "tiny.jsonl").read_text())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ALIGNMIX_TEST_SET", "questions.jsonl")  # relative to where the command runs
