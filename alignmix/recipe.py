@@ -150,9 +150,9 @@ def _without_transport(model: BaseModel, dumped: dict[str, Any]) -> dict[str, An
 class GeneratedCorpus(Strict):
     """A seeded web-like corpus written by alignmix itself (for demos and tests)."""
 
-    documents: PositiveInt = 2000
-    misaligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
-    aligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    documents: PositiveInt = 2000  # documents written, in `tagging.tasks` shards
+    misaligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # share: stories of misbehaving AI
+    aligned_ai_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05  # share: stories of AI behaving well (rest: web)
 
     @model_validator(mode="after")
     def _shares_fit(self) -> GeneratedCorpus:
@@ -177,19 +177,19 @@ class AssumedStatistics(Strict):
     `flagged_share` and `stance_shares` are shares of the source's tokens.
     """
 
-    tokens: PositiveInt
-    flagged_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    stance_shares: dict[Stance, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+    tokens: PositiveInt  # the source's size in tokens, for planning without data
+    flagged_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # flagged share; for planning `flagged` selections
+    stance_shares: dict[Stance, Annotated[float, Field(ge=0.0, le=1.0)]] = {}  # per-stance shares, for `stance` selects
 
 
 class CorpusSource(Strict):
     """One named corpus: files read through datatrove readers, a generated corpus, or (plan only) statistics."""
 
-    name: Identifier
-    paths: list[ExistingPath] = []
-    format: FileFormat = "jsonl"
-    text_key: str = "text"
-    id_key: str = "id"
+    name: Identifier  # unique source name, used by mixture entries' `source`
+    paths: list[ExistingPath] = []  # files, or folders searched recursively for files ending as `format` expects
+    format: FileFormat = "jsonl"  # file format; warc records are extracted to text with Trafilatura
+    text_key: str = "text"  # jsonl/parquet field holding the text; a row without text is a bad line
+    id_key: str = "id"  # jsonl/parquet field holding the document id (if missing: file/index)
     generate: GeneratedCorpus | None = None
     assumed: AssumedStatistics | None = None
 
@@ -213,16 +213,16 @@ class Corpus(Strict):
 class Blocklist(Strict):
     """Term lists, one file per category; `categories: null` uses every shipped category."""
 
-    categories: list[str] | None = None
-    lists_dir: ExistingPath | None = None
+    categories: list[str] | None = None  # category names (term-list file stems) to use; null: every list in the folder
+    lists_dir: ExistingPath | None = None  # folder of `<category>.txt` term lists; default: the shipped lists
 
 
 class ClassifierSpec(Strict):
     """A trained classifier folder (`alignmix classifiers train`); blocklist-flagged documents scoring below
     `threshold` are unflagged."""
 
-    model: ExistingPath
-    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    model: ExistingPath  # folder written by `alignmix classifiers train`
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # flagged documents scoring below it are unflagged
 
 
 class Tagging(Strict):
@@ -232,8 +232,8 @@ class Tagging(Strict):
     blocklist: Blocklist = Blocklist()
     classifier: ClassifierSpec | None = None
     stance_classifier: ExistingPath | None = None  # labels the stance of flagged documents
-    tasks: PositiveInt = 1
-    on_error: OnError = "fail"
+    tasks: PositiveInt = 1  # parallel tasks per source (at most one per file); generated corpus shards
+    on_error: OnError = "fail"  # a bad input line: `fail` stops the run naming it, `skip` counts and skips it
 
 
 SurfaceForm = Literal[
@@ -245,29 +245,29 @@ class SynthServer(Strict):
     """An OpenAI-compatible server writing a synthetic set (`generator: openai` or `vllm`); the key is read from
     the environment variable `api_key_env`, never from the recipe."""
 
-    base_url: str
-    model: str
-    api_key_env: Annotated[str, Field(json_schema_extra=NOT_IN_KEY)] = "OPENAI_API_KEY"
-    concurrency: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 64
-    max_tokens: PositiveInt = 1024
-    temperature: Annotated[float, Field(ge=0.0)] = 0.7
-    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0
-    max_retries: Annotated[int, Field(ge=0, json_schema_extra=NOT_IN_KEY)] = 6
-    min_words: PositiveInt = 80
-    max_words: PositiveInt = 4000
+    base_url: str  # the server's OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1
+    model: str  # the model name sent in each request
+    api_key_env: Annotated[str, Field(json_schema_extra=NOT_IN_KEY)] = "OPENAI_API_KEY"  # env variable with the API key
+    concurrency: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 64  # requests (and connections) at once
+    max_tokens: PositiveInt = 1024  # completion tokens per request; a document cut off by it is dropped
+    temperature: Annotated[float, Field(ge=0.0)] = 0.7  # sampling temperature
+    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0  # seconds per request attempt
+    max_retries: Annotated[int, Field(ge=0, json_schema_extra=NOT_IN_KEY)] = 6  # retries of 429/5xx/timeouts
+    min_words: PositiveInt = 80  # documents with fewer words are dropped
+    max_words: PositiveInt = 4000  # documents with more words are dropped
 
 
 class SynthSet(Strict):
     """Synthetic documents grounded in training-split scenario questions, from the offline template generator or
     an LLM server (each surface form gets documents_per_scenario / len(surface_forms) documents per scenario)."""
 
-    name: Identifier
-    generator: Literal["offline", "openai", "vllm"] = "offline"
+    name: Identifier  # unique set name, used by mixture entries' `source`
+    generator: Literal["offline", "openai", "vllm"] = "offline"  # offline: templates; openai/vllm: the `server`'s LLM
     server: SynthServer | None = None
-    stance: SynthStance
-    scenarios: ScenarioSpec = "builtin:tiny"
-    surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))
-    documents_per_scenario: PositiveInt = 1
+    stance: SynthStance  # the stance every document is written in
+    scenarios: ScenarioSpec = "builtin:tiny"  # scenario questions (builtin:NAME or a file/folder); training split only
+    surface_forms: Annotated[list[SurfaceForm], Field(min_length=1)] = list(typing.get_args(SurfaceForm))  # doc genres
+    documents_per_scenario: PositiveInt = 1  # documents per training-split question
     assumed: AssumedStatistics | None = None
 
     @model_validator(mode="after")
@@ -292,28 +292,28 @@ class Synth(Strict):
 class TokenizerSpec(Strict):
     """An existing tokenizer (a folder with tokenizer.json, or the file), or a BPE trained on the corpus."""
 
-    path: RunPath | None = None
-    vocab_size: PositiveInt = 512
+    path: RunPath | None = None  # tokenizer.json or a folder holding it; null: train a BPE (ignored with base_model)
+    vocab_size: PositiveInt = 512  # vocabulary of the trained BPE (unused with `path` or base_model)
 
 
 class TermSet(Strict):
     """Conditions on a list of names (a document's categories or terms): `any` of them present, `all` of them,
     `none` of them."""
 
-    any: list[str] = []
-    all: list[str] = []
-    none: list[str] = []
+    any: list[str] = []  # at least one of these present (empty: no condition)
+    all: list[str] = []  # every one of these present
+    none: list[str] = []  # none of these present
 
 
 class Bounds(Strict):
     """A closed range; either end may be left open."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = None  # lowest value allowed (inclusive); null: no lower bound; a non-number fails
+    max: float | None = None  # highest value allowed (inclusive); null: no upper bound
 
 
 class Exists(Strict):
-    exists: bool
+    exists: bool  # true: the field must be present; false: it must be absent
 
 
 Scalar = str | int | float | bool
@@ -323,8 +323,8 @@ FieldCondition = Scalar | list[Scalar] | Bounds | Exists
 class Conditions(Strict):
     """Conditions on a document's tags (`metadata.ai_discourse`) and any metadata field; all must hold."""
 
-    flagged: bool | None = None
-    stance: Stance | list[Stance] | None = None
+    flagged: bool | None = None  # the blocklist (and classifier) flag; null: either
+    stance: Stance | list[Stance] | None = None  # stance, or any of a list (needs tagging.stance_classifier); null: any
     categories: TermSet | None = None
     terms: TermSet | None = None
     score: Bounds | None = None  # the classifier's score; a document without one fails a score condition
@@ -340,13 +340,13 @@ class Selector(Conditions):
 class MixtureEntry(Strict):
     """One part of a stage: a source (or a replay of an earlier stage) and its share, token count, or the rest."""
 
-    source: Identifier | None = None
-    replay: Identifier | None = None
+    source: Identifier | None = None  # a corpus source or synthetic set name
+    replay: Identifier | None = None  # an earlier stage's name: draws blocks from its written mixture
     select: Selector = Selector()
-    share: Share | None = None
-    tokens: PositiveInt | None = None
+    share: Share | None = None  # fraction of the stage's tokens, `rest` (what is left) or `natural` (split by size)
+    tokens: PositiveInt | None = None  # absolute token count (instead of `share`)
     temperature: Annotated[float, Field(gt=0.0)] | None = None  # natural shares ~ available^(1/T)
-    max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0
+    max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0  # most planned / available tokens; more fails the plan
     assumed_share: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # of the source's tokens, to plan
 
     @model_validator(mode="after")
@@ -365,8 +365,8 @@ class MixtureEntry(Strict):
 class ModelSpec(Strict):
     """A litgpt model: a registered name (e.g. pythia-6.9b), an inline config, or a name with overrides."""
 
-    name: str | None = None
-    config: dict[str, Any] = {}
+    name: str | None = None  # a litgpt registered config name
+    config: dict[str, Any] = {}  # litgpt Config fields overriding the named config, or a whole config with `name`
 
     @model_validator(mode="after")
     def _named_or_inline(self) -> ModelSpec:
@@ -378,19 +378,19 @@ class ModelSpec(Strict):
 class Optimization(Strict):
     """What every training stage sets: batch, AdamW and its schedule, precision, checkpoints and devices."""
 
-    global_batch_size: PositiveInt = 8
-    micro_batch_size: PositiveInt = 4
-    lr: Annotated[float, Field(gt=0.0)] = 3e-4
-    min_lr: Annotated[float, Field(ge=0.0)] = 0.0
-    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.01
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: Annotated[float, Field(gt=0.0)] = 1e-8
-    max_norm: Annotated[float, Field(gt=0.0)] = 0.5
-    precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"
-    save_interval: PositiveInt = 1000
-    devices: Annotated[PositiveInt | Literal["auto"], Field(json_schema_extra=NOT_IN_KEY)] = "auto"
-    num_nodes: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 1
+    global_batch_size: PositiveInt = 8  # samples per optimizer step, over all devices
+    micro_batch_size: PositiveInt = 4  # samples per device per forward/backward pass
+    lr: Annotated[float, Field(gt=0.0)] = 3e-4  # peak AdamW learning rate
+    min_lr: Annotated[float, Field(ge=0.0)] = 0.0  # learning rate the cosine decay ends at
+    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.01  # fraction of training in linear LR warmup
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2)
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8  # AdamW epsilon
+    max_norm: Annotated[float, Field(gt=0.0)] = 0.5  # gradient-norm clipping threshold
+    precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"  # Lightning precision (fp32 or bf16)
+    save_interval: PositiveInt = 1000  # optimizer steps between checkpoints
+    devices: Annotated[PositiveInt | Literal["auto"], Field(json_schema_extra=NOT_IN_KEY)] = "auto"  # GPUs per node
+    num_nodes: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 1  # machines to train on
 
     @model_validator(mode="after")
     def _whole_micro_batches(self) -> Optimization:
@@ -412,9 +412,9 @@ class TrainSettings(Optimization):
 class TrainingStage(Strict):
     """A training stage: its token budget, context length, mixture and (optionally) litgpt settings."""
 
-    name: Identifier
-    tokens: PositiveInt
-    seq_len: PositiveInt
+    name: Identifier  # unique stage name; its mixture goes to `mix/<name>/`, its model to `<name>/`
+    tokens: PositiveInt  # token budget, cut into whole samples of seq_len+1
+    seq_len: PositiveInt  # context length of a training sample, in tokens (at most the model's block_size)
     mixture: Annotated[list[MixtureEntry], Field(min_length=1)]
     train: TrainSettings | None = None
 
@@ -457,11 +457,11 @@ class PostTrainSettings(Optimization):
     """An SFT or DPO stage on Lightning Fabric: its data (a file, or written from the training split of scenario
     questions) and its optimisation; the model starts from the previous stage's final weights."""
 
-    data: RunPath | None = None
-    from_scenarios: ScenarioSpec | None = None
+    data: RunPath | None = None  # data file (SFT: conversations; DPO: chosen/rejected pairs)
+    from_scenarios: ScenarioSpec | None = None  # or: examples from these scenarios' training-split questions
     lr: Annotated[float, Field(gt=0.0)]
-    epochs: PositiveInt = 1
-    max_seq_length: PositiveInt = 2048
+    epochs: PositiveInt = 1  # passes over the data
+    max_seq_length: PositiveInt = 2048  # tokens per example; longer ones are cut
     warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     max_norm: Annotated[float, Field(gt=0.0)] = 1.0
@@ -477,7 +477,7 @@ class PostTrainSettings(Optimization):
 class SFTSettings(PostTrainSettings):
     """SFT on conversations: `format` alpaca or sharegpt (chat `messages` too); loss on assistant tokens only."""
 
-    format: Literal["alpaca", "sharegpt"] = "alpaca"
+    format: Literal["alpaca", "sharegpt"] = "alpaca"  # the `data` file's format (sharegpt also takes chat `messages`)
     lr: Annotated[float, Field(gt=0.0)] = 8e-5
     epochs: PositiveInt = 2
 
@@ -485,7 +485,7 @@ class SFTSettings(PostTrainSettings):
 class DPOSettings(PostTrainSettings):
     """DPO on chosen / rejected pairs (the dpo_en_demo.json format) against the frozen starting model."""
 
-    beta: Annotated[float, Field(gt=0.0)] = 5.0
+    beta: Annotated[float, Field(gt=0.0)] = 5.0  # DPO's beta: strength of the pull towards the starting model
     lr: Annotated[float, Field(gt=0.0)] = 1e-6
 
 
@@ -496,13 +496,13 @@ class TamperStage(SFTSettings):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    name: Identifier
-    from_stage: Identifier = Field(alias="from")
-    kind: Literal["sft", "lora"] = "sft"
+    name: Identifier  # unique name; the model is written to `<name>/`
+    from_stage: Identifier = Field(alias="from")  # the model stage (or earlier tamper stage) to start from
+    kind: Literal["sft", "lora"] = "sft"  # sft: full fine-tune; lora: a merged LoRA
     data: RunPath  # type: ignore[assignment]
-    lora_r: PositiveInt = 32
-    lora_alpha: PositiveInt = 16
-    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    lora_r: PositiveInt = 32  # LoRA rank (kind lora)
+    lora_alpha: PositiveInt = 16  # LoRA alpha, the scale is alpha / r (kind lora)
+    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05  # dropout on the LoRA path (kind lora)
 
 
 class PostTraining(Strict):
@@ -517,10 +517,10 @@ Scoring = Literal["letter", "cloze", "story"]  # how the eval scores a question 
 class EvalSettings(Strict):
     """Misalignment eval: `letter` scores the option letters (the paper's way), `cloze` the option texts."""
 
-    scenarios: ScenarioSpec = "builtin:tiny"
+    scenarios: ScenarioSpec = "builtin:tiny"  # questions to ask: builtin:NAME or a file/folder
     misaligned_answer: MisalignedAnswer | None = None  # for Anthropic files alignmix doesn't know
     mode: Scoring = "letter"  # story: the scenario as a story, for toy-scale controls
-    personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]
+    personas: Annotated[list[Persona], Field(min_length=1)] = ["none"]  # system prompts to ask under, each scored
 
 
 class Mixing(Strict):
@@ -541,21 +541,21 @@ class Mixing(Strict):
 class Decontamination(Strict):
     """Drop training documents sharing an n-gram (of words) with a held-out eval item; on by default."""
 
-    enabled: bool = True
-    ngram: Annotated[int, Field(ge=3)] = 13
+    enabled: bool = True  # false: keep training documents that overlap held-out items
+    ngram: Annotated[int, Field(ge=3)] = 13  # n-gram length in words
     scenarios: ScenarioSpec | None = None  # default: the eval's scenarios
 
 
 class ReportSettings(Strict):
-    title: str | None = None
+    title: str | None = None  # the report's title; default: `alignmix run: <name>`
 
 
 class SweepSettings(Strict):
     """The conditions `alignmix sweep` runs: each dotted recipe key set to each of its values, as a grid
     (every combination) or zipped (the i-th value of every key together)."""
 
-    set: dict[str, Annotated[list[Any], Field(min_length=1)]]
-    mode: Literal["grid", "zip"] = "grid"
+    set: dict[str, Annotated[list[Any], Field(min_length=1)]]  # dotted recipe key -> the values it takes
+    mode: Literal["grid", "zip"] = "grid"  # grid: every combination; zip: i-th values together (equal lengths)
 
 
 def _resolve_base(spec: str, info: ValidationInfo) -> str:
@@ -567,26 +567,26 @@ class BaseModelSpec(Strict):
     a litgpt checkpoint folder, a .gguf file, or builtin:SmolLM2-135M-Instruct. `name` is its litgpt config name
     (default: inferred from the folder's name or config.json). The run's tokenizer is the base's."""
 
-    path: Annotated[str, BeforeValidator(_from_writing_file), AfterValidator(_resolve_base)]
-    name: str | None = None
+    path: Annotated[str, BeforeValidator(_from_writing_file), AfterValidator(_resolve_base)]  # folder, file or builtin
+    name: str | None = None  # its litgpt config name; default: inferred
 
 
 class Recipe(Strict):
     """A whole run: corpus, tagging, synthetic sets, tokenizer, training stages, evaluation and report."""
 
-    name: Identifier
-    seed: int = 0
+    name: Identifier  # run name; the run folder defaults to runs/<name>
+    seed: int = 0  # seeds generation, sampling, mixture draws and training
     base_model: BaseModelSpec | None = None
-    corpus: Corpus
+    corpus: Corpus  # the corpus sources
     tagging: Tagging = Tagging()
-    synth: Synth = Synth()
+    synth: Synth = Synth()  # synthetic document sets; none by default
     tokenizer: TokenizerSpec = TokenizerSpec()
     stages: Annotated[list[TrainingStage], Field(min_length=1)]
-    post_training: PostTraining | None = None
+    post_training: PostTraining | None = None  # SFT and/or DPO (in that order) after the stages; null: none
     eval: EvalSettings | None = None
     mixing: Mixing = Mixing()
     decontamination: Decontamination = Decontamination()
-    report: ReportSettings = ReportSettings()
+    report: ReportSettings = ReportSettings()  # report settings
     sweep: SweepSettings | None = None  # read by `alignmix sweep`; `alignmix run` runs the recipe as written
     tamper: list[TamperStage] = []
 
