@@ -204,8 +204,8 @@ def test_plan_prints_the_token_plan_as_json():
 
 
 def test_plan_counts_what_each_selection_keeps_from_the_runs_tagged_shards(tiny_run: dict):
-    result = alignmix("plan", str(REPO / "recipes" / "tiny.yaml"), "--run", str(tiny_run["out"]), "--json",
-                      "--chars-per-token", "2.5")
+    recipe_file = tiny_run["out"].parent / "tiny.yaml"  # the recipe the run was made from
+    result = alignmix("plan", str(recipe_file), "--run", str(tiny_run["out"]), "--json", "--chars-per-token", "2.5")
     assert result.returncode == 0, result.stderr
     sources = json.loads(result.stdout)["stages"][0]["sources"]
     manifest = json.loads((tiny_run["out"] / "mix" / "pretrain" / "mixture_manifest.json").read_text())
