@@ -90,6 +90,7 @@ def counted_available(recipe: Recipe, stage: TrainingStage, run_dir: Path,
     """Tokens available to each entry without assumed statistics, estimated from the run's tagged (or synthetic)
     shards: the characters its selection keeps (polars, no tokenizing) over `chars_per_token`."""
     from alignmix.corpus.selection_counts import count_selections
+    from alignmix.corpus.stage import source_shards
 
     by_source: dict[str, list[MixtureEntry]] = {}
     for entry in stage.mixture:
@@ -97,11 +98,12 @@ def counted_available(recipe: Recipe, stage: TrainingStage, run_dir: Path,
             by_source.setdefault(entry.source, []).append(entry)
     available: dict[str, int] = {}
     for source, entries in sorted(by_source.items()):
-        folder = run_dir / ("tag" if recipe.source_kind(source) == "corpus" else "synth") / source / "data"
-        shards = sorted(folder.glob("*.jsonl.gz"))
+        written_by = run_dir / ("tag" if recipe.source_kind(source) == "corpus" else "synth") / source
+        shards = source_shards(written_by)
         if not shards:
-            raise PlanError(f"stage '{stage.name}', source '{source}': no shards in {folder} to count from; run the"
-                            " recipe's tag (and synth) stages first, or give the source `assumed` statistics")
+            raise PlanError(f"stage '{stage.name}', source '{source}': no shards in {written_by / 'data'} to count"
+                            " from; run the recipe's tag (and synth) stages first, or give the source `assumed`"
+                            " statistics")
         for entry, count in zip(entries, count_selections(shards, [e.select for e in entries])):
             available[entry_name(entry)] = count.estimated_tokens(chars_per_token)
     return available

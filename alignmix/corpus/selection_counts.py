@@ -17,7 +17,6 @@ import polars as pl
 from alignmix.corpus import METADATA_KEY
 from alignmix.recipe import Bounds, Conditions, Exists, FieldCondition, Scalar, Selector, TermSet
 
-NUMERIC = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64, pl.Float32, pl.Float64)
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def _path(schema: pl.Schema, parts: list[str]) -> _Column:
 
 
 def _in_bounds(column: _Column, bounds: Bounds) -> pl.Expr:
-    if column.dtype is None or not isinstance(column.dtype, NUMERIC):
+    if column.dtype is None or not column.dtype.is_numeric():
         return pl.lit(False)
     held = pl.lit(True)
     if bounds.min is not None:
@@ -67,7 +66,7 @@ def _matches(value: Scalar, dtype: pl.DataType) -> bool:
     if isinstance(value, bool):
         return dtype == pl.Boolean
     if isinstance(value, (int, float)):
-        return isinstance(dtype, NUMERIC)
+        return dtype.is_numeric()
     return dtype == pl.String
 
 
