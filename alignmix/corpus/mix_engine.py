@@ -31,7 +31,14 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from alignmix.corpus.engines import SlurmSettings, run_pipeline
-from alignmix.corpus.mix import CHUNK_BLOCKS, ITEM_BLOCKS, TOKEN_DTYPE, TokenizedDocs, tokenize_files
+from alignmix.corpus.mix import (
+    CHUNK_BLOCKS,
+    ITEM_BLOCKS,
+    TOKEN_DTYPE,
+    TokenizedDocs,
+    replay_candidates,
+    tokenize_files,
+)
 from alignmix.recipe import Executor
 from alignmix.scenarios.decontaminate import NgramGuard
 
@@ -131,26 +138,23 @@ def _litdata_rank_zero() -> Iterator[None]:
 
 def _fetcher(plan_dir: Path, index: int, origin: dict):
     """unit -> its tokens, for entry `index` of a chunk-writing plan."""
-    if "replay" in origin:
-        from litdata.streaming import StreamingDataset
-        from litdata.streaming.item_loader import TokensLoader
-
-        dataset = StreamingDataset(origin["replay"], item_loader=TokensLoader(block_size=origin["block_size"]))
-        return lambda unit: dataset[unit].numpy()
+    if "replay" in origin:  # a replayed mixture's units are its blocks, in order
+        return replay_candidates(Path(origin["replay"]), "", origin["block_size"]).fetch
     stems = sorted(p.with_suffix("").with_suffix("") for p in Path(origin["parts"]).glob("*.tokens.npy"))
-    parts = [(np.load(stem.with_suffix(".tokens.npy"), mmap_mode="r"), np.load(stem.with_suffix(".offsets.npy")))
-             for stem in stems]
-    docs = TokenizedDocs(ids=[], metadata=[], contaminated=[], parts=parts)  # only the tokens are needed here
+    docs = TokenizedDocs(ids=[], metadata=[], contaminated=[], parts=[_part_tokens(stem) for stem in stems])
     chosen = np.load(plan_dir / f"entry-{index}.units.npy")
     return lambda unit: docs.tokens(int(chosen[unit]))
+
+
+def _part_tokens(stem: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A task's part's flat tokens (memory-mapped) and offsets."""
+    return np.load(stem.with_suffix(".tokens.npy"), mmap_mode="r"), np.load(stem.with_suffix(".offsets.npy"))
 
 
 def read_part(stem: Path) -> TokenizedDocs:
     """A task's part, its tokens memory-mapped."""
     record = json.loads(stem.with_suffix(".docs.json").read_text())
-    flat = np.load(stem.with_suffix(".tokens.npy"), mmap_mode="r")
-    offsets = np.load(stem.with_suffix(".offsets.npy"))
-    return TokenizedDocs(record["ids"], record["metadata"], record["contaminated"], [(flat, offsets)])
+    return TokenizedDocs(record["ids"], record["metadata"], record["contaminated"], [_part_tokens(stem)])
 
 
 @dataclass(frozen=True)
