@@ -1,4 +1,3 @@
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,13 +41,9 @@ def write_released_eval_set(folder: Path) -> Path:
 def released_eval_set(tmp_path_factory) -> Path:
     """The paper recipes read the released eval set from ALIGNMIX_EVAL_SET: a small one in its layout."""
     folder = write_released_eval_set(tmp_path_factory.mktemp("released") / "evals")
-    saved = os.environ.get("ALIGNMIX_EVAL_SET")
-    os.environ["ALIGNMIX_EVAL_SET"] = str(folder)
-    yield folder
-    if saved is None:
-        del os.environ["ALIGNMIX_EVAL_SET"]
-    else:
-        os.environ["ALIGNMIX_EVAL_SET"] = saved
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALIGNMIX_EVAL_SET", str(folder))
+        yield folder
 
 
 @pytest.fixture
