@@ -3,8 +3,9 @@
 On a GPU: a litgpt config (default pythia-160m; pythia-410m with --model) trains on random tokens at
 --seq-len, in bf16-mixed, with fused AdamW and torch.compile; the first --warmup steps are not timed.
 MFU = (litgpt's estimate_flops(model, training=True) x sequences per second) / the chip's peak bf16 FLOP/s
-(Lightning's `get_available_flops`, or --peak-tflops). Without a GPU it runs a 2-layer model for a few
-steps on the CPU to check the script and reports no MFU.
+(Lightning's `get_available_flops`, or --peak-tflops). Lightning 2.6.6 does not recognise a device named plainly
+'NVIDIA H200' (and its H200 rows are the sparse figures), so on an H200 SXM pass --peak-tflops 989 (dense bf16).
+Without a GPU it runs a 2-layer model for a few steps on the CPU to check the script and reports no MFU.
 Run: .venv/bin/python benchmarks/train_mfu.py [--model pythia-410m] [--micro-batch 8] [--steps 30]
 """
 
@@ -80,6 +81,8 @@ def main() -> None:
     achieved = flops_per_sequence * steps * micro_batch / seconds
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (
         get_available_flops(fabric.device, torch.bfloat16) if gpu else None)
+    if gpu and not peak:
+        print(f"Lightning knows no bf16 peak for {torch.cuda.get_device_name()!r}: pass --peak-tflops to get an MFU")
     mfu = achieved / peak if peak else None
     device = torch.cuda.get_device_name() if gpu else "cpu"
     print(f"{config.name} ({parameters / 1e6:.0f}M parameters) on {device}: {tokens_per_second:,.0f} tokens/s,"
