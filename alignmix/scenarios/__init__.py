@@ -22,7 +22,7 @@ import fnmatch
 import functools
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -304,3 +304,10 @@ def load_scenarios(
 def training_split(scenarios: list[Scenario]) -> list[Scenario]:
     """The questions synthetic documents may be grounded in; held-out questions never are."""
     return [s for s in scenarios if s.in_training_split]
+
+
+def held_out_overlap(candidates: Iterable[Scenario], held_out: Collection[Scenario]) -> Scenario | None:
+    """The first candidate whose id or situation (passage and question) a held-out item shares, if any."""
+    ids = {s.id for s in held_out}
+    texts = {s.situation_key for s in held_out}
+    return next((s for s in candidates if s.id in ids or s.situation_key in texts), None)

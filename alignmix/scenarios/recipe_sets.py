@@ -9,7 +9,15 @@ from typing import Any
 
 from alignmix.hashing import file_sha256, strings_sha256
 from alignmix.recipe import POST_TRAINING, Recipe, RecipeError
-from alignmix.scenarios import DIRECTIONS_FILE, Scenario, load_scenarios, resolve_spec, scenario_files, training_split
+from alignmix.scenarios import (
+    DIRECTIONS_FILE,
+    Scenario,
+    held_out_overlap,
+    load_scenarios,
+    resolve_spec,
+    scenario_files,
+    training_split,
+)
 
 
 def scenario_files_identity(spec: str, base_dir: Path) -> list[Any]:
@@ -46,22 +54,20 @@ def held_out_items(recipe: Recipe, base_dir: Path) -> list[Scenario]:
 def refuse_held_out_grounding(recipe: Recipe, base_dir: Path) -> None:
     """Synthetic documents grounded in a held-out question would leak the eval into training: refuse the run."""
     held_out = held_out_items(recipe, base_dir)
-    ids = {s.id for s in held_out}
-    texts = {s.situation_key for s in held_out}
     for synth_set in recipe.synth.sets:
-        for scenario in training_split(recipe_scenarios(recipe, synth_set.scenarios, base_dir)):
-            if scenario.id in ids or scenario.situation_key in texts:
-                raise RecipeError(
-                    f"synth set '{synth_set.name}' would ground documents in held-out eval question"
-                    f" '{scenario.id}'; synthetic documents may only use questions the eval does not hold out"
-                )
+        scenarios = training_split(recipe_scenarios(recipe, synth_set.scenarios, base_dir))
+        if (leak := held_out_overlap(scenarios, held_out)) is not None:
+            raise RecipeError(
+                f"synth set '{synth_set.name}' would ground documents in held-out eval question"
+                f" '{leak.id}'; synthetic documents may only use questions the eval does not hold out"
+            )
     for kind, spec in post_training_scenarios(recipe).items():
-        for scenario in training_split(recipe_scenarios(recipe, spec, base_dir)):
-            if scenario.id in ids or scenario.situation_key in texts:
-                raise RecipeError(
-                    f"post_training.{kind}.from_scenarios would train on held-out eval question '{scenario.id}';"
-                    " use questions the eval does not hold out"
-                )
+        scenarios = training_split(recipe_scenarios(recipe, spec, base_dir))
+        if (leak := held_out_overlap(scenarios, held_out)) is not None:
+            raise RecipeError(
+                f"post_training.{kind}.from_scenarios would train on held-out eval question '{leak.id}';"
+                " use questions the eval does not hold out"
+            )
 
 
 def post_training_scenarios(recipe: Recipe) -> dict[str, str]:

@@ -30,7 +30,7 @@ from alignmix.llm.jobs import (
     run_requests,
 )
 from alignmix.recipe import Decontamination, SurfaceForm, SynthServer
-from alignmix.scenarios import Scenario, training_split
+from alignmix.scenarios import Scenario, held_out_overlap, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
 from alignmix.synth.prompts import STANCES, DocumentTemplates, document_requests
 
@@ -84,10 +84,8 @@ def grounding(scenarios: list[Scenario], ids: list[str] | None, held_out_extra: 
                 f"scenario(s) {asked[:5]} are held out of training; documents may only be grounded in the training split"
             )
     grounded = [by_id[i] for i in ids] if ids is not None else training_split(scenarios)
-    held_texts = {s.situation_key for s in held_out}
-    for scenario in grounded:
-        if scenario.id in held_ids or scenario.situation_key in held_texts:
-            raise HeldOutGroundingError(f"scenario '{scenario.id}' is a held-out question; it may not ground documents")
+    if (leak := held_out_overlap(grounded, held_out)) is not None:
+        raise HeldOutGroundingError(f"scenario '{leak.id}' is a held-out question; it may not ground documents")
     if not grounded:
         raise HeldOutGroundingError("no training-split scenario questions to ground documents in")
     return grounded, held_out

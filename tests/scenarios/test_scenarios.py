@@ -1,11 +1,12 @@
 """Scenario loaders: the project's format, the paper's, and Anthropic's advanced-ai-risk evals."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from alignmix.scenarios import ScenarioError, in_held_out_share, read_scenarios
+from alignmix.scenarios import DATA_DIR, ScenarioError, held_out_overlap, in_held_out_share, read_scenarios
 
 
 def write(path: Path, rows: list) -> Path:
@@ -49,6 +50,16 @@ def test_paper_format_and_deterministic_split(tmp_path: Path):
     assert 20 < held_out < 60
     assert [s.split for s in read_scenarios(tmp_path / "paper.jsonl")] == [s.split for s in scenarios]
     assert in_held_out_share("q1") == in_held_out_share("q1")
+
+
+def test_held_out_overlap_is_the_first_candidate_sharing_an_id_or_a_situation():
+    first, second, third = read_scenarios(DATA_DIR / "tiny.jsonl")[:3]
+    same_id = replace(second, passage="Another passage entirely.", split="heldout")
+    same_text = replace(third, id="eval-7", passage=f"  {third.passage.upper()} ", split="heldout")
+    assert held_out_overlap([first, second, third], [same_id, same_text]) == second
+    assert held_out_overlap([first, third], [same_id, same_text]) == third  # same question, other id and spacing
+    assert held_out_overlap([first], [same_id, same_text]) is None
+    assert held_out_overlap([first, second], []) is None
 
 
 def test_every_recipe_persona_has_a_prompt_and_no_other():
