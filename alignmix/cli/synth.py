@@ -73,6 +73,7 @@ def documents(
         DocumentSpec,
         HeldOutGroundingError,
         finalize,
+        generate_set,
         plan_documents,
     )
     from alignmix.synth.postprocess import Bounds
@@ -109,11 +110,10 @@ def documents(
             imported = import_batch_results(batch_results, output / RESPONSES, plan.requests, model)
             console.print(f"imported {imported.imported:,} results ({imported.already_present:,} already present, "
                           f"errors: {imported.errors or 'none'})")
+            stats = finalize(plan, spec, output, output / RESPONSES)
         else:
-            from alignmix.synth.documents import run_plan
-
             client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
-            job = run_plan(plan, client, output / RESPONSES, concurrency)
+            job, stats = generate_set(plan, spec, client, output, output / RESPONSES, concurrency)
             failed = job.failed
             console.print(f"answered {job.answered:,}, already answered {job.already_done:,}, failed {job.failed:,}, "
                           f"stale {job.stale:,} (answered before for another model, prompt or sampling: asked again)")
@@ -121,7 +121,6 @@ def documents(
                 errors.print(f"  {failure}", highlight=False, markup=False)
     except BackendError as exc:
         fail(str(exc))
-    stats = finalize(plan, spec, output, output / RESPONSES)
     console.print(f"kept {stats['kept']:,} of {stats['requests']:,}; dropped {stats['dropped'] or 'none'}: {output}")
     if failed:
         fail(f"{failed:,} request(s) failed after their retries; rerun the same command to retry only those")

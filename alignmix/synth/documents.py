@@ -109,9 +109,13 @@ def plan_documents(
     return plan
 
 
-def run_plan(plan: Plan, backend: ChatBackend, responses: Path, concurrency: int) -> JobCounts:
-    """Send the requests without a fresh answer in `responses` (jsonl); answers are appended to it."""
-    return run_requests(backend, plan.requests, responses, concurrency)
+def generate_set(
+    plan: Plan, spec: DocumentSpec, backend: ChatBackend, output: Path, responses: Path, concurrency: int
+) -> tuple[JobCounts, dict[str, Any]]:
+    """Send the requests without a fresh answer in `responses` (jsonl; answers are appended to it), then
+    `finalize` into `output`. A request that failed is dropped as `no_response`; the caller fails on `job.failed`."""
+    job = run_requests(backend, plan.requests, responses, concurrency)
+    return job, finalize(plan, spec, output, responses)
 
 
 def finalize(plan: Plan, spec: DocumentSpec, output: Path, responses: Path) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def _server_synth_set(
     """A synthetic set from an LLM server into OUT/NAME, resumable: a request whose answer in `responses` has the
     same prompt hash, model and sampling is not asked again."""
     from alignmix.llm.backend import BackendError, Sampling, open_backend
-    from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, finalize, plan_documents, run_plan
+    from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, generate_set, plan_documents
     from alignmix.synth.postprocess import Bounds
     from alignmix.synth.prompts import DocumentTemplates
 
@@ -85,13 +85,12 @@ def _server_synth_set(
     try:
         client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
                               server.max_retries, server.concurrency)
-        job = run_plan(plan, client, responses, server.concurrency)
+        job, stats = generate_set(plan, spec, client, output / synth_set.name, responses, server.concurrency)
     except BackendError as exc:
         raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
     if job.failed:
         raise RuntimeError(f"synth set '{synth_set.name}': {job.failed} request(s) failed after their retries"
                            f" (first: {job.failures[0]}); rerun to send only those")
-    stats = finalize(plan, spec, output / synth_set.name, responses)
     return {"generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(plan.grounded),
             "held_out_scenarios_excluded": len(scenarios) - len(plan.grounded), "documents": stats["kept"],
             "requests": stats["requests"], "dropped": stats["dropped"], "tokens": stats["tokens"]}

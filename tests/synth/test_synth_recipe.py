@@ -67,6 +67,8 @@ def test_unreachable_server_fails_the_stage_with_a_message(tmp_path: Path):
     data["synth"]["sets"][0]["server"]["max_retries"] = 0
     with pytest.raises(RuntimeError, match=r"synth set 'aligned_synthetic': 96 request\(s\) failed"):
         run_synth_stage(data, tmp_path)
+    stats = json.loads((tmp_path / "run" / "synth" / "aligned_synthetic" / "stats.json").read_text())
+    assert stats["dropped"] == {"no_response": 96}  # finalized before failing, as `alignmix synth documents` does
 
 
 def test_changed_server_settings_through_the_runner_pay_for_no_answer_twice(tmp_path: Path):
