@@ -126,24 +126,31 @@ class Strict(BaseModel):
 NOT_IN_KEY = {"in_key": False}  # a field saying how a job is transported or placed, not what it computes
 
 
-def key_settings(model: BaseModel) -> dict[str, Any]:
-    """A model's settings as JSON for a stage key: every field but those declared `Field(json_schema_extra=
-    NOT_IN_KEY)`, in nested models and lists of them too."""
-    return _without_transport(model, model.model_dump(mode="json"))
+def only_in_key_of(stage: str) -> dict[str, Any]:
+    """Declares a field that only `stage`'s key holds (`Field(json_schema_extra=only_in_key_of("train"))`): the
+    other stages that key the same model see it through that stage's output digest, or do not depend on it."""
+    return {"in_key": stage}
 
 
-def _without_transport(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+def key_settings(model: BaseModel, stage: str) -> dict[str, Any]:
+    """A model's settings as JSON for `stage`'s key: every field but those declared `NOT_IN_KEY` and those declared
+    `only_in_key_of` another stage, in nested models and lists of them too."""
+    return _keyed(model, model.model_dump(mode="json"), stage)
+
+
+def _keyed(model: BaseModel, dumped: dict[str, Any], stage: str) -> dict[str, Any]:
     for name, info in type(model).model_fields.items():
-        if info.json_schema_extra == NOT_IN_KEY:
+        declared = info.json_schema_extra
+        if isinstance(declared, dict) and declared.get("in_key", stage) != stage:
             dumped.pop(name, None)
             continue
         value = getattr(model, name)
         if isinstance(value, BaseModel):
-            _without_transport(value, dumped[name])
+            _keyed(value, dumped[name], stage)
         elif isinstance(value, list):
             for item, item_dump in zip(value, dumped[name]):
                 if isinstance(item, BaseModel):
-                    _without_transport(item, item_dump)
+                    _keyed(item, item_dump, stage)
     return dumped
 
 
@@ -190,7 +197,7 @@ class CorpusSource(Strict):
     format: FileFormat = "jsonl"  # file format; warc records are extracted to text with Trafilatura
     text_key: str = "text"  # jsonl/parquet field holding the text; a row without text is a bad line
     id_key: str = "id"  # jsonl/parquet field holding the document id (if missing: file/index)
-    generate: GeneratedCorpus | None = None
+    generate: Annotated[GeneratedCorpus | None, Field(json_schema_extra=only_in_key_of("corpus"))] = None
     assumed: AssumedStatistics | None = None
 
     @model_validator(mode="after")
@@ -415,8 +422,8 @@ class TrainingStage(Strict):
     name: Identifier  # unique stage name; its mixture goes to `mix/<name>/`, its model to `<name>/`
     tokens: PositiveInt  # token budget, cut into whole samples of seq_len+1
     seq_len: PositiveInt  # context length of a training sample, in tokens (at most the model's block_size)
-    mixture: Annotated[list[MixtureEntry], Field(min_length=1)]
-    train: TrainSettings | None = None
+    mixture: Annotated[list[MixtureEntry], Field(min_length=1, json_schema_extra=only_in_key_of("mix"))]
+    train: Annotated[TrainSettings | None, Field(json_schema_extra=only_in_key_of("train"))] = None
 
     @property
     def block_size(self) -> int:

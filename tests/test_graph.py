@@ -59,3 +59,25 @@ def test_jsonl_lines_end_only_at_newlines(tmp_path: Path):
     path = tmp_path / "a.jsonl"
     path.write_text(json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert [row for _, row in iter_json_lines(path)] == [{"text": "a\u2028b"}]
+
+
+def test_each_setting_enters_only_the_keys_declared_for_it():
+    """`only_in_key_of` and `NOT_IN_KEY` on the recipe fields decide which stage keys a setting changes."""
+    def settings(data: dict) -> dict:
+        return {s.name: s.settings for s in build_graph(parse_recipe(data), REPO)}
+
+    base = settings(tiny_data())
+    changes = {
+        ("corpus", "sources", 0, "generate", "documents"): {"corpus"},
+        ("stages", 0, "train", "lr"): {"pretrain"},
+        ("stages", 0, "train", "devices"): set(),  # placement, not what is computed
+        ("stages", 0, "mixture", 0, "select", "flagged"): {"mix/pretrain"},
+    }
+    for path, expected in changes.items():
+        data = tiny_data()
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = {"documents": 2000, "lr": 0.01, "devices": 2, "flagged": True}[path[-1]]
+        changed = {name for name, s in settings(data).items() if s != base[name]}
+        assert changed == expected, path

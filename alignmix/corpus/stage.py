@@ -9,7 +9,7 @@ from typing import Any
 from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.code_version import code_of
 from alignmix.hashing import file_sha256, files_identity
-from alignmix.recipe import Recipe, RecipeError
+from alignmix.recipe import Recipe, RecipeError, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios.recipe_sets import held_out_identity, held_out_items
 
@@ -38,7 +38,7 @@ def corpus_stage(recipe: Recipe) -> Stage | None:
         return {"documents_written": counts}
 
     settings = {"seed": recipe.seed, "shards": recipe.tagging.tasks,
-                "sources": [s.model_dump(mode="json") for s in generated]}
+                "sources": [key_settings(s, "corpus") for s in generated]}
     return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"))
 
 
@@ -79,8 +79,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
     settings = {"tagging": recipe.tagging.model_dump(mode="json"),
                 "input_files": files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
                 "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
-                # a generated source enters through the corpus stage's digest
-                "sources": [s.model_dump(mode="json", exclude={"generate"}) for s in recipe.corpus.sources]}
+                "sources": [key_settings(s, "tag") for s in recipe.corpus.sources]}
     return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"))
 
 
@@ -142,7 +141,7 @@ def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
             return counts
 
         settings = {
-            "seed": recipe.seed, "stage": training_stage.model_dump(mode="json", exclude={"train"}),  # not the model
+            "seed": recipe.seed, "stage": key_settings(training_stage, "mix"),
             **held_out_identity(recipe, held_out),
         }
         depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")

@@ -51,7 +51,7 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
 
     settings = {
         "seed": recipe.seed,
-        "sets": [key_settings(s) for s in recipe.synth.sets],
+        "sets": [key_settings(s, "synth") for s in recipe.synth.sets],
         "scenario_files": {s.scenarios: scenario_files_identity(s.scenarios, base_dir) for s in recipe.synth.sets},
     }
     if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these

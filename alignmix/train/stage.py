@@ -122,9 +122,7 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
                     ctx.echo(f"warning: stage '{training_stage.name}': {seen['warning']}")
             return counts
 
-        stage_settings = key_settings(training_stage)
-        stage_settings.pop("mixture")  # the written mixture enters through the mix stage's digest
-        settings = {"seed": recipe.seed, "stage": stage_settings}
+        settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "train")}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
         stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
         previous = training_stage.name
@@ -150,7 +148,7 @@ def post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launch
                 ctx.log_file, launch,
             )
 
-        settings: dict[str, Any] = {"seed": recipe.seed, kind: key_settings(settings_model)}
+        settings: dict[str, Any] = {"seed": recipe.seed, kind: key_settings(settings_model, kind)}
         if settings_model.data is not None:
             settings["data_file"] = files_identity([settings_model.data])
         else:
@@ -175,7 +173,7 @@ def tamper_stages(recipe: Recipe, model_stages: list[str], launch: Launch) -> li
             return run_post_training("sft", tamper, ctx.inputs[tamper.from_stage] / "final", ctx.output, recipe.seed,
                                      [], ctx.log_file, launch)
 
-        settings = {"seed": recipe.seed, "tamper": key_settings(tamper),
+        settings = {"seed": recipe.seed, "tamper": key_settings(tamper, "tamper"),
                     "data_file": files_identity([tamper.data])}
         stages.append(Stage(tamper.name, Path(tamper.name), settings, action, (tamper.from_stage,),
                             code_of("post_train")))
