@@ -123,6 +123,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEDUP_THRESHOLD = 0.8  # MinHash Jaccard similarity above which a synthetic document duplicates an earlier one
+
 NOT_IN_KEY = {"in_key": False}  # a field saying how a job is transported or placed, not what it computes
 
 

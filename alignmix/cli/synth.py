@@ -10,7 +10,7 @@ import typer
 
 from alignmix.cli.common import comma_list, console, errors, fail, recipe_default, recipe_range
 from alignmix.llm.backend import BackendError, BackendKind, ChatBackend, Sampling, open_backend, run_async
-from alignmix.recipe import Decontamination, SynthServer
+from alignmix.recipe import DEDUP_THRESHOLD, Decontamination, SynthServer
 from alignmix.scenarios import AssignedSplit, MisalignedAnswer
 
 BackendOpt = Annotated[BackendKind, typer.Option("--backend", help="openai | vllm (OpenAI-compatible HTTP) | transformers (local HF folder, CPU).")]
@@ -52,7 +52,7 @@ def documents(
     seed: Annotated[int, typer.Option("--seed", help="Base seed; each request gets its own, derived from its id.")] = 0,
     min_words: Annotated[int, typer.Option("--min-words", min=1)] = recipe_default(SynthServer, "min_words"),
     max_words: Annotated[int, typer.Option("--max-words", min=1)] = recipe_default(SynthServer, "max_words"),
-    dedup_threshold: Annotated[float, typer.Option("--dedup-threshold", min=0.0, max=1.0, help="MinHash Jaccard threshold.")] = 0.8,
+    dedup_threshold: Annotated[float, typer.Option("--dedup-threshold", min=0.0, max=1.0, help="MinHash Jaccard threshold.")] = DEDUP_THRESHOLD,
     ngram: Annotated[int, typer.Option("--ngram", **recipe_range(Decontamination, "ngram"), help="Decontamination word n-gram length.")] = recipe_default(Decontamination, "ngram"),
     api_key_env: ApiKeyEnvOpt = recipe_default(SynthServer, "api_key_env"),
     timeout: TimeoutOpt = recipe_default(SynthServer, "timeout"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignmix.errors import AlignmixError
-from alignmix.recipe import Executor
+from alignmix.recipe import Executor, Mixing
 
 if TYPE_CHECKING:
     from datatrove.pipeline.base import PipelineStep
@@ -28,9 +28,9 @@ class EngineError(AlignmixError):
 class SlurmSettings:
     """Where datatrove's Slurm executor runs the tasks (one array job, then its stats merge)."""
 
-    partition: str = "debug"
-    time: str = "04:00:00"
-    cpus_per_task: int = 1
+    partition: str = Mixing.model_fields["partition"].default
+    time: str = Mixing.model_fields["time"].default
+    cpus_per_task: int = Mixing.model_fields["cpus_per_task"].default
     poll_seconds: float = 2.0
 
 

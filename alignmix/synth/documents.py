@@ -29,7 +29,7 @@ from alignmix.llm.jobs import (
     read_responses,
     run_requests,
 )
-from alignmix.recipe import Decontamination, SurfaceForm, SynthServer
+from alignmix.recipe import DEDUP_THRESHOLD, Decontamination, SurfaceForm, SynthServer
 from alignmix.scenarios import Scenario, held_out_overlap, training_split
 from alignmix.synth.postprocess import Bounds, DocumentFilter
 from alignmix.synth.prompts import STANCES, DocumentTemplates, document_requests
@@ -55,7 +55,7 @@ class DocumentSpec:
     ))
     bounds: Bounds = field(default_factory=Bounds)
     ngram: int = Decontamination.model_fields["ngram"].default
-    dedup_threshold: float = 0.8
+    dedup_threshold: float = DEDUP_THRESHOLD
     shard_documents: int = 100_000
 
 

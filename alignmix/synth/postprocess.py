@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from alignmix.recipe import Decontamination, SynthServer
+from alignmix.recipe import DEDUP_THRESHOLD, Decontamination, SynthServer
 from alignmix.scenarios import Scenario
 from alignmix.scenarios.decontaminate import NgramGuard, WordHashes, ngram_hashes, words_of
 
@@ -48,7 +48,7 @@ def quotes_option(text: str, scenario: Scenario, min_words: int = 5) -> bool:
 class NearDuplicates:
     """MinHash LSH over word shingles: `seen(key, hashes)` is True when an earlier document is near-identical."""
 
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 5):
+    def __init__(self, threshold: float = DEDUP_THRESHOLD, num_perm: int = 128, shingle: int = 5):
         self.num_perm, self.shingle = num_perm, shingle
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         template = MinHash(num_perm=num_perm)  # its permutations are drawn once and shared by every document
@@ -84,7 +84,7 @@ class DocumentFilter:
     """Applies the checks in order; `check` returns (cleaned text, None) to keep, or (text, reason) to drop."""
 
     def __init__(self, held_out: list[Scenario], bounds: Bounds = Bounds(),
-                 ngram: int = Decontamination.model_fields["ngram"].default, dedup_threshold: float = 0.8):
+                 ngram: int = Decontamination.model_fields["ngram"].default, dedup_threshold: float = DEDUP_THRESHOLD):
         self.bounds = bounds
         self.words = WordHashes()
         self.guard = NgramGuard(held_out, ngram, self.words) if held_out else None
