@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -27,6 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from alignmix.hashing import derive_seed
 from alignmix.llm.backend import ChatBackend, Sampling, new_event_loop
 
 Responder = Callable[[dict[str, Any]], str]
@@ -51,7 +51,7 @@ class Faults:
 
 
 def _draw(key: str) -> float:
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 16**8
+    return derive_seed(None, key) / 2**32
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -62,7 +62,7 @@ def prompt_text(body: dict[str, Any]) -> str:
 
 def deterministic_text(prompt: str, seed: int | None, words: int = 160) -> str:
     """Sentences drawn from the prompt's words and a filler list, fixed by prompt and seed."""
-    rng = random.Random(hashlib.sha256(f"{seed}\0{prompt}".encode()).digest())
+    rng = random.Random(derive_seed(seed, prompt))
     vocabulary = sorted(set(_WORD.findall(prompt.lower()))) + FILLER
     drawn = rng.choices(vocabulary, k=words)
     sentences, start = [], 0
@@ -97,7 +97,7 @@ def default_responder(body: dict[str, Any]) -> str:
     prompt = prompt_text(body)
     schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
     if schema:
-        rng = random.Random(hashlib.sha256(f"{body.get('seed')}\0{prompt}".encode()).hexdigest())
+        rng = random.Random(derive_seed(body.get("seed"), prompt))
         return json.dumps(schema_instance(schema, rng, _WORD.findall(prompt)))
     return deterministic_text(prompt, body.get("seed"), min(int(body.get("max_tokens") or 160), 160))
 
