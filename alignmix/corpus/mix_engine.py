@@ -12,8 +12,11 @@ merges the tasks' indexes into one index.json. The chunks and the index are byte
 mixer's, whatever the executor or the task count, and no process holds a source's tokens in memory.
 
 Work lives in the stage's output folder (`.tokenized/<source>/`, `.chunks/`): a killed task reruns alone
-(datatrove's completion markers), and a changed stage key, which clears that folder, starts afresh. The tasks'
-datatrove logs stay, in `logs/tokenize/<source>/` and `logs/chunks/` of the written mixture.
+(datatrove's completion markers), and a changed stage key, which clears that folder, starts afresh. Each work
+folder records the task layout it was planned with (`layout.json`: the shard groups, or the chunk ranges); a
+rerun with another layout (`mixing.tasks` changed, which the key leaves out) clears the folder instead of taking
+the earlier layout's parts for its own. The tasks' datatrove logs stay, in `logs/tokenize/<source>/` and
+`logs/chunks/` of the written mixture.
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ from alignmix.scenarios.decontaminate import NgramGuard
 
 WORK_DIR = ".tokenized"
 CHUNKS_DIR = ".chunks"
+
+
+def _planned_as(folder: Path, layout: dict) -> None:
+    """Keep `folder`'s finished tasks only when they were planned with this `layout` (else clear it), and record
+    the layout there: a task's completion marker names its rank, and a rank means another part under another
+    layout."""
+    record, wanted = folder / "layout.json", json.dumps(layout, sort_keys=True)
+    if folder.exists() and (not record.is_file() or record.read_text() != wanted):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(wanted)
 
 
 def _save_atomically(path: Path, write) -> None:
@@ -171,9 +185,9 @@ class MixingEngine:
         if not groups:
             return []
         parts_dir = self.work_dir / WORK_DIR / source
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        step = TokenizeShards([[str(f.resolve()) for f in g] for g in groups], str(tokenizer_dir.resolve()), guard,
-                              str(parts_dir.resolve()))
+        shard_groups = [[str(f.resolve()) for f in g] for g in groups]
+        _planned_as(parts_dir, {"groups": shard_groups})
+        step = TokenizeShards(shard_groups, str(tokenizer_dir.resolve()), guard, str(parts_dir.resolve()))
         run_pipeline(self.executor, [step], len(groups), parts_dir / "logs", self.slurm,
                      f"alignmix-mix-{source}", "tokenizing")
         return [read_part(parts_dir / f"{rank:05d}") for rank in range(len(groups))]
@@ -185,7 +199,9 @@ class MixingEngine:
         `origins` names, per entry, where its units come from (a tokenized source or a replayed mixture) and
         each unit's place there."""
         plan_dir = self.work_dir / CHUNKS_DIR
-        plan_dir.mkdir(parents=True, exist_ok=True)
+        chunks = -(-total // (block_size * CHUNK_BLOCKS))
+        ranges = [(int(r[0]), int(r[-1]) + 1) for r in np.array_split(np.arange(chunks), min(tasks, chunks)) if len(r)]
+        _planned_as(plan_dir, {"ranges": ranges, "total": total, "block_size": block_size})
         names = list(origins)
         codes = {name: i for i, name in enumerate(names)}
         _save_atomically(plan_dir / "pieces.npz", lambda h: np.savez(
@@ -200,8 +216,6 @@ class MixingEngine:
                 _save_atomically(plan_dir / f"entry-{i}.units.npy", lambda h: np.save(h, np.asarray(units, np.int64)))
             entries.append(origin)
         _save_atomically(plan_dir / "entries.json", lambda h: h.write(json.dumps(entries).encode()))
-        chunks = -(-total // (block_size * CHUNK_BLOCKS))
-        ranges = [(int(r[0]), int(r[-1]) + 1) for r in np.array_split(np.arange(chunks), min(tasks, chunks)) if len(r)]
         step = WriteChunks(str(plan_dir.resolve()), ranges, total, block_size)
         run_pipeline(self.executor, [step], len(ranges), plan_dir / "logs", self.slurm, job_name, "chunk writing")
         merged: dict = {"chunks": [], "config": None, "updated_at": "0"}

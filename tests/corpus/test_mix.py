@@ -200,6 +200,10 @@ def test_mixing_as_datatrove_tasks_writes_the_in_process_chunks_and_a_killed_tas
     assert (parts / "00000.tokens.npy").stat().st_mtime_ns == kept  # task 0 was not run again
     assert again.ids == whole.ids and all(
         (again.tokens(i) == whole.tokens(i)).all() for i in range(0, len(whole.ids), 37))
+    (parts / "00001.tokens.npy").unlink()  # killed again, then rerun with one task (`mixing.tasks` is not keyed):
+    (parts / "logs" / "completions" / "00001").unlink()  # task 0's marker names another shard group now
+    one_task = tokenize_source(shards, tmp_path / "tok", None, 1, engine, "web")
+    assert one_task.ids == whole.ids and len(list((parts / "logs" / "completions").iterdir())) == 1
 
 
 def test_mixing_on_ray_writes_the_in_process_chunks(tagged: Path, tmp_path: Path):

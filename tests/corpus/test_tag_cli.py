@@ -109,3 +109,19 @@ def test_ray_executor_writes_what_the_local_executor_writes(tmp_path: Path, shar
     local_stats = json.loads((tmp_path / "local" / "stats.json").read_text())
     assert json.loads((tmp_path / "ray" / "stats.json").read_text()) == local_stats
     assert local_stats["documents_in"] == 20
+
+
+def test_a_rerun_with_another_task_count_after_a_kill_tags_every_document_once(tmp_path: Path):
+    inputs = []
+    for k in range(4):
+        inputs.append(tmp_path / f"in-{k}.jsonl")
+        inputs[-1].write_text("".join(json.dumps({"id": f"d{k}-{i}", "text": f"Document {i} of file {k}."}) + "\n"
+                                      for i in range(5)))
+    out = tmp_path / "out"
+    assert alignmix("tag", *map(str, inputs), "--output", str(out), "--tasks", "2").returncode == 0
+    (out / "00001.jsonl.gz").unlink()  # task 1 killed: its shard and its completion marker are gone
+    (out / "logs" / "completions" / "00001").unlink()
+    rerun = alignmix("tag", *map(str, inputs), "--output", str(out), "--tasks", "1")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sorted(d["id"] for d in docs_in(out)) == sorted(f"d{k}-{i}" for k in range(4) for i in range(5))
+    assert json.loads((out / "stats.json").read_text())["documents_in"] == 20
