@@ -5,13 +5,15 @@ reruns alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alignmix.errors import AlignmixError
 from alignmix.recipe import Executor, Mixing
@@ -32,6 +34,21 @@ class SlurmSettings:
     time: str = Mixing.model_fields["time"].default
     cpus_per_task: int = Mixing.model_fields["cpus_per_task"].default
     poll_seconds: float = 2.0
+
+
+def clear_unless_planned_as(record: Path, plan: dict[str, Any], leftovers: Path, clear: Callable[[], None]) -> bool:
+    """Keep earlier tasks' work only when it was planned as `plan`: a completion marker names a rank, and under
+    another plan (other inputs, settings or task count) that rank is other work, which reused would drop or
+    repeat documents. When `record` (JSON) holds another plan, or is missing while `leftovers` exists, call
+    `clear`; then record `plan`. True when cleared."""
+    wanted = json.loads(json.dumps(plan, default=str))
+    previous = json.loads(record.read_text()) if record.is_file() else None
+    stale = previous != wanted if previous is not None else leftovers.exists()
+    if stale:
+        clear()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    return stale
 
 
 def _wait_for_slurm(job_id: str, job_name: str, logging_dir: Path, tasks: int, poll_seconds: float, what: str) -> None:

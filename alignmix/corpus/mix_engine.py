@@ -33,7 +33,7 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from alignmix.corpus.engines import SlurmSettings, run_pipeline
+from alignmix.corpus.engines import SlurmSettings, clear_unless_planned_as, run_pipeline
 from alignmix.corpus.mix import (
     CHUNK_BLOCKS,
     ITEM_BLOCKS,
@@ -50,14 +50,8 @@ CHUNKS_DIR = ".chunks"
 
 
 def _planned_as(folder: Path, layout: dict) -> None:
-    """Keep `folder`'s finished tasks only when they were planned with this `layout` (else clear it), and record
-    the layout there: a task's completion marker names its rank, and a rank means another part under another
-    layout."""
-    record, wanted = folder / "layout.json", json.dumps(layout, sort_keys=True)
-    if folder.exists() and (not record.is_file() or record.read_text() != wanted):
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    record.write_text(wanted)
+    """Clear the work folder `folder` unless its finished tasks were planned with this `layout`."""
+    clear_unless_planned_as(folder / "layout.json", layout, folder, lambda: shutil.rmtree(folder))
 
 
 def _save_atomically(path: Path, write) -> None:

@@ -29,7 +29,7 @@ from alignmix.corpus.readers import (
     CountingWarcReader,
     InputError,
 )
-from alignmix.corpus.engines import SlurmSettings, run_pipeline
+from alignmix.corpus.engines import SlurmSettings, clear_unless_planned_as, run_pipeline
 from alignmix.hashing import files_identity
 from alignmix.recipe import ClassifierSpec, Executor, FileFormat, OnError
 
@@ -148,15 +148,7 @@ def reset_if_inputs_changed(out_dir: Path, inputs: dict) -> bool:
     """Clear a tag output folder written for other inputs or settings (its shards, stats and datatrove completion
     markers), so a rerun into it tags the new input instead of reporting the old run; True when it was cleared.
     `inputs` describes the run (files with sizes and mtimes, settings) and is kept in `out_dir/tag_inputs.json`."""
-    record = out_dir / INPUTS_FILE
-    previous = json.loads(record.read_text()) if record.is_file() else None
-    cleared = previous is not None and previous != inputs
-    if cleared or (previous is None and (out_dir / "logs").is_dir()):
-        clear_tag_output(out_dir)
-        cleared = True
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(inputs, indent=2))
-    return cleared
+    return clear_unless_planned_as(out_dir / INPUTS_FILE, inputs, out_dir / "logs", lambda: clear_tag_output(out_dir))
 
 
 def clear_tag_output(out_dir: Path) -> None:
