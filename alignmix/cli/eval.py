@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli.common import console, errors, fail
+from alignmix.cli.common import console, errors, fail, recipe_default
 from alignmix.eval import EvalMode
 from alignmix.llm.backend import BackendKind
 from alignmix.recipe import EvalSettings, Scoring
@@ -32,7 +32,7 @@ def eval_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
     mode: Annotated[EvalMode | None, typer.Option("--mode", help="loglik (base models) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
     personas: Annotated[str, typer.Option("--personas", help="Comma-separated: none, ai, helpful, hhh.")] = "none,ai,helpful,hhh",
-    scoring: Annotated[Scoring, typer.Option("--scoring", help="loglik scoring: letter (the paper's), cloze (option texts after the question) or story (option texts continuing the scenario told as a story; for tiny models).")] = EvalSettings.model_fields["mode"].default,
+    scoring: Annotated[Scoring, typer.Option("--scoring", help="loglik scoring: letter (the paper's), cloze (option texts after the question) or story (option texts continuing the scenario told as a story; for tiny models).")] = recipe_default(EvalSettings, "mode"),
     model_name: Annotated[str | None, typer.Option("--model-name", help="The model's name on the server.")] = None,
     backend: Annotated[BackendKind | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder).")] = None,
     misaligned_answer: Annotated[MisalignedAnswer | None, typer.Option("--misaligned-answer", help="Anthropic files alignmix does not know: matching or not_matching.")] = None,

@@ -18,7 +18,6 @@ from alignmix.corpus import METADATA_KEY
 from alignmix.recipe import Bounds, Conditions, Exists, FieldCondition, Scalar, Selector, TermSet
 
 
-
 @dataclass(frozen=True)
 class SelectionCount:
     """What one selection keeps of a source's shards."""
@@ -89,16 +88,11 @@ def _field(schema: pl.Schema, path: str, condition: FieldCondition) -> pl.Expr:
     return _equals_one_of(column, list(condition) if isinstance(condition, list) else [condition])
 
 
-def _names(schema: pl.Schema, key: str) -> tuple[_Column, bool]:
-    """A tag holding names (categories: a list; terms: a mapping, read as a struct) and whether it is a list."""
-    column = _path(schema, [METADATA_KEY, key])
-    return column, isinstance(column.dtype, pl.List)
-
-
-def _has_name(column: _Column, is_list: bool, name: str) -> pl.Expr:
+def _has_name(column: _Column, name: str) -> pl.Expr:
+    """Whether a tag holding names (categories: a list; terms: a mapping, read as a struct) holds `name`."""
     if column.dtype is None:
         return pl.lit(False)
-    if is_list:
+    if isinstance(column.dtype, pl.List):
         return column.expr.list.contains(name).fill_null(False)
     if isinstance(column.dtype, pl.Struct) and name in {f.name for f in column.dtype.fields}:
         return column.expr.struct.field(name).is_not_null()
@@ -106,14 +100,14 @@ def _has_name(column: _Column, is_list: bool, name: str) -> pl.Expr:
 
 
 def _term_set(schema: pl.Schema, key: str, condition: TermSet) -> pl.Expr:
-    column, is_list = _names(schema, key)
+    column = _path(schema, [METADATA_KEY, key])
     held = pl.lit(True)
     if condition.any:
-        held = held & pl.any_horizontal([_has_name(column, is_list, n) for n in condition.any])
+        held = held & pl.any_horizontal([_has_name(column, n) for n in condition.any])
     for name in condition.all:
-        held = held & _has_name(column, is_list, name)
+        held = held & _has_name(column, name)
     for name in condition.none:
-        held = held & ~_has_name(column, is_list, name)
+        held = held & ~_has_name(column, name)
     return held
 
 
