@@ -42,7 +42,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base 
     "synth": ("alignmix.synth", "alignmix.llm", *_SCENARIOS),
     "base": ("alignmix.checkpoints",),
     "tokenizer": ("alignmix.corpus", "alignmix.checkpoints"),
-    "mix": ("alignmix.corpus", "alignmix.checkpoints", *_SCENARIOS),
+    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", *_SCENARIOS),
     "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
     "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
     "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
