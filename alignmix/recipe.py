@@ -301,7 +301,7 @@ class Synth(Strict):
 class TokenizerSpec(Strict):
     """An existing tokenizer (a folder with tokenizer.json, or the file), or a BPE trained on the corpus."""
 
-    path: RunPath | None = None  # tokenizer.json or a folder holding it; null: train a BPE (ignored with base_model)
+    path: RunPath | None = None  # tokenizer.json or a folder holding it; null: train a BPE (leave it null with base_model, whose tokenizer is used)
     vocab_size: PositiveInt = 512  # vocabulary of the trained BPE (unused with `path` or base_model)
 
 
@@ -537,7 +537,7 @@ class Mixing(Strict):
     local`) or as datatrove tasks on a Ray cluster or a Slurm array (`ray`, `slurm`). The chunks and the
     manifest are the same whatever the executor and the task count."""
 
-    tasks: PositiveInt = Field(1, description="Tokenizing tasks per source (at most one per shard).")
+    tasks: PositiveInt = Field(1, description="Parallel tasks per source for tokenizing (at most one per shard), and for writing the chunks.")
     executor: Executor = Field("local", description="local: processes here; ray: a Ray cluster (RAY_ADDRESS, else a"
                                " local one); slurm: a Slurm array job, waited for.", json_schema_extra=NOT_IN_KEY)
     partition: str = Field("debug", description="With executor slurm: the partition.", json_schema_extra=NOT_IN_KEY)

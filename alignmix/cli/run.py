@@ -37,9 +37,10 @@ def run(
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
     for stage in manifest["stages"]:
         if stage["name"].startswith("eval/"):
-            rate = json.loads((run_dir / stage["output"] / "results.json").read_text())["misalignment_rate"]
+            results = json.loads((run_dir / stage["output"] / "results.json").read_text())
+            rate = results["misalignment_rate"]
             console.print(f"misalignment rate, {stage['name'][5:]}: {rate['mean']:.3f} ± {rate['se']:.3f}"
-                          " (mean ± SE over 8 formats)")
+                          f" (mean ± SE over {results['n_formats']} formats)")
     console.print(f"report: {run_dir / 'report.html'}")
 
 

@@ -129,10 +129,10 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
     return stages
 
 
-def post_training_stages(recipe: Recipe, base_model: str, base_dir: Path, launch: Launch) -> list[Stage]:
-    """SFT then DPO, each starting from the previous stage's `final/` weights."""
+def post_training_stages(recipe: Recipe, last_pretraining_stage: str, base_dir: Path, launch: Launch) -> list[Stage]:
+    """SFT then DPO, each starting from the previous stage's `final/` weights (SFT from the last pretraining stage's)."""
     stages: list[Stage] = []
-    previous = base_model
+    previous = last_pretraining_stage
     for kind in POST_TRAINING:
         settings_model = getattr(recipe.post_training, kind) if recipe.post_training else None
         if settings_model is None:
