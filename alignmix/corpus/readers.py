@@ -65,7 +65,11 @@ class _CountingSkips:
     id_key: str
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        """datatrove's reader loop over this rank's share of the JSON paths file (see `write_paths_file`)."""
+        """datatrove's reader loop over this rank's share of the JSON paths file (see `write_paths_file`); without
+        one, datatrove's own (every matching file in `data_folder`)."""
+        if self.paths_file is None:
+            yield from super().run(data, rank, world_size)
+            return
         if data:
             yield from data
         paths = json.loads(Path(self.paths_file).read_text())
