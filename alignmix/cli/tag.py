@@ -62,11 +62,15 @@ def tag(
     if missing:
         fail(f"input not found: {', '.join(missing)}")
     hold_output(ctx, output, "--output")
-    _tag(inputs, output, {
-        "source": source, "text_key": text_key, "id_key": id_key, "lists_dir": lists_dir, "tasks": tasks,
-        "executor": executor, "on_error": on_error, "max_document_bytes": max_document_bytes,
-        "classifier": classifier, "threshold": threshold, "stance_classifier": stance_classifier,
-    }, SlurmSettings(partition=partition, time=time_limit))
+    try:
+        _tag(inputs, output, {
+            "source": source, "text_key": text_key, "id_key": id_key, "lists_dir": lists_dir, "tasks": tasks,
+            "executor": executor, "on_error": on_error, "max_document_bytes": max_document_bytes,
+            "classifier": classifier, "threshold": threshold, "stance_classifier": stance_classifier,
+        }, SlurmSettings(partition=partition, time=time_limit))
+    except OSError as exc:  # a full disk, most often: datatrove's writer raises it from deep in a task
+        fail(f"{exc.filename or output}: {exc.strerror or exc} while tagging into {output} (free space or fix the"
+             f" folder and rerun; finished tasks are kept; log: {output / 'logs' / 'datatrove.log'})")
 
 
 def _tag(inputs: list[Path], output: Path, settings: dict, slurm: SlurmSettings) -> None:
@@ -116,9 +120,6 @@ def _tag(inputs: list[Path], output: Path, settings: dict, slurm: SlurmSettings)
     except (InputError, RuntimeError) as exc:
         fail(f"{exc}\n(no stats.json: the shards in {output} are incomplete; fix the input and rerun, finished"
              f" tasks are kept; log: {log_file})")
-    except OSError as exc:
-        fail(f"{exc.filename or output}: {exc.strerror or exc} while tagging into {output} (no stats.json; free"
-             f" space or fix the folder and rerun, finished tasks are kept; log: {log_file})")
     stats = write_stats(output, counters)
     console.print(
         f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"

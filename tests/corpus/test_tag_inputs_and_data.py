@@ -245,4 +245,4 @@ def test_a_full_disk_while_tagging_is_one_error_line(tmp_path: Path):
         result = _tag([big], disk / "out", "fail")
         _one_error_line(result, f"{disk / 'out'}: No space left on device while tagging", "rerun")
     finally:
-        subprocess.run(["umount", str(disk)], check=True)
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
