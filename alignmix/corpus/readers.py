@@ -12,8 +12,8 @@ and counts the rest as one `unreadable_file`; a file named .warc that is not WAR
 Rows become documents as datatrove makes them, except: an id is text (`0` becomes `"0"`), and a missing, null
 or empty id becomes the row's place, `FILE/INDEX`, counted as `ids_assigned` (datatrove's writer drops falsy
 ids); a row's own `source` field is kept as `metadata.row_source`, so `metadata.source` is always the source's
-name; a row's `media` field is kept as `metadata.media` (datatrove's media are records of another shape). The file list is
-read as JSON, so a file name may hold a newline.
+name; a row's `media` field is kept as `metadata.media` (datatrove's media are records of another shape).
+The file list is read as JSON, so a file name may hold a newline.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ class CountingWarcReader(_CountingSkips, WarcReader):
                     continue
                 with self.track_time():
                     extracted = process_record(record)
-                    record.raw_stream.read()
+                    while record.raw_stream.read(1 << 20):  # what process_record left unread (a skipped type)
+                        pass
                     if getattr(record.raw_stream, "limit", 0) > 0:
                         raise DamagedArchive(f"record {index} ends before its Content-Length")
                     document = self.get_document_from_dict(extracted, filepath, index) if extracted else None
@@ -258,7 +259,8 @@ class CountingWarcReader(_CountingSkips, WarcReader):
                 yield document
             size = self.data_folder.size(filepath)
             if archive.offset < size:
-                raise DamagedArchive(f"{size - archive.offset:,} bytes after byte {archive.offset:,} are no whole record")
+                raise DamagedArchive(f"{size - archive.offset:,} bytes after byte {archive.offset:,} are no whole"
+                                     " record")
 
 
 def _records(archive) -> Iterator:
