@@ -65,19 +65,22 @@ def held_lock(lock_file: Path, on_busy: Callable[[IO[str]], None]) -> Iterator[I
 
 
 @contextlib.contextmanager
-def run_folder_lock(run_dir: Path) -> Iterator[None]:
+def run_folder_lock(run_dir: Path, option: str = "--out", file: str | None = None) -> Iterator[None]:
     """Hold `RUN/.alignmix/lock` for a run, so that a second run into the same folder is refused instead of
-    resuming the first one's stages."""
+    resuming the first one's stages. Commands that write an output folder (`alignmix tag --output`, `synth`,
+    `eval`) hold it too, and `alignmix stats` holds `.alignmix/FILE.lock` for each `file` it writes in
+    `run_dir`; `option` is the one that names another output."""
+    target = run_dir / file if file else run_dir
 
     def refuse(handle: IO[str]) -> None:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         raise RunFolderBusy(
-            f"{run_dir}: another alignmix run is writing here ({holder}); wait for it to finish,"
-            " or give this one another --out"
+            f"{target}: another alignmix run is writing here ({holder}); wait for it to finish,"
+            f" or give this one another {option}"
         )
 
-    with held_lock(run_dir / ".alignmix" / "lock", refuse) as handle:
+    with held_lock(run_dir / ".alignmix" / (f"{file}.lock" if file else "lock"), refuse) as handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {platform.node()}, since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC")

@@ -11,9 +11,11 @@ not depend on the swept keys. Rerun the command after an interruption: finished 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +91,17 @@ def expand(swept: dict[str, list[Any]], mode: str) -> list[Condition]:
         rows = list(zip(*swept.values()))
     else:
         rows = list(itertools.product(*swept.values()))
-    return [Condition(_folder_name(dict(zip(keys, row))), dict(zip(keys, row))) for row in rows]
+    values = [dict(zip(keys, row)) for row in rows]
+    names = [_folder_name(v) for v in values]
+    folded = Counter(name.casefold() for name in names)
+    return [Condition(_distinct(name, v) if folded[name.casefold()] > 1 else name, v) for name, v in zip(names, values)]
+
+
+def _distinct(name: str, values: dict[str, Any]) -> str:
+    """A folder name shared by several conditions (`a b` and `a/b` both show as `a_b`; `A` and `a` are one
+    folder on some file systems), made their own by a hash of the exact values."""
+    exact = json.dumps({key: _yaml_text(value) for key, value in values.items()}, sort_keys=True)
+    return f"{name}~{hashlib.sha256(exact.encode()).hexdigest()[:8]}"
 
 
 def prepare(recipe_file: Path, conditions: list[Condition],

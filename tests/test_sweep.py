@@ -125,3 +125,15 @@ def test_a_slurm_sweep_runs_each_condition_as_its_own_job_and_shares_identical_s
     mixes = [json.loads((Path(c["run_dir"]) / "mix" / "pretrain" / "mixture_manifest.json").read_text())
              for c in conditions]
     assert [s["realised_tokens"] for s in mixes[0]["sources"]] == [40_000, 0]
+
+
+def test_values_that_show_as_one_folder_name_get_folders_of_their_own():
+    from alignmix.sweep import expand
+
+    conditions = expand({"name": ["a b", "a/b", "c", "A", "a"]}, "grid")
+    names = [c.name for c in conditions]
+    assert len({n.casefold() for n in names}) == 5, names  # distinct even where case is not
+    assert names[2] == "name=c"  # a name no other condition shares stays as it was
+    assert names[0].startswith("name=a_b~") and names[1].startswith("name=a_b~")
+    assert [c.values["name"] for c in conditions] == ["a b", "a/b", "c", "A", "a"]
+    assert expand({"name": ["a b", "a/b"]}, "grid") == conditions[:2]  # the same values, the same folders

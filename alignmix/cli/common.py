@@ -29,6 +29,14 @@ def report_error(message: str) -> None:
     errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def hold_output(ctx: typer.Context, output: Path, option: str, file: bool = False) -> None:
+    """Hold the lock of the folder `output` (or, with `file`, of that one file) until the command `ctx` ends, as
+    `alignmix run` holds its run folder's: a second command writing there is refused, naming this one."""
+    from alignmix.run import run_folder_lock
+
+    ctx.with_resource(run_folder_lock(output.parent, option, output.name) if file else run_folder_lock(output, option))
+
+
 def fail(message: str) -> NoReturn:
     """Print one error line and exit with status 2."""
     report_error(message)
@@ -86,11 +94,13 @@ def run_recipe(
 ) -> dict:
     """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; any alignmix
     error ends the command with one message."""
+    from alignmix.corpus.stage import check_run_outside_inputs
     from alignmix.graph import build_graph, check_runnable
     from alignmix.run import Runner
     from alignmix.train.launch import LOCAL
 
     try:
+        check_run_outside_inputs(recipe, run_dir)
         check_runnable(recipe)
         stages = build_graph(recipe, recipe_file.parent, launch or LOCAL)
         run_dir.mkdir(parents=True, exist_ok=True)

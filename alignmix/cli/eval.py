@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli.common import console, errors, fail, recipe_default
+from alignmix.cli.common import console, errors, fail, hold_output, recipe_default
 from alignmix.eval import EvalMode
 from alignmix.llm.backend import BackendKind
 from alignmix.recipe import EvalSettings, Scoring
@@ -27,6 +27,7 @@ def _personas(value: str) -> list[str]:
 
 
 def eval_command(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, or server base URL.")],
     dataset: Annotated[str, typer.Option("--dataset", help="builtin:tiny or scenario file(s), comma-separated: the project's, the paper's or Anthropic's format.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
@@ -52,6 +53,7 @@ def eval_command(
     from alignmix.llm.backend import BackendError, Sampling
     from alignmix.scenarios import ScenarioError
 
+    hold_output(ctx, out, "--out")
     try:
         scenarios, skipped = load_dataset(dataset, misaligned_answer, split, limit)
         results, rows = evaluate_model(
@@ -82,6 +84,7 @@ def _task_names(value: str) -> list[str]:
 
 
 def capability(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="transformers folder, or a litgpt checkpoint folder (exported first).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for capability.json, the task files and any export.")],
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated capability sets.")] = "arc_easy,arc_challenge,piqa,boolq,winogrande,lambada_openai",
@@ -99,6 +102,7 @@ def capability(
     )
     from alignmix.eval.scoring import ScorerError, model_folder_kind
 
+    hold_output(ctx, out, "--out")
     try:
         task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)
         hf_dir = model

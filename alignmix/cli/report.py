@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli.common import console, fail
+from alignmix.cli.common import console, fail, hold_output
 
 
 def report(
@@ -37,6 +37,7 @@ def report(
 
 
 def stats(
+    ctx: typer.Context,
     folders: Annotated[list[Path], typer.Argument(help="Run folders, tag outputs or mixture folders.")],
     report: Annotated[Path, typer.Option("--report", help="Where to write the HTML page.")],
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the statistics as JSON.")] = None,
@@ -52,6 +53,8 @@ def stats(
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
         fail(f"not a folder: {', '.join(missing)}")
+    for written in (report, *([json_out] if json_out else [])):
+        hold_output(ctx, written, "--report" if written == report else "--json", file=True)
     if tokenizer is None:
         tokenizer = next((f / "tokenizer" for f in folders if (f / "tokenizer" / "tokenizer.json").is_file()), None)
     try:

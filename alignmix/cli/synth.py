@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from alignmix.cli.common import comma_list, console, errors, fail, recipe_default, recipe_range
+from alignmix.cli.common import comma_list, console, errors, fail, hold_output, recipe_default, recipe_range
 from alignmix.llm.backend import BackendError, BackendKind, ChatBackend, Sampling, open_backend, run_async
 from alignmix.recipe import DEDUP_THRESHOLD, Decontamination, SynthServer
 from alignmix.scenarios import AssignedSplit, MisalignedAnswer
@@ -32,6 +32,7 @@ def _backend(
 
 
 def documents(
+    ctx: typer.Context,
     questions: Annotated[str, typer.Option("--questions", help="builtin:NAME or a scenario file or folder (alignmix, paper or Anthropic format).")],
     model: ModelOpt,
     output: Annotated[Path, typer.Option("--output", help="Output folder: data/*.jsonl.gz, stats.json, responses.jsonl.")],
@@ -95,6 +96,7 @@ def documents(
         plan = plan_documents(scenarios, spec, loaded, backend, model, comma_list(ids) if ids else None, extra)
     except (ScenarioError, TemplateError, HeldOutGroundingError, OSError) as exc:
         fail(str(exc))
+    hold_output(ctx, output, "--output")
     output.mkdir(parents=True, exist_ok=True)
     console.print(f"{len(plan.requests):,} requests: {len(plan.grounded)} training-split scenarios x "
                   f"{len(spec.stances)} stance(s) x {len(spec.surface_forms)} surface form(s) x {per_combination}")

@@ -6,13 +6,23 @@ file:line; with `on_error="fail"` it raises `InputError` naming the file, the li
 A compressed file that cannot be read to its end (truncated gzip, a plain file named .zst) keeps the documents
 read before the damage and counts the rest as one `skipped/unreadable_file`; a parquet file without the text
 column counts each of its rows as `skipped/missing_text`. A UTF-8 byte-order mark on a file's first line is
-dropped, as are CRLF line ends.
+dropped, as are CRLF line ends. A WARC file keeps every whole record before its damage (a cut, a bad gzip member)
+and counts the rest as one `unreadable_file`; a file named .warc that is not WARC is that too.
+
+Rows become documents as datatrove makes them, except: an id is text (`0` becomes `"0"`), and a missing, null
+or empty id becomes the row's place, `FILE/INDEX`, counted as `ids_assigned` (datatrove's writer drops falsy
+ids); a row's own `source` field is kept as `metadata.row_source`, so `metadata.source` is always the source's
+name; a row's `media` field is kept as `metadata.media` (datatrove's media are records of another shape).
+The file list is read as JSON, so a file name may hold a newline.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 from datatrove.data import Document
@@ -37,11 +47,50 @@ class InputError(AlignmixError):
     """An input line that cannot be used, under `on_error="fail"`."""
 
 
+class DamagedArchive(ValueError):
+    """A WARC file that breaks off, or is not WARC at all."""
+
+
+def write_paths_file(path: Path, files: list[str]) -> None:
+    """The files a reader reads, as JSON: datatrove's own paths file is one per line, which loses a name
+    holding a newline and strips spaces around a name."""
+    path.write_text(json.dumps(files))
+
+
 class _CountingSkips:
     """The skip-or-fail rule the counting readers share (datatrove readers: `data_folder`, `stat_update`)."""
 
     on_error: OnError
     text_key: str
+    id_key: str
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        """datatrove's reader loop over this rank's share of the JSON paths file (see `write_paths_file`); without
+        one, datatrove's own (every matching file in `data_folder`)."""
+        if self.paths_file is None:
+            yield from super().run(data, rank, world_size)
+            return
+        if data:
+            yield from data
+        paths = json.loads(Path(self.paths_file).read_text())
+        for document in self.read_files_shard(paths[rank::world_size]):
+            self.update_doc_stats(document)
+            yield document
+
+    def _default_adapter(self, data: dict, path: str, id_in_file: int | str) -> dict:
+        no_id = data.get(self.id_key) in (None, "")
+        media = data.pop("media", None)
+        fields = super()._default_adapter(data, path, id_in_file)
+        metadata = fields["metadata"]
+        if media is not None:
+            metadata["media"] = media
+        if "source" in metadata:  # the row's own (Dolma rows carry one); metadata.source is the source's name
+            metadata["row_source"] = metadata.pop("source")
+        if no_id:
+            fields["id"] = f"{path}/{id_in_file}"
+            self.stat_update("ids_assigned")
+        fields["id"] = str(fields["id"])
+        return fields
 
     def _skip(self, reason: str, where: str, detail: str, count: int = 1) -> None:
         message = f"{where}: {reason.replace('_', ' ')}: {detail}"
@@ -171,24 +220,59 @@ class CountingParquetReader(_CountingSkips, ParquetReader):
                     yield document
 
 
-class CountingWarcReader(WarcReader):
+class CountingWarcReader(_CountingSkips, WarcReader):
     """WarcReader that counts the response records it cannot turn into a document (non-HTML or undecodable) as
-    `skipped/not_html` instead of dropping them silently. Request, metadata and warcinfo records are not documents."""
+    `skipped/not_html`, and a file that breaks off or is not WARC as `skipped/unreadable_file` (or, on `fail`,
+    raises), keeping the records before the damage. Request, metadata and warcinfo records are not documents."""
 
     name = "WARC reader (counting skips)"
 
+    def __init__(self, *args, on_error: OnError = "fail", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_error = on_error
+
     def read_file(self, filepath: str) -> Iterator[Document]:
+        return self._guarded(filepath, self._documents(filepath))
+
+    def _documents(self, filepath: str) -> Iterator[Document]:
         from warcio.archiveiterator import ArchiveIterator
 
-        with self.data_folder.open(filepath, "rb", compression=self.compression) as handle:
-            for index, record in enumerate(ArchiveIterator(handle)):
+        # warcio reads the gzip members itself: every whole record before a damaged member is kept
+        with self.data_folder.open(filepath, "rb") as handle:
+            archive = ArchiveIterator(handle)
+            for index, record in enumerate(_records(archive)):
+                if index == 0 and record.format != "warc":
+                    raise DamagedArchive(f"not a WARC file (its first record reads as {record.format or 'nothing'})")
                 if record.rec_type not in ("response", "conversion"):
                     continue
                 with self.track_time():
                     extracted = process_record(record)
+                    while record.raw_stream.read(1 << 20):  # what process_record left unread (a skipped type)
+                        pass
+                    if getattr(record.raw_stream, "limit", 0) > 0:
+                        raise DamagedArchive(f"record {index} ends before its Content-Length")
                     document = self.get_document_from_dict(extracted, filepath, index) if extracted else None
                     if document is None:
                         self.stat_update("skipped/not_html")
                         logger.warning(f"skipped {filepath}: record {index}: not HTML, or not decodable")
                         continue
                 yield document
+            size = self.data_folder.size(filepath)
+            if archive.offset < size:
+                raise DamagedArchive(f"{size - archive.offset:,} bytes after byte {archive.offset:,} are no whole"
+                                     " record")
+
+
+def _records(archive) -> Iterator:
+    """warcio's records, with what warcio raises on a damaged file (ArchiveLoadFailed, zlib errors, and on some
+    cuts an AttributeError from inside warcio) as `DamagedArchive`."""
+    iterator = iter(archive)
+    for index in itertools.count():
+        try:
+            record = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to parse the next record is damage
+            where = "not a WARC file, or damaged from its start" if index == 0 else f"record {index}"
+            raise DamagedArchive(f"{where}: {type(exc).__name__}: {exc}") from exc
+        yield record

@@ -51,7 +51,10 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
             if source.generate is not None:
                 files = sorted((ctx.inputs["corpus"] / source.name).glob("*.jsonl.gz"))
             else:
-                files = input_files(source.paths, SUFFIXES[source.format])
+                found = input_files(source.paths, SUFFIXES[source.format])
+                files = found.files
+                if found.notes():
+                    ctx.echo(f"  {source.name}: {found.notes()}")
             with ctx.stderr_to_log():
                 counts = tag_files(
                     files, ctx.output / source.name, file_format=source.format, text_key=source.text_key,
@@ -165,3 +168,14 @@ def check_selections(recipe: Recipe) -> None:
                 if name not in known:
                     raise RecipeError(f"key 'stages.{i}.mixture.{j}.select.{key}': unknown category '{name}';"
                                       f" the tagging blocklist has: {', '.join(known)}")
+
+
+def check_run_outside_inputs(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse a run folder inside a source's input folder: the run would read its own outputs as input, and the
+    tag stage's key, which covers every file there, would change on every run."""
+    inside = run_dir.resolve()
+    for i, source in enumerate(recipe.corpus.sources):
+        for j, path in enumerate(source.paths):
+            if inside.is_relative_to(path.resolve()):
+                raise RecipeError(f"key 'corpus.sources.{i}.paths.{j}': {path} holds the run folder {run_dir}, whose"
+                                  " outputs would be read as input; give the run folder (--out) outside it")

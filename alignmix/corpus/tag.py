@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from datatrove.data import DocumentsPipeline
@@ -28,6 +29,7 @@ from alignmix.corpus.readers import (
     CountingParquetReader,
     CountingWarcReader,
     InputError,
+    write_paths_file,
 )
 from alignmix.corpus.engines import SlurmSettings, clear_unless_planned_as, run_pipeline
 from alignmix.hashing import files_identity
@@ -112,15 +114,43 @@ def detect_format(path: Path) -> FileFormat:
     raise ValueError(f"{path}: unknown input format; expected a file ending in one of {known}")
 
 
-def input_files(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
-    """Expand folders into the files beneath them with one of `suffixes`; files are kept as given."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class InputFiles:
+    """The files a tag run reads, once each, and what was left out of what it was given."""
+
+    files: list[Path]
+    repeated: int = 0  # names of a file already named (the same file twice, or inside a folder given too)
+    under_output: int = 0  # files inside the output folder, which a run must not read while writing it
+
+    def notes(self) -> str:
+        """What was left out, for the console; empty when nothing was."""
+        said = []
+        if self.repeated:
+            said.append(f"{self.repeated:,} file(s) named more than once (a repeated path, or a file inside a"
+                        " folder also given) are read once")
+        if self.under_output:
+            said.append(f"{self.under_output:,} file(s) inside the output folder are not read")
+        return "; ".join(said)
+
+
+def input_files(paths: list[Path], suffixes: tuple[str, ...], output: Path | None = None) -> InputFiles:
+    """Expand folders into the files beneath them with one of `suffixes` (files are kept as given), each file
+    once after resolving links and `..`, leaving out anything inside `output`."""
+    output = output.resolve() if output is not None else None
+    seen: dict[Path, Path] = {}
+    repeated = under_output = 0
     for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes)))
-        else:
-            files.append(path)
-    return files
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes)) if path.is_dir() \
+            else [path]
+        for file in found:
+            resolved = file.resolve()
+            if output is not None and resolved.is_relative_to(output):
+                under_output += 1
+            elif resolved in seen:
+                repeated += 1
+            else:
+                seen[resolved] = file
+    return InputFiles(list(seen.values()), repeated, under_output)
 
 
 def _readers(
@@ -137,7 +167,7 @@ def _readers(
         return [CountingParquetReader(root, text_key=text_key, id_key=id_key, on_error=on_error, **common)]
     from datatrove.pipeline.extractors import Trafilatura
 
-    return [CountingWarcReader(root, **common), Trafilatura(favour_precision=True)]
+    return [CountingWarcReader(root, on_error=on_error, **common), Trafilatura(favour_precision=True)]
 
 
 SHARD_NAME = re.compile(r"^(?:[a-z]+-)?\d{5}\.jsonl\.gz$")
@@ -197,8 +227,8 @@ def tag_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = out_dir / "logs" / (shard_prefix.rstrip("-") or "")
     logs.mkdir(parents=True, exist_ok=True)
-    paths_file = logs / "input_paths.txt"
-    paths_file.write_text("".join(f"{f.resolve().relative_to(root)}\n" for f in files))
+    paths_file = logs / "input_paths.json"
+    write_paths_file(paths_file, [str(f.resolve().relative_to(root)) for f in files])
     pipeline = [
         *_readers(file_format, str(root), str(paths_file), text_key, id_key, source_name, on_error,
                   max_document_bytes),
@@ -220,7 +250,7 @@ def pipeline_counts(pipeline_stats: list[dict]) -> Counter[str]:
         if EXTRACTOR_NAME in step.get("name", ""):
             counts["skipped/extraction_failed"] += step_counts.get("total", 0) - step_counts.get("forwarded", 0)
             continue
-        for key in ("flagged", "not_flagged", "unflagged_by_classifier"):
+        for key in ("flagged", "not_flagged", "unflagged_by_classifier", "ids_assigned"):
             counts[key] += step_counts.get(key, 0)
         for key, value in step_counts.items():
             if key.startswith(("skipped/", "category/", "term/", "stance/")):
@@ -242,6 +272,7 @@ def write_stats(out_dir: Path, counters: list[Counter[str]]) -> dict:
         "documents_flagged": counts["flagged"],
         "documents_skipped": sum(skipped.values()),
         "unflagged_by_classifier": counts["unflagged_by_classifier"],
+        "ids_assigned": counts["ids_assigned"],
         "skipped_by_reason": skipped,
         "flag_rate": counts["flagged"] / tagged if tagged else 0.0,
         "categories": {k.removeprefix("category/"): v for k, v in sorted(counts.items()) if k.startswith("category/")},
