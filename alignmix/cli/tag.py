@@ -80,6 +80,12 @@ def tag(
         fail(str(exc))
     if not groups:
         fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}")
+    from alignmix.classifiers.models import load_classifier, load_stance_classifier
+
+    if classifier is not None:  # a damaged model is named here, not in a tagging worker
+        load_classifier(classifier)
+    if stance_classifier is not None:
+        load_stance_classifier(stance_classifier)
     settings = {
         "source": source, "text_key": text_key, "id_key": id_key, "lists_dir": lists_dir, "tasks": tasks,
         "executor": executor, "on_error": on_error, "max_document_bytes": max_document_bytes,
