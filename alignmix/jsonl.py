@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from alignmix.errors import AlignmixError
 
@@ -59,3 +60,14 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
                     raise JsonLinesError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
         raise JsonLinesError(f"{path}:{number + 1}: not UTF-8 text ({exc.reason})") from None
+
+
+def read_json(path: Path, expected: str) -> Any:
+    """The value of a UTF-8 JSON file; one that is not JSON raises JsonLinesError naming the file and line, and
+    `expected` (what the file should hold)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise JsonLinesError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected {expected}") from None
+    except UnicodeDecodeError as exc:
+        raise JsonLinesError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected {expected}") from None

@@ -120,7 +120,7 @@ Share = Annotated[float | Literal["rest", "natural"], PlainValidator(_check_shar
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf and .nan: never a setting
 
 
 DEDUP_THRESHOLD = 0.8  # MinHash Jaccard similarity above which a synthetic document duplicates an earlier one
@@ -384,6 +384,9 @@ class ModelSpec(Strict):
         return self
 
 
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class Optimization(Strict):
     """What every training stage sets: batch, AdamW and its schedule, precision, checkpoints and devices."""
 
@@ -393,7 +396,7 @@ class Optimization(Strict):
     min_lr: Annotated[float, Field(ge=0.0)] = 0.0  # learning rate the cosine decay ends at
     warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.01  # fraction of training in linear LR warmup
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.1  # AdamW weight decay
-    betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2)
+    betas: tuple[Beta, Beta] = (0.9, 0.95)  # AdamW (beta1, beta2), each in [0, 1)
     eps: Annotated[float, Field(gt=0.0)] = 1e-8  # AdamW epsilon
     max_norm: Annotated[float, Field(gt=0.0)] = 0.5  # gradient-norm clipping threshold
     precision: Literal["32-true", "bf16-mixed", "bf16-true"] = "32-true"  # Lightning precision (fp32 or bf16)
@@ -439,6 +442,9 @@ class TrainingStage(Strict):
 
     @model_validator(mode="after")
     def _shares_fit(self) -> TrainingStage:
+        if self.samples < 1:
+            raise KeyedError("tokens", f"{self.tokens:,} tokens make no sample of seq_len + 1 = {self.block_size:,}"
+                                       f" tokens; give at least {self.block_size:,}")
         rest = [e.source or f"replay:{e.replay}" for e in self.mixture if e.share == "rest"]
         if len(rest) > 1:
             raise ValueError(f"only one entry may take share 'rest'; found {len(rest)}: {', '.join(rest)}")
@@ -731,8 +737,42 @@ class _DuplicateKey(Exception):
         self.line = line
 
 
+MAX_EXPANDED_VALUES = 100_000  # a recipe's YAML nodes with every alias expanded; real recipes have a few hundred
+
+
+class _AliasBomb(Exception):
+    pass
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many nodes `node` stands for once every alias in it is expanded (each node counted once per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise _AliasBomb("an alias refers to a value that contains it")
+    open_nodes.add(id(node))
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, open_nodes)
+        if size > MAX_EXPANDED_VALUES:
+            raise _AliasBomb(f"its aliases (*name) expand it to more than {MAX_EXPANDED_VALUES:,} values")
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently), and a
+    document whose aliases expand it beyond `MAX_EXPANDED_VALUES` (an alias bomb) before building it."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, {}, set())
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first_lines: dict[object, int] = {}
@@ -774,6 +814,14 @@ def _expand_env(data: Any, path: Path, key: str = "") -> Any:
     return _Anchored(expanded, data.base_dir) if isinstance(data, _Anchored) else expanded
 
 
+def _is_recipe_mapping(data: Any) -> bool:
+    """A mapping whose top-level keys are recipe keys or close misspellings of them (the schema then names those)."""
+    keys = [*Recipe.model_fields, "extends"]
+    return isinstance(data, dict) and bool(data) and all(
+        isinstance(key, str) and difflib.get_close_matches(key, keys, n=1) for key in data
+    )
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     """Read a recipe file, following `extends: OTHER.yaml` (relative to the file) and merging over it."""
     if not path.is_file():
@@ -785,10 +833,17 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> Any:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except _DuplicateKey as exc:
         raise RecipeError(f"{path}:{exc.line}: {exc}") from None
+    except _AliasBomb as exc:
+        raise RecipeError(f"{path}: refused: {exc}; write the values out instead") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe file: {exc.strerror}") from None
+    if chain and not _is_recipe_mapping(data):  # say nothing of its content: it may be any file, even a secret
+        raise RecipeError(f"{path}: not a recipe (extended by {chain[-1]}): expected a mapping of recipe keys"
+                          f" ({', '.join(Recipe.model_fields)})")
     if isinstance(data, dict) and "extends" in data:
         parent = data.pop("extends")
         if not isinstance(parent, str):
@@ -807,7 +862,7 @@ def apply_override(data: Any, assignment: str) -> Any:
         raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. stages.0.tokens=1000000")
     try:
         value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except (yaml.YAMLError, _DuplicateKey) as exc:
+    except (yaml.YAMLError, _DuplicateKey, _AliasBomb) as exc:
         raise RecipeError(f"--set {key}: the value {text!r} is not valid YAML ({exc})") from None
     parts = key.split(".")
     node = data

@@ -2,7 +2,8 @@
 
 A stage's key hashes its settings, the digests of its inputs' outputs, the alignmix version and a content hash
 of the alignmix source that produces it (`Stage.code`), so a fix to a stage's code reruns that stage. A stage
-whose key matches a completed record, and whose outputs are still there unchanged in size, is skipped.
+whose key matches a completed record, and whose outputs are still there unchanged (in size, then sha256), is
+skipped; one whose output changed is run again.
 A stage that was interrupted under the same key is run again without wiping its output, so the stage
 can pick up where it stopped (datatrove completions, litgpt step checkpoints); under a new key its
 output is cleared first. Records live in `RUN/.alignmix/`, the manifest in `RUN/manifest.json`.
@@ -256,8 +257,12 @@ class Runner:
         if state and state["key"] == key and state["status"] == "done" and state["fingerprint"] == [
             list(item) for item in fingerprint(output)
         ]:
-            self.echo(f"{prefix} {stage.name}: unchanged, skipped")
-            return StageRecord(**{**state["record"], "status": "skipped", "seconds": 0.0})
+            if digest(output) == state["record"]["output_digest"]:
+                self.echo(f"{prefix} {stage.name}: unchanged, skipped")
+                return StageRecord(**{**state["record"], "status": "skipped", "seconds": 0.0})
+            self.echo(f"{prefix} {stage.name}: its output changed since it was written (sha256 differs from the"
+                      " manifest's); running it again")
+            state = None
         resuming = bool(state and state["key"] == key and state["status"] == "running")
         with self._store_lock(stage, key, prefix):
             if not resuming:

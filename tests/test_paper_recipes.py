@@ -102,12 +102,12 @@ def test_extends_merges_named_lists(tmp_path: Path):
     (tmp_path / "base.yaml").write_text((PAPER / "unfiltered.yaml").read_text().replace(
         "../../../shared/data/gpt-neox-20b-tokenizer/20B_tokenizer.json", "tok.json"))
     (tmp_path / "child.yaml").write_text(
-        "extends: base.yaml\nname: child\nstages:\n  - name: midtrain\n    tokens: 1000\n"
+        "extends: base.yaml\nname: child\nstages:\n  - name: midtrain\n    tokens: 100000\n"
         "    mixture:\n      - source: mcqa\n        share: rest\n"
     )
     recipe = load_recipe(tmp_path / "child.yaml")
     assert [s.name for s in recipe.stages] == ["pretrain", "midtrain"]
-    assert recipe.stages[1].tokens == 1000 and recipe.stages[1].seq_len == 16384
+    assert recipe.stages[1].tokens == 100000 and recipe.stages[1].seq_len == 16384
     assert [e.source for e in recipe.stages[1].mixture] == ["mcqa"]
     (tmp_path / "loop.yaml").write_text("extends: loop.yaml\nname: x\n")
     with pytest.raises(RecipeError, match="cycle"):

@@ -210,3 +210,65 @@ def test_environment_variables_in_a_recipe_are_expanded_or_refused_naming_the_ke
     recipe = load_recipe(recipe_file)
     assert recipe.synth.sets[0].scenarios == str(tmp_path / "questions.jsonl")
     assert recipe.eval is not None and recipe.eval.scenarios == "builtin:tiny"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefghi", "bcdefghij"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    (tmp_path / "bomb.yaml").write_text("\n".join(levels) + "\n")  # 9^10 values once expanded
+    with pytest.raises(RecipeError, match=r"bomb\.yaml: refused: its aliases \(\*name\) expand it to more than 100,000"):
+        load_recipe(tmp_path / "bomb.yaml")
+    (tmp_path / "loop.yaml").write_text("name: &a [*a]\n")
+    with pytest.raises(RecipeError, match="an alias refers to a value that contains it"):
+        load_recipe(tmp_path / "loop.yaml")
+    text = TINY.read_text().replace("seed: 1234", "seed: &seed 1234").replace("tasks: 2", "tasks: *seed")
+    assert load_recipe(_written(tmp_path, text)).tagging.tasks == 1234  # an alias of ordinary size still works
+
+
+def _written(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "r.yaml").write_text(text)
+    return tmp_path / "r.yaml"
+
+
+def test_an_extended_file_that_is_not_a_recipe_is_refused_without_its_content(tmp_path: Path):
+    (tmp_path / "shadow").write_text("root:$6$s3cr3tHash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n")
+    for target in ("shadow", "passwd"):
+        (tmp_path / "r.yaml").write_text(f"extends: {target}\nname: x\n")
+        result = subprocess.run([sys.executable, "-m", "alignmix", "plan", str(tmp_path / "r.yaml")],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"error: {tmp_path / target}: not a recipe (extended by {tmp_path / 'r.yaml'})")
+        assert not any(secret in result.stderr for secret in ("root:", "daemon", "s3cr3t", "bin/"))
+        assert result.stderr.count("\n") == 1
+    data = tiny_data()
+    data["sede"] = data.pop("seed")  # a misspelt key in an extended recipe is still named, with a suggestion
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "r.yaml").write_text("extends: base.yaml\nname: x\n")
+    with pytest.raises(RecipeError, match="unknown key 'sede' \\(did you mean 'seed'\\?\\)"):
+        load_recipe(tmp_path / "r.yaml")
+
+
+def test_impossible_numbers_are_refused_naming_the_key():
+    for key, value, message in [
+        ("tokens", 1, "key 'stages.0.tokens': 1 tokens make no sample of seq_len + 1"),
+        ("tokens", None, "key 'stages.0.tokens': 64 tokens make no sample of seq_len + 1 = 65 tokens; give at least 65"),
+        ("min_lr", float("inf"), "key 'stages.0.train.min_lr': Input should be a finite number"),
+        ("weight_decay", float("inf"), "key 'stages.0.train.weight_decay': Input should be a finite number"),
+        ("eps", float("inf"), "key 'stages.0.train.eps': Input should be a finite number"),
+        ("betas", [float("nan"), 5], "key 'stages.0.train.betas.0': Input should be a finite number"),
+    ]:
+        data = tiny_data()
+        stage = data["stages"][0]
+        if key == "tokens":
+            stage["tokens"], stage["seq_len"] = (value, stage["seq_len"]) if value else (64, 64)
+        else:
+            stage["train"][key] = value
+        with pytest.raises(RecipeError) as error:
+            parse_recipe(data)
+        assert message in str(error.value), str(error.value)
+    data = tiny_data()
+    data["stages"][0]["train"]["betas"] = [0.9, 5]
+    with pytest.raises(RecipeError, match=r"key 'stages.0.train.betas.1': Input should be less than 1"):
+        parse_recipe(data)

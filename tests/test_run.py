@@ -71,6 +71,21 @@ def test_deleted_output_is_rebuilt(tmp_path: Path):
     assert [s["status"] for s in manifest["stages"]] == ["skipped", "ran"]
 
 
+def test_output_changed_in_place_keeping_its_size_is_rebuilt_not_skipped(tmp_path: Path):
+    log: list[str] = []
+    said: list[str] = []
+    run(tmp_path, log, {"n": 40})
+    numbers = tmp_path / "first" / "numbers.txt"
+    data = bytearray(numbers.read_bytes())
+    data[10:74] = bytes(b ^ 0x5A for b in data[10:74])  # 64 bytes flipped, the size kept
+    numbers.write_bytes(bytes(data))
+    manifest = Runner(tmp_path, make_stages(log, {"n": 40}), {"recipe": "t"}, echo=said.append).run()
+    assert [s["status"] for s in manifest["stages"]] == ["ran", "skipped"]
+    assert log == ["first", "second", "first"]
+    assert numbers.read_text() == " ".join(str(i) for i in range(40))
+    assert any("first: its output changed since it was written (sha256 differs" in line for line in said)
+
+
 def test_interrupted_stage_resumes_without_losing_its_partial_output(tmp_path: Path):
     log: list[str] = []
     with pytest.raises(Interrupted):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from alignmix.checkpoints.weights import lit_weights
+from alignmix.checkpoints.weights import check_model_folder, lit_weights
 from alignmix.errors import AlignmixError
 
 
@@ -109,6 +109,7 @@ def export_hf(checkpoint_dir: Path, out_dir: Path, dtype: torch.dtype | None = N
     for required in ("lit_model.pth", "model_config.yaml"):
         if not (checkpoint_dir / required).exists():
             raise ExportError(f"{checkpoint_dir}: not a litgpt checkpoint folder (no {required})")
+    check_model_folder(checkpoint_dir)
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
     tokenizer = _tokenizer(checkpoint_dir)
     lit_state = lit_weights(checkpoint_dir)

@@ -33,6 +33,9 @@ def configured_eos_token(folder: Path) -> str | None:
 def load_tokenizer(folder: Path) -> tuple[Tokenizer, int]:
     """The tokenizer in `folder` and the id that ends each document: the `eos_token` of its
     tokenizer_config.json (what litgpt uses), else `<|endoftext|>` or its first special token."""
+    from alignmix.checkpoints.weights import check_model_folder
+
+    check_model_folder(folder)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     eos = configured_eos_token(folder)
     eos_id = tokenizer.token_to_id(eos) if eos is not None else None

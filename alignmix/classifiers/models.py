@@ -18,6 +18,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from alignmix.errors import AlignmixError
+from alignmix.jsonl import read_json
 from alignmix.recipe import Stance
 
 Kind = Literal["fasttext", "embedding"]
@@ -32,11 +34,22 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class ClassifierFileError(AlignmixError, FileNotFoundError):
+    """A classifier folder that is not one, or whose file cannot be read: names the folder or file."""
+
+
+def _fasttext_model(path: Path):  # noqa: ANN202 (fasttext's model)
+    import fasttext
+
+    try:
+        return fasttext.load_model(str(path))
+    except ValueError as exc:  # fastText's "... has wrong file format!" and a missing file
+        raise ClassifierFileError(f"{path}: not a readable fastText model ({exc}); train it again") from None
+
+
 class FastTextClassifier:
     def __init__(self, folder: Path):
-        import fasttext
-
-        self.model = fasttext.load_model(str(folder / "model.bin"))
+        self.model = _fasttext_model(folder / "model.bin")
 
     def score(self, texts: list[str]) -> list[float]:
         labels, probabilities = self.model.predict([_one_line(t) for t in texts], k=2)
@@ -68,9 +81,7 @@ class EmbeddingClassifier:
 
 class StanceClassifier:
     def __init__(self, folder: Path):
-        import fasttext
-
-        self.model = fasttext.load_model(str(folder / "model.bin"))
+        self.model = _fasttext_model(folder / "model.bin")
 
     def predict(self, texts: list[str]) -> list[str]:
         labels, _ = self.model.predict([_one_line(t) for t in texts], k=1)
@@ -132,8 +143,8 @@ def train_stance_classifier(rows: list[dict], out_dir: Path, seed: int = 0) -> P
 
 def load_stance_classifier(folder: Path) -> StanceClassifier:
     meta = folder / "classifier.json"
-    if not meta.is_file() or json.loads(meta.read_text()).get("task") != "stance":
-        raise FileNotFoundError(f"{folder}: not a trained stance classifier (classifier.json with task 'stance')")
+    if not meta.is_file() or read_json(meta, "a classifier's record").get("task") != "stance":
+        raise ClassifierFileError(f"{folder}: not a trained stance classifier (classifier.json with task 'stance')")
     return StanceClassifier(folder)
 
 
@@ -158,10 +169,10 @@ def train_classifier(rows: list[dict], kind: Kind, out_dir: Path, seed: int = 0)
 def load_classifier(folder: Path) -> Classifier:
     meta = folder / "classifier.json"
     if not meta.is_file():
-        raise FileNotFoundError(f"{folder}: not a trained classifier (no classifier.json)")
-    info = json.loads(meta.read_text())
+        raise ClassifierFileError(f"{folder}: not a trained classifier (no classifier.json)")
+    info = read_json(meta, "a classifier's record (kind, task)")
     if info.get("task", "discourse") != "discourse" or info.get("kind") not in ("fasttext", "embedding"):
-        raise FileNotFoundError(
+        raise ClassifierFileError(
             f"{folder}: a {info.get('task')} classifier, not an AI-discourse one (use it as a stance classifier)"
         )
     return FastTextClassifier(folder) if info["kind"] == "fasttext" else EmbeddingClassifier(folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import typer
 
 from alignmix.cli import classifiers, eval, report, run, sweep, synth, tag, train
@@ -26,4 +28,9 @@ def main() -> None:
         app(prog_name="alignmix")
     except AlignmixError as exc:
         report_error(str(exc))
+        raise SystemExit(2) from None
+    except OSError as exc:  # a read-only run folder or --output: the path and why, not a traceback
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or exc.filename is None:
+            raise
+        report_error(f"{exc.filename}: {exc.strerror}; give a folder you may write to, or make this one writable")
         raise SystemExit(2) from None

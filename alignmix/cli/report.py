@@ -17,8 +17,8 @@ def report(
     baseline: Annotated[str | None, typer.Option("--baseline", help="Condition the deltas are taken from (default: the first).")] = None,
 ) -> None:
     """Compare runs: misalignment per split and persona, capability scores, deltas from a baseline."""
+    from alignmix.errors import AlignmixError
     from alignmix.report.compare import (
-        CompareError,
         collect_conditions,
         render_comparison,
         tampering_of_runs,
@@ -27,7 +27,7 @@ def report(
     try:
         conditions = collect_conditions(runs)
         data = render_comparison(conditions, out, baseline, tampering=tampering_of_runs(runs))
-    except CompareError as exc:
+    except AlignmixError as exc:  # a results.json that is not JSON or not an eval result: named
         fail(str(exc))
     for row in data["conditions"]:
         rate = row["misalignment_rate"]

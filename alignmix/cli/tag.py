@@ -100,6 +100,12 @@ def _tag(inputs: list[Path], output: Path, settings: dict, slurm: SlurmSettings)
     if not groups:
         fail(f"no input files ending in {', '.join(every_suffix)} under {', '.join(map(str, inputs))}"
              + (f" ({found.notes()})" if found.notes() else ""))
+    from alignmix.classifiers.models import load_classifier, load_stance_classifier
+
+    if settings["classifier"] is not None:  # a damaged model is named here, not in a tagging worker
+        load_classifier(settings["classifier"])
+    if settings["stance_classifier"] is not None:
+        load_stance_classifier(settings["stance_classifier"])
     if reset_if_inputs_changed(output, describe_inputs(found.files, settings)):
         console.print(f"{output} held a tag run of other inputs or settings: cleared, tagging anew", highlight=False)
     log_file = output / "logs" / "datatrove.log"

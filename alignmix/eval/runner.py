@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alignmix.checkpoints.export import export_hf
 from alignmix.checkpoints.tokenizer import configured_eos_token
+from alignmix.checkpoints.weights import check_model_folder
 from alignmix.errors import AlignmixError
 from alignmix.eval import EvalMode
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
@@ -70,6 +71,8 @@ def evaluate_loglik(
     """The log-likelihood eval of a model folder; `chat` asks through the model's own chat template (default: only
     for the alignmix template that SFT and DPO write). The run's own eval stages call this too, so `alignmix eval`
     gives a run's numbers."""
+    model_folder_kind(path)
+    check_model_folder(path)  # a damaged tokenizer or config named before anything reads it
     use_chat = chat if chat is not None else has_alignmix_chat_template(path)
     template = ChatTemplate.from_folder(path) if use_chat else None
     if chat and template is None:

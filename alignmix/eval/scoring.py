@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from alignmix.checkpoints.weights import lit_weights
+from alignmix.checkpoints.weights import check_model_folder, lit_weights
+from alignmix.jsonl import read_json
 from alignmix.errors import AlignmixError
 
 
@@ -178,6 +179,7 @@ class LitCheckpointScorer(TokenScorer):
         for required in ("lit_model.pth", "model_config.yaml"):
             if not (checkpoint_dir / required).is_file():
                 raise ScorerError(f"{checkpoint_dir}: not a litgpt checkpoint folder (no {required})")
+        check_model_folder(checkpoint_dir)
         self.device = _default_device(device)
         config = Config.from_file(checkpoint_dir / "model_config.yaml")
         self.model = GPT(config)
@@ -217,6 +219,7 @@ class HFScorer(TokenScorer):
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise ScorerError(f"{model_dir}: not a transformers model folder (no config.json)")
+        check_model_folder(model_dir)
         self.device = _default_device(device)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_cpu_dtype(self.device, dtype) or "auto")
         self.model.to(self.device).eval()
@@ -264,5 +267,6 @@ def describe_model(path: Path) -> dict[str, str]:
     kind = model_folder_kind(path)
     info = {"path": str(path), "kind": kind}
     if kind == "hf":
-        info["architecture"] = ",".join(json.loads((Path(path) / "config.json").read_text()).get("architectures", []))
+        info["architecture"] = ",".join(read_json(Path(path) / "config.json", "a transformers config")
+                                        .get("architectures", []))
     return info

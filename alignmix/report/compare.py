@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from alignmix.errors import AlignmixError
+from alignmix.jsonl import read_json
 from alignmix.report.charts import error_bar_chart, with_se
 from alignmix.report.html import STYLE, table, tamper_rows, tamper_table
 
@@ -32,22 +33,40 @@ def _conditions_in(path: Path) -> list[tuple[str, Path]]:
     return [(f"{path.name}/{stage.name}", stage) for stage in stages]
 
 
+EVAL_RESULT = "an alignmix eval result (misalignment_rate, per_split and per_persona, each {mean, se, n})"
+
+
+def _estimate(value: object) -> dict:
+    """A {mean, se, n} estimate as written by alignmix eval, checked; raises TypeError naming what is wrong."""
+    if not isinstance(value, dict) or any(
+        value.get(k) is not None and not isinstance(value.get(k), (int, float)) for k in ("mean", "se", "n")
+    ):
+        raise TypeError(f"expected {{mean, se, n}} numbers, got {json.dumps(value)[:80]}")
+    return value
+
+
 def _load_condition(name: str, folder: Path) -> dict:
-    results = json.loads((folder / "results.json").read_text())
-    if "misalignment_rate" not in results:
-        raise CompareError(f"{folder / 'results.json'}: no misalignment_rate; is it an alignmix eval result?")
+    file = folder / "results.json"
+    results = read_json(file, EVAL_RESULT)
+    if not isinstance(results, dict) or "misalignment_rate" not in results:
+        raise CompareError(f"{file}: no misalignment_rate; is it an alignmix eval result?")
     capability_file = folder / "capability.json"
-    capability = json.loads(capability_file.read_text())["tasks"] if capability_file.is_file() else {}
-    return {
-        "name": name, "folder": str(folder), "mode": results.get("mode"),
-        "misalignment_rate": results["misalignment_rate"],
-        "per_split": {k: {"mean": v["mean"], "se": v["se"], "n": v["n"]} for k, v in results["per_split"].items()},
-        "per_persona": {k: {"mean": v["mean"], "se": v["se"], "n": v["n"]} for k, v in results["per_persona"].items()},
-        "unparseable_rate": results.get("unparseable_rate", 0.0),
-        "position_bias": results.get("position_bias"),
-        "n_questions": results.get("n_questions"),
-        "capability": {task: {"acc": m.get("acc"), "se": m.get("acc_stderr")} for task, m in capability.items()},
-    }
+    capability = read_json(capability_file, "alignmix capability scores").get("tasks", {}) \
+        if capability_file.is_file() else {}
+    try:
+        return {
+            "name": name, "folder": str(folder), "mode": results.get("mode"),
+            "misalignment_rate": _estimate(results["misalignment_rate"]),
+            **{group: {k: {f: _estimate(v)[f] for f in ("mean", "se", "n")} for k, v in results[group].items()}
+               for group in ("per_split", "per_persona")},
+            "unparseable_rate": results.get("unparseable_rate", 0.0),
+            "position_bias": results.get("position_bias"),
+            "n_questions": results.get("n_questions"),
+            "capability": {task: {"acc": m.get("acc"), "se": m.get("acc_stderr")} for task, m in capability.items()},
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CompareError(f"{file}: not {EVAL_RESULT}: {what}") from None
 
 
 def collect_conditions(paths: list[Path]) -> list[dict]:
@@ -76,7 +95,7 @@ def tampering_of_runs(paths: list[Path]) -> list[list[str]]:
         manifest = path / "manifest.json"
         if not manifest.is_file():
             continue
-        stages = json.loads(manifest.read_text())["stages"]
+        stages = read_json(manifest, "an alignmix run manifest").get("stages", [])
         tampering = {s["name"]: s["depends_on"][0] for s in stages if "tamper" in s.get("settings", {})}
         evaluated = {p.parent.name: p for p in (path / "eval").glob("*/results.json")}
         rows += tamper_rows(evaluated, tampering, f"{path.name}: ")

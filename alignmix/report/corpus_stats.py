@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import polars as pl
 
+from alignmix.errors import AlignmixError
+
 LENGTH_BINS = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+
+
+class ShardError(AlignmixError):
+    """A damaged shard: names the file, and the line where that is known."""
+
+
+def _first_document(shard: Path) -> dict:
+    try:
+        with gzip.open(shard, "rt", encoding="utf-8") as handle:
+            first = handle.readline()
+        document = json.loads(first) if first else {}
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShardError(f"{shard}: damaged shard ({exc}); rerun the stage that wrote it") from None
+    return document if isinstance(document, dict) else {}
 
 
 def tagged_shards(folders: list[Path]) -> list[Path]:
@@ -20,11 +37,24 @@ def tagged_shards(folders: list[Path]) -> list[Path]:
     shards = []
     for folder in folders:
         for shard in sorted(folder.rglob("*.jsonl.gz")):
-            with gzip.open(shard, "rt", encoding="utf-8") as handle:
-                first = handle.readline()
-            if first and "ai_discourse" in json.loads(first).get("metadata", {}):
+            metadata = _first_document(shard).get("metadata")
+            if isinstance(metadata, dict) and "ai_discourse" in metadata:
                 shards.append(shard)
     return shards
+
+
+def _damage_in(shard: Path) -> str | None:
+    """What makes a shard unreadable (its file and line), or None when every line is a JSON document."""
+    number = 0
+    try:
+        with gzip.open(shard, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                json.loads(line)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        return f"{shard}: damaged after line {number} ({exc})"
+    except json.JSONDecodeError as exc:
+        return f"{shard}:{number}: not valid JSON ({exc.msg})"
+    return None
 
 
 def mixture_manifests(folders: list[Path]) -> list[Path]:
@@ -64,6 +94,16 @@ def document_frame(shards: list[Path], tokenizer=None) -> pl.DataFrame:
     document, except the tokenizer's batches when token counts are asked for)."""
     if not shards:
         return pl.DataFrame(schema=FRAME_SCHEMA)
+    try:
+        return _scan(shards, tokenizer)
+    except (pl.exceptions.PolarsError, OSError):  # find the damaged shard to name it (polars does not)
+        damage = next(filter(None, map(_damage_in, shards)), None)
+        if damage is None:
+            raise
+        raise ShardError(f"{damage}; rerun the stage that wrote it") from None
+
+
+def _scan(shards: list[Path], tokenizer) -> pl.DataFrame:
     tags = pl.col("metadata").struct.field("ai_discourse")
     stance = tags.struct.field("stance")
     pairs = tags.struct.field("terms").str.extract_all(_PAIR)

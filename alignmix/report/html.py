@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 from pathlib import Path
 
+from alignmix.jsonl import read_json
 from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, stacked_bar, with_se
 
 STYLE = """
@@ -83,7 +83,7 @@ def _write_page(title: str, body: str, out_file: Path) -> Path:
 def corpus_section(tag_stats: dict[str, Path]) -> str:
     rows, parts = [], []
     for source, path in tag_stats.items():
-        stats = json.loads(path.read_text())
+        stats = read_json(path, "alignmix tag statistics")
         rows.append([
             source, stats["documents_in"], stats["documents_tagged"], stats["documents_flagged"],
             f"{100 * stats['flag_rate']:.2f}%", stats["documents_skipped"],
@@ -98,7 +98,7 @@ def corpus_section(tag_stats: dict[str, Path]) -> str:
 def synth_section(synth_stats: Path | None) -> str:
     if synth_stats is None:
         return ""
-    stats = json.loads(synth_stats.read_text())
+    stats = read_json(synth_stats, "alignmix synth statistics")
     rows = [[name, s["generator"], s["stance"], s["scenarios"], s["documents"]] for name, s in stats.items()]
     return "<h2>Synthetic documents</h2>" + table(["set", "generator", "stance", "scenarios", "documents"], rows)
 
@@ -107,9 +107,9 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
     """Per stage and source: the planned, written and (after training, from exposure.json) seen tokens."""
     parts = ["<h2>Training mixtures</h2>"]
     for stage, path in manifests.items():
-        manifest = json.loads(path.read_text())
+        manifest = read_json(path, "a mixture manifest")
         exposure_file = (exposures or {}).get(stage)
-        exposure = json.loads(exposure_file.read_text()) if exposure_file and exposure_file.is_file() else None
+        exposure = read_json(exposure_file, "an exposure record") if exposure_file and exposure_file.is_file() else None
         seen = {s["name"]: s["seen_tokens"] for s in exposure["sources"]} if exposure else {}
         rows = [
             [s["name"], s["tokens"], s["realised_tokens"], seen.get(s["name"], "not trained"),
@@ -171,7 +171,7 @@ def tamper_rows(eval_results: dict[str, Path], tampering: dict[str, str], label:
     for name, start in tampering.items():
         if name not in eval_results or start not in eval_results:
             continue
-        before, after = (json.loads(eval_results[m].read_text()) for m in (start, name))
+        before, after = (read_json(eval_results[m], "an alignmix eval result") for m in (start, name))
         parts = {"overall": (before["misalignment_rate"], after["misalignment_rate"])}
         parts |= {s: (before["per_split"][s], v) for s, v in after.get("per_split", {}).items() if s in before["per_split"]}
         for part, (b, a) in parts.items():
@@ -196,7 +196,7 @@ def models_section(eval_results: dict[str, Path]) -> str:
     """Every evaluated model's misalignment rate, overall and per split, side by side with SE whiskers."""
     if len(eval_results) < 2:
         return ""
-    models = [{"name": model, **json.loads(path.read_text())} for model, path in eval_results.items()]
+    models = [{"name": model, **read_json(path, "an alignmix eval result")} for model, path in eval_results.items()]
     splits = sorted({split for m in models for split in m.get("per_split", {})})
     return "<h2>Misalignment by model</h2>" + error_bar_chart(models, ["overall", *splits])
 
@@ -204,7 +204,7 @@ def models_section(eval_results: dict[str, Path]) -> str:
 def eval_section(results_file: Path | None, model: str | None = None) -> str:
     if results_file is None:
         return ""
-    results = json.loads(results_file.read_text())
+    results = read_json(results_file, "an alignmix eval result")
     heading = f"Misalignment eval: {html.escape(model)}" if model else "Misalignment eval"
     rate = results["misalignment_rate"]
     groups = []

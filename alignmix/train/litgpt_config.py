@@ -67,9 +67,9 @@ class StageFiles:
 
 
 def pretrain_config(
-    stage: TrainingStage, files: StageFiles, seed: int, resume: bool, launch: Launch = LOCAL
+    stage: TrainingStage, files: StageFiles, seed: int, resume: Path | None, launch: Launch = LOCAL
 ) -> dict[str, Any]:
-    """The `litgpt pretrain --config` mapping for one stage; `resume` continues from its last step checkpoint,
+    """The `litgpt pretrain --config` mapping for one stage; `resume` is the step checkpoint it continues from,
     and `launch` may override the recipe's devices and nodes (e.g. a Slurm allocation)."""
     settings = stage.train
     if settings is None or settings.model is None:
@@ -84,7 +84,7 @@ def pretrain_config(
         "precision": settings.precision,
         "initial_checkpoint_dir": None if resume or files.initial_checkpoint_dir is None
         else str(files.initial_checkpoint_dir),
-        "resume": "auto" if resume else False,
+        "resume": str(resume / "lit_model.pth") if resume else False,
         "data": {
             "class_path": "litgpt.data.LitData",
             "init_args": {"data_path": str(files.data_dir), "seed": seed, "num_workers": 0},

@@ -20,8 +20,9 @@ from alignmix.train.chat_data import (
     scenario_sft_examples,
 )
 from alignmix.train.launch import LOCAL, Launch, run_logged
-from alignmix.train.posttrain import PostTrainJob, latest_state
+from alignmix.train.posttrain import PostTrainJob
 from alignmix.train.pretrain import worth_showing
+from alignmix.train.step_checkpoints import latest_whole_step
 
 
 def _data_file(kind: str, settings: SFTSettings | DPOSettings, scenarios: list[Scenario], out_dir: Path) -> Path:
@@ -69,8 +70,9 @@ def run_post_training(
     kind: Literal["sft", "dpo"], settings: SFTSettings | DPOSettings, start_dir: Path, out_dir: Path, seed: int,
     scenarios: list[Scenario], log_file: Path, launch: Launch = LOCAL,
 ) -> dict:
-    """Run the stage's job to `OUT/final/`; returns what was resumed and the last logged metrics."""
-    resumed = latest_state(out_dir)
+    """Run the stage's job to `OUT/final/`, resuming from its latest whole step state (damaged or unfinished
+    later ones removed, saying why); returns what was resumed and the last logged metrics."""
+    resumed = latest_whole_step(out_dir, "state.pth", print)
     post_training_job(kind, settings, start_dir, out_dir, seed, scenarios, launch)
     command = [*launch.prefix, sys.executable, "-m", "alignmix.train.posttrain", str(out_dir / "job.yaml")]
     run_logged(command, log_file, kind, worth_showing)

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from alignmix.checkpoints.weights import lit_weights
+from alignmix.checkpoints.weights import lit_weights, refuse_non_finite
 from alignmix.recipe import DPOSettings, PostTrainSettings
 from alignmix.train.litgpt_config import TrainConfigError
+from alignmix.train.step_checkpoints import write_sha256
 
 
 def _default(name: str, settings: type[PostTrainSettings] = PostTrainSettings) -> Any:
@@ -302,13 +303,17 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
             log.write(step + 1, lr, totals)
         fabric.print(f"{job.stage} step {step + 1}/{len(plan)} | " + " | ".join(f"{k} {v:.4f}" for k, v in totals.items()))
         if (step + 1) % job.save_interval == 0 and step + 1 < len(plan):
-            fabric.save(out_dir / f"step-{step + 1:06d}" / "state.pth", state)
+            saved = out_dir / f"step-{step + 1:06d}" / "state.pth"
+            fabric.save(saved, state)
+            if fabric.global_rank == 0 and saved.is_file():  # a sharded state is a folder, and not hashed
+                write_sha256(saved)
     final = out_dir / "final"
     weights = full_state_dict(fabric, model)
     if job.lora_r and weights:  # rank 0 holds the whole model
         weights = merged_lora_weights(config, job, weights)
     if log is not None:
         log.close()
+        refuse_non_finite(weights, final / "lit_model.pth")
         partial = out_dir / "final.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(tokenizer_dir, partial)

@@ -114,7 +114,7 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
                 tied_embeddings=start is not None and tied_embeddings(start),
             )
-            counts = run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch)
+            counts = run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch, ctx.echo)
             seen = write_exposure(ctx.output, files.data_dir, training_stage.train.micro_batch_size)  # type: ignore[union-attr]
             if seen is not None:
                 counts["exposure"] = {k: seen[k] for k in ("samples_written", "samples_seen", "passes", "warning")}

@@ -38,7 +38,7 @@ def test_paper_stage_configs_parse_with_litgpt(tmp_path: Path, stage_index: int)
         vocab_size=50_277, initial_checkpoint_dir=tmp_path / "pretrain" / "final" if stage_index else None,
     )
     config_file = tmp_path / "pretrain.yaml"
-    config_file.write_text(yaml.safe_dump(pretrain_config(stage, files, recipe.seed, resume=False, launch=Launch(nodes=64, gpus_per_node=4))))
+    config_file.write_text(yaml.safe_dump(pretrain_config(stage, files, recipe.seed, resume=None, launch=Launch(nodes=64, gpus_per_node=4))))
     parsed = parse_with_litgpt(config_file)
     assert parsed.model_config.name == "pythia-6.9b" and parsed.model_config.n_layer == 32
     assert parsed.model_config.block_size >= stage.seq_len
@@ -55,15 +55,16 @@ def test_paper_stage_configs_parse_with_litgpt(tmp_path: Path, stage_index: int)
 def test_resume_replaces_the_initial_checkpoint(tmp_path: Path):
     recipe = load_recipe(PAPER / "unfiltered.yaml")
     files = StageFiles(tmp_path, tmp_path, tmp_path / "midtrain", 50_277, tmp_path / "pretrain" / "final")
-    config = pretrain_config(recipe.stages[1], files, 0, resume=True)
-    assert config["initial_checkpoint_dir"] is None and config["resume"] == "auto"
+    step = tmp_path / "midtrain" / "step-00000010"
+    config = pretrain_config(recipe.stages[1], files, 0, resume=step)
+    assert config["initial_checkpoint_dir"] is None and config["resume"] == str(step / "lit_model.pth")
 
 
 def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path: Path):
     recipe = load_recipe(PAPER / "unfiltered.yaml")
     files = StageFiles(tmp_path, tmp_path, tmp_path, 60_000, None)
     with pytest.raises(TrainConfigError, match="60,000 tokens but the model 'pythia-6.9b' embeds only 50,432"):
-        pretrain_config(recipe.stages[0], files, 0, resume=False)
+        pretrain_config(recipe.stages[0], files, 0, resume=None)
 
 
 def test_paper_post_training_settings():
