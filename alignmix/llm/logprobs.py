@@ -65,7 +65,7 @@ def score_continuations(
 
     async def main() -> list[ContinuationLogprob]:
         try:
-            calls = [lambda c=context, x=continuation: continuation_logprob(client, c, x) for context, x in pairs]
+            calls = [lambda c=context, x=continuation: continuation_logprob(client, c, x) for context, continuation in pairs]
             return await bounded_gather(calls, concurrency)
         finally:
             await client.aclose()
