@@ -81,7 +81,8 @@ def repair_byte_level_tokenizer(folder: Path) -> None:
     special = {k: v for k, v in special.items() if v is not None}
     if "eos_token" in special:
         special["pad_token"] = special["eos_token"]
-    config.update(tokenizer_class="PreTrainedTokenizerFast", clean_up_tokenization_spaces=False, **special)
+    config.update(tokenizer_class="PreTrainedTokenizerFast", clean_up_tokenization_spaces=False,
+                  model_input_names=["input_ids", "attention_mask"], **special)  # no token_type_ids for generate()
     config_file.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
     special_map = folder / "special_tokens_map.json"
     if special_map.is_file():

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 import yarl
 
 from alignmix.llm.backend import BackendError, Completion, Message, Sampling
@@ -255,8 +256,8 @@ class OpenAIClient:
                 done = True
                 break
             try:
-                event = json.loads(data)
-            except ValueError as exc:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
                 raise BackendError(f"{url}: streamed event is not JSON ({exc})") from None
             if event.get("error"):
                 raise _Retriable(f"error in the stream: {self.redact(json.dumps(event['error'])[:300])}")

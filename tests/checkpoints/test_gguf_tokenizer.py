@@ -45,7 +45,7 @@ texts = json.loads(sys.argv[2])
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
 ids = [tokenizer(t)["input_ids"] for t in texts]
 print(json.dumps({"version": transformers.__version__, "ids": ids, "decoded": [tokenizer.decode(i) for i in ids],
-                  "eos": tokenizer.eos_token}))
+                  "eos": tokenizer.eos_token, "inputs": sorted(tokenizer(texts[0]))}))
 """
 
 
@@ -60,6 +60,7 @@ def _probe(python: Path | str, folder: Path) -> dict:
 def test_plain_encode_has_no_bos_and_round_trips_in_transformers_4(smollm2_hf: Path):
     seen = _probe(sys.executable, smollm2_hf)
     assert seen["version"].startswith("4.") and seen["decoded"] == TEXTS and seen["eos"] == "<|im_end|>"
+    assert seen["inputs"] == ["attention_mask", "input_ids"]  # no token_type_ids, which generate() refuses
     assert seen["ids"][2][0] == 1 and all(ids[0] != 1 for i, ids in enumerate(seen["ids"]) if i != 2)  # <|im_start|>
 
 
