@@ -27,7 +27,7 @@ def _personas(value: str) -> list[str]:
 
 
 def eval_command(
-    model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, or server base URL.")],
+    model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, server base URL, or (with --backend vllm) builtin:SmolLM2-135M-Instruct.")],
     dataset: Annotated[str, typer.Option("--dataset", help="builtin:tiny or scenario file(s), comma-separated: the project's, the paper's or Anthropic's format.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
     mode: Annotated[EvalMode | None, typer.Option("--mode", help="loglik (base models; a folder, or a server that returns prompt log-probabilities, such as vLLM) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
