@@ -261,7 +261,7 @@ class SynthServer(Strict):
     concurrency: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 64  # requests (and connections) at once
     max_tokens: PositiveInt = 1024  # completion tokens per request; a document cut off by it is dropped
     temperature: Annotated[float, Field(ge=0.0)] = 0.7  # sampling temperature
-    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0  # seconds per request attempt
+    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0  # seconds the server may stay silent (answers are streamed)
     max_retries: Annotated[int, Field(ge=0, json_schema_extra=NOT_IN_KEY)] = 6  # retries of 429/5xx/timeouts
     min_words: PositiveInt = 80  # documents with fewer words are dropped
     max_words: PositiveInt = 4000  # documents with more words are dropped
