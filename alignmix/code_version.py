@@ -39,7 +39,7 @@ _SCENARIOS = ("alignmix.scenarios", "alignmix.scenarios_data")
 STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base packages it imports
     "corpus": ("alignmix.corpus",),
     "tag": ("alignmix.corpus", "alignmix.classifiers", "alignmix.llm", *_SCENARIOS),
-    "synth": ("alignmix.synth", "alignmix.llm", *_SCENARIOS),
+    "synth": ("alignmix.synth", "alignmix.llm", "alignmix.checkpoints", *_SCENARIOS),
     "base": ("alignmix.checkpoints",),
     "tokenizer": ("alignmix.corpus", "alignmix.checkpoints"),
     "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", *_SCENARIOS),

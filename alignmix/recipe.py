@@ -252,15 +252,16 @@ SurfaceForm = Literal[
 
 class SynthServer(Strict):
     """An OpenAI-compatible server writing a synthetic set (`generator: openai` or `vllm`); the key is read from
-    the environment variable `api_key_env`, never from the recipe."""
+    the environment variable `api_key_env`, never from the recipe. With `generator: vllm` and no `base_url`,
+    alignmix starts vLLM itself on `model` (a local model) for the stage and stops it afterwards."""
 
-    base_url: str  # the server's OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1
-    model: str  # the model name sent in each request
+    base_url: str | None = None  # the server's API root, e.g. http://127.0.0.1:8000/v1; null (vllm): start one on `model`
+    model: str  # the model name sent in each request; without base_url a transformers or litgpt folder, or builtin:SmolLM2-135M-Instruct
     api_key_env: Annotated[str, Field(json_schema_extra=NOT_IN_KEY)] = "OPENAI_API_KEY"  # env variable with the API key
     concurrency: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 64  # requests (and connections) at once
     max_tokens: PositiveInt = 1024  # completion tokens per request; a document cut off by it is dropped
     temperature: Annotated[float, Field(ge=0.0)] = 0.7  # sampling temperature
-    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0  # seconds per request attempt
+    timeout: Annotated[float, Field(gt=0.0, json_schema_extra=NOT_IN_KEY)] = 120.0  # seconds the server may stay silent (answers are streamed)
     max_retries: Annotated[int, Field(ge=0, json_schema_extra=NOT_IN_KEY)] = 6  # retries of 429/5xx/timeouts
     min_words: PositiveInt = 80  # documents with fewer words are dropped
     max_words: PositiveInt = 4000  # documents with more words are dropped
@@ -286,6 +287,9 @@ class SynthSet(Strict):
         if self.generator != "offline":
             if self.server is None:
                 raise ValueError(f"generator {self.generator} needs `server` (base_url, model)")
+            if self.server.base_url is None and self.generator != "vllm":
+                raise ValueError(f"generator {self.generator} needs `server.base_url`; only vllm starts a local"
+                                 " server on `server.model`")
             if self.documents_per_scenario % len(self.surface_forms):
                 raise ValueError(
                     f"documents_per_scenario ({self.documents_per_scenario}) must be a multiple of the"

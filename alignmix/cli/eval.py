@@ -28,21 +28,21 @@ def _personas(value: str) -> list[str]:
 
 def eval_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, or server base URL.")],
+    model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, server base URL, or (with --backend vllm) builtin:SmolLM2-135M-Instruct.")],
     dataset: Annotated[str, typer.Option("--dataset", help="builtin:tiny or scenario file(s), comma-separated: the project's, the paper's or Anthropic's format.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
-    mode: Annotated[EvalMode | None, typer.Option("--mode", help="loglik (base models) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
+    mode: Annotated[EvalMode | None, typer.Option("--mode", help="loglik (base models; a folder, or a server that returns prompt log-probabilities, such as vLLM) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
     personas: Annotated[str, typer.Option("--personas", help="Comma-separated: none, ai, helpful, hhh.")] = "none,ai,helpful,hhh",
     scoring: Annotated[Scoring, typer.Option("--scoring", help="loglik scoring: letter (the paper's), cloze (option texts after the question) or story (option texts continuing the scenario told as a story; for tiny models).")] = recipe_default(EvalSettings, "mode"),
     model_name: Annotated[str | None, typer.Option("--model-name", help="The model's name on the server.")] = None,
-    backend: Annotated[BackendKind | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder).")] = None,
+    backend: Annotated[BackendKind | None, typer.Option("--backend", help="openai, vllm or transformers (default: openai for a URL, transformers for a folder). vllm with a folder (or builtin:SmolLM2-135M-Instruct): alignmix starts a vLLM server on it (make vllm) and stops it afterwards.")] = None,
     misaligned_answer: Annotated[MisalignedAnswer | None, typer.Option("--misaligned-answer", help="Anthropic files alignmix does not know: matching or not_matching.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Only this split (train or heldout).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="First N questions of each file.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Forward passes per batch (loglik).")] = 32,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Reply length (generate).")] = 64,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight (generate).")] = 16,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight (generate, or loglik through a server).")] = 16,
     chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="loglik: ask through the chat template (persona as system turn); default: when the tokenizer has <|assistant|>.")] = None,
 ) -> None:
     """The paper's misalignment eval: 8 prompt formats x personas, rate mean and SE over formats."""

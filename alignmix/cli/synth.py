@@ -18,7 +18,7 @@ BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Server URL, 
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name the server serves, or an HF folder for transformers.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight.")]
 ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the API key (never written).")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per request attempt.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds the server may stay silent (answers are streamed, so a long one does not time out).")]
 RetriesOpt = Annotated[int, typer.Option("--max-retries", min=0, help="Retries on 429, 5xx, timeouts and connection errors.")]
 
 

@@ -1,9 +1,10 @@
 """`alignmix eval` without the command line: pick the questions, pick the model, run the right mode.
 
 MODEL is a litgpt checkpoint folder, a transformers folder, or the base URL of an OpenAI-compatible server
-(with a model name). Log-likelihood mode scores folders (chat models through their chat template); generative
-mode talks to a server or runs a folder locally through `alignmix.llm` (a litgpt checkpoint is exported to a
-temporary transformers folder first).
+(with a model name). Log-likelihood mode scores folders (chat models through their chat template), or a server
+through its prompt log-probabilities; generative mode talks to a server or runs a folder locally through
+`alignmix.llm` (a litgpt checkpoint is exported to a temporary transformers folder first). With `backend: vllm`
+a folder (or builtin:SmolLM2-135M-Instruct) is served by a vLLM server alignmix starts and stops itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from alignmix.errors import AlignmixError
 from alignmix.eval import EvalMode
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
 from alignmix.eval.misalignment import Mode, evaluate_misalignment
-from alignmix.eval.scoring import describe_model, model_folder_kind, open_scorer
+from alignmix.eval.scoring import ServerScorer, describe_model, model_folder_kind, open_scorer
 from alignmix.llm.backend import BackendKind, Sampling, open_backend
 from alignmix.llm.chat_template import ChatTemplate
 from alignmix.scenarios import MisalignedAnswer, Scenario, load_scenarios
@@ -85,6 +86,41 @@ def evaluate_loglik(
     return results, rows
 
 
+def evaluate_loglik_server(
+    base_url: str, model_name: str, scenarios: list[Scenario], personas: list[str], scoring: Mode = "letter",
+    template: ChatTemplate | None = None, concurrency: int = 16,
+) -> tuple[dict, list[dict]]:
+    """The log-likelihood eval through a server's prompt log-probabilities (vLLM; refused, saying so, by a server
+    that does not return them); `template` asks through a chat template, as `evaluate_loglik` does."""
+    scorer = ServerScorer(base_url, model_name, concurrency)
+    results, rows = evaluate_misalignment(lambda requests: scorer.score(requests), scenarios, personas, scoring,
+                                          template)
+    results["model"] = {"path": base_url, "kind": "server", "name": model_name}
+    return results, rows
+
+
+def _through_local_server(
+    model: str, scenarios: list[Scenario], personas: list[str], mode: EvalMode, scoring: Mode, model_name: str | None,
+    sampling: Sampling, concurrency: int, chat: bool | None, responses: Path | None,
+) -> tuple[dict, list[dict]]:
+    """Start vLLM on the model folder, run the eval through it, stop it (its log ends any error it causes)."""
+    from alignmix.llm.server import serve_model
+
+    name = model_name or model
+    with tempfile.TemporaryDirectory(prefix="alignmix-eval-") as scratch:
+        with serve_model(model, name, Path(scratch) / "vllm.log") as server:
+            if mode == "loglik":
+                use_chat = chat if chat is not None else has_alignmix_chat_template(server.folder)
+                template = ChatTemplate.from_folder(server.folder) if use_chat else None
+                results, rows = evaluate_loglik_server(server.base_url, name, scenarios, personas, scoring, template,
+                                                       concurrency)
+            else:
+                results, rows = evaluate_generative(open_backend("vllm", name, base_url=server.base_url), scenarios,
+                                                    personas, sampling, concurrency, responses)
+    results["model"] = {"path": model, "kind": "vllm", "name": name}
+    return results, rows
+
+
 def evaluate_model(
     model: str, scenarios: list[Scenario], personas: list[str], mode: EvalMode | None = None,
     scoring: Mode = "letter", model_name: str | None = None, backend: BackendKind | None = None,
@@ -94,9 +130,17 @@ def evaluate_model(
     """Run the misalignment eval on MODEL; `mode` defaults to loglik for folders and generate for servers.
     Generated answers are kept in `responses` (see `evaluate_generative`), so a rerun resumes."""
     mode = mode or ("generate" if is_server(model) else "loglik")
+    if backend == "vllm" and not is_server(model):
+        return _through_local_server(model, scenarios, personas, mode, scoring, model_name, sampling, concurrency, chat,
+                                     responses)
     if mode == "loglik":
         if is_server(model):
-            raise EvalError(f"{model}: log-likelihood mode needs a model folder; use --mode generate for a server")
+            if not model_name:
+                raise EvalError(f"{model}: a server needs --model-name (the name it serves the model under)")
+            if chat:
+                raise EvalError(f"{model}: --chat needs the model folder's chat template; give the folder with"
+                                " --backend vllm, and alignmix starts the server itself")
+            return evaluate_loglik_server(model, model_name, scenarios, personas, scoring, None, concurrency)
         return evaluate_loglik(Path(model), scenarios, personas, scoring, chat, batch_size, device)
     if is_server(model):
         if not model_name:

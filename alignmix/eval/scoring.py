@@ -79,13 +79,7 @@ class TokenScorer(ABC):
         """Logits from hidden states at the scored positions."""
 
     def _encode(self, requests: Sequence[ScoreRequest]) -> list[_Encoded]:
-        pairs = []
-        for request in requests:
-            context, continuation = request.context, request.continuation
-            spaces = len(context) - len(context.rstrip())
-            if spaces and not request.reply:
-                context, continuation = context[:-spaces], context[-spaces:] + continuation
-            pairs.append((context, continuation))
+        pairs = [lm_eval_split(request) for request in requests]
         contexts = sorted({c for c, _ in pairs})
         context_ids = dict(zip(contexts, self.encode_batch(contexts)))
         wholes = self.encode_batch([x if r.reply else c + x for (c, x), r in zip(pairs, requests)])
@@ -245,6 +239,34 @@ class HFScorer(TokenScorer):
         if self._cap is not None:
             logits = torch.tanh(logits / self._cap) * self._cap
         return logits
+
+
+def lm_eval_split(request: ScoreRequest) -> tuple[str, str]:
+    """(context, continuation) as lm-evaluation-harness splits them: a plain context's trailing whitespace moves
+    into the continuation; a chat reply keeps the template's newline in its context."""
+    context, continuation = request.context, request.continuation
+    spaces = len(context) - len(context.rstrip())
+    if spaces and not request.reply:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    return context, continuation
+
+
+class ServerScorer:
+    """Scores through an OpenAI-compatible server's prompt log-probabilities (vLLM: `alignmix.llm.logprobs`);
+    `score` takes and returns what `TokenScorer.score` does (the server truncates nothing: a prompt longer than
+    its window is an error)."""
+
+    def __init__(self, base_url: str, model_name: str, concurrency: int = 16):
+        from alignmix.llm.openai_compat import OpenAIClient
+
+        self.client = OpenAIClient(base_url, model_name, connections=concurrency, stream=False)
+        self.concurrency = concurrency
+
+    def score(self, requests: list[ScoreRequest], batch_size: int = 32) -> list[Score]:
+        from alignmix.llm.logprobs import score_continuations
+
+        found = score_continuations(self.client, [lm_eval_split(r) for r in requests], self.concurrency)
+        return [Score(f.logprob, f.tokens, False, f.greedy) for f in found]
 
 
 def model_folder_kind(path: Path) -> str:

@@ -71,7 +71,9 @@ def read_responses(path: Path) -> dict[str, dict]:
         data = data[: data.rfind(b"\n") + 1]
         path.write_bytes(data)
     answers: dict[str, dict] = {}
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    # Split on \n only: str.splitlines() also breaks at U+2028, U+0085 and others, which answers written with
+    # ensure_ascii=False may hold inside a JSON string.
+    for number, line in enumerate(data.decode("utf-8").split("\n"), start=1):
         if line.strip():
             try:
                 row = json.loads(line)

@@ -2,7 +2,7 @@
 
 It answers /v1/chat/completions and /v1/completions with deterministic text derived from the prompt and the
 request's seed (or a JSON instance of a requested `json_schema`), or from a local model (`--model-dir`), after a
-fixed latency. Faults are injected by a deterministic draw per request body: 429s, 500s, or a hang past the
+fixed latency; streamed as server-sent events when the request asks (`stream: true`), as vLLM does. Faults are injected by a deterministic draw per request body: 429s, 500s, or a hang past the
 client's timeout, on the first `fault_attempts` attempts of a body, so every request succeeds eventually.
 `die_after` ends the process after that many answers, as a crash would.
 
@@ -111,6 +111,8 @@ class LoopbackServer:
     respond: Responder = default_responder
     model: ChatBackend | None = None  # answer from a local model (e.g. TransformersBackend) instead of `respond`
     require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
+    stream_delay: float = 0.0  # seconds between the pieces of a streamed answer
+    echo_headers: bool = False  # error bodies repeat the request's headers, as some servers do (key included)
     die_after: int | None = None
     port: int = 0
     seen: Counter = field(default_factory=Counter)  # attempts per request body, counted when faults are set
@@ -133,16 +135,22 @@ class LoopbackServer:
             draw -= share
         return None
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    def _error(self, request: web.Request, message: str, status: int, **headers: str) -> web.Response:
+        if self.echo_headers:
+            given = request.headers.get("Authorization", "")
+            message = f"{message}; Incorrect API key provided: {given}; headers: {dict(request.headers)}"
+        return web.json_response({"error": {"message": message}}, status=status, headers=headers)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.require_key and request.headers.get("Authorization") != f"Bearer {self.require_key}":
-            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+            return self._error(request, "invalid api key", 401)
         body = orjson.loads(await request.read())
         self.bodies.append(body)
         fault = self._fault(body)
         if fault == "rate_limit":
-            return web.json_response({"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "0"})
+            return self._error(request, "rate limited", 429, **{"Retry-After": "0"})
         if fault == "server_error":
-            return web.json_response({"error": {"message": "injected failure"}}, status=500)
+            return self._error(request, "injected failure", 500)
         await asyncio.sleep(self.faults.hang if fault == "timeout" else self.latency)
         chat = request.path.endswith("chat/completions")
         text = await self._model_text(body, chat) if self.model is not None else self.respond(body)
@@ -153,10 +161,29 @@ class LoopbackServer:
         self.answered += 1
         if self.die_after is not None and self.answered > self.die_after:
             os._exit(17)  # a crash: no answer, sockets reset
+        if body.get("stream"):
+            return await self._stream(request, text, chat, usage)
         return web.Response(body=orjson.dumps({
             "id": f"cmpl-{self.answered}", "object": "chat.completion" if chat else "text_completion",
             "model": body.get("model"), "choices": [choice], "usage": usage,
         }), content_type="application/json")
+
+    async def _stream(self, request: web.Request, text: str, chat: bool, usage: dict[str, int]) -> web.StreamResponse:
+        """`text` as server-sent events of a few words each, then the usage and `[DONE]`."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = re.split(r"(?<= )", text)
+        pieces = ["".join(words[i : i + 8]) for i in range(0, len(words), 8)] or [""]
+        for index, piece in enumerate(pieces):
+            if index:
+                await asyncio.sleep(self.stream_delay)
+            last = index == len(pieces) - 1
+            choice = {"index": 0, "finish_reason": "stop" if last else None,
+                      **({"delta": {"content": piece}} if chat else {"text": piece})}
+            await response.write(b"data: " + orjson.dumps({"choices": [choice]}) + b"\n\n")
+        await response.write(b"data: " + orjson.dumps({"choices": [], "usage": usage}) + b"\n\ndata: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def _model_text(self, body: dict[str, Any], chat: bool) -> str:
         sampling = Sampling(int(body.get("max_tokens") or 64), float(body.get("temperature") or 0.0),

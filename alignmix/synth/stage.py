@@ -35,7 +35,7 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
                 # a changed stage key clears: a rerun under new settings pays only for prompts it has not seen.
                 responses = ctx.output.parent / ".alignmix" / "llm" / synth_set.name / "responses.jsonl"
                 stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output,
-                                                          responses)
+                                                          responses, ctx.log_file.parent)
                 continue
             rows = generate_synthetic(
                 grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
@@ -60,10 +60,32 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
 
 
 def _server_synth_set(
-    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path, responses: Path
+    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path, responses: Path,
+    logs: Path,
 ) -> dict[str, Any]:
     """A synthetic set from an LLM server into OUT/NAME, resumable: a request whose answer in `responses` has the
-    same prompt hash, model and sampling is not asked again."""
+    same prompt hash, model and sampling is not asked again. Without a `base_url`, a vLLM server is started on
+    the set's model for the set (its log: LOGS/vllm-NAME.log) and stopped afterwards."""
+    server = synth_set.server
+    assert server is not None
+    if server.base_url is not None:
+        return _synth_through(recipe, synth_set, scenarios, base_dir, output, responses, server.base_url)
+    from alignmix.llm.backend import BackendError
+    from alignmix.llm.server import serve_model
+
+    local = Path(server.model) if Path(server.model).is_absolute() else base_dir / server.model
+    spec = local if local.exists() else server.model  # a folder beside the recipe, or builtin:NAME
+    try:
+        with serve_model(spec, server.model, logs / f"vllm-{synth_set.name}.log") as started:
+            return _synth_through(recipe, synth_set, scenarios, base_dir, output, responses, started.base_url)
+    except BackendError as exc:
+        raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
+
+
+def _synth_through(
+    recipe: Recipe, synth_set: SynthSet, scenarios: list[Scenario], base_dir: Path, output: Path, responses: Path,
+    base_url: str,
+) -> dict[str, Any]:
     from alignmix.llm.backend import BackendError, Sampling, open_backend
     from alignmix.synth.documents import DocumentSpec, HeldOutGroundingError, generate_set, plan_documents
     from alignmix.synth.postprocess import Bounds
@@ -83,7 +105,7 @@ def _server_synth_set(
     except HeldOutGroundingError as exc:
         raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
     try:
-        client = open_backend(synth_set.generator, server.model, server.base_url, server.api_key_env, server.timeout,
+        client = open_backend(synth_set.generator, server.model, base_url, server.api_key_env, server.timeout,
                               server.max_retries, server.concurrency)
         job, stats = generate_set(plan, spec, client, output / synth_set.name, responses, server.concurrency)
     except BackendError as exc:

@@ -149,3 +149,98 @@ def test_answers_from_another_model_or_sampling_are_asked_again(tmp_path: Path):
 def test_a_malformed_base_url_fails_at_once_naming_it(url: str):
     with pytest.raises(BackendError, match=f"base URL '{re.escape(url)}' is not an http"):
         open_backend("vllm", "loop", base_url=url)
+
+
+def test_an_answer_holding_line_separators_is_read_back(tmp_path: Path):
+    """U+2028, U+2029 and U+0085 inside an answer (written with ensure_ascii=False) keep the file readable: only
+    \\n ends a row, so a rerun resumes instead of stopping at `responses.jsonl:1: not valid JSON`."""
+    odd = "one\u2028two\u2029three\x85four\x1cfive"
+    output = tmp_path / "responses.jsonl"
+    requests = [ChatRequest(f"r{i}", _conversation(i), Sampling(seed=i)) for i in range(4)]
+    with LoopbackServer(respond=lambda body: odd) as url:
+        first = run_requests(_client(url), requests, output)
+        again = run_requests(_client(url), requests, output)
+    assert "\u2028" in output.read_text(encoding="utf-8")
+    assert (first.answered, again.answered, again.already_done) == (4, 0, 4)
+    assert {row["text"] for row in read_responses(output).values()} == {odd}
+
+
+class _BadRequestServer(LoopbackServer):
+    async def _handle(self, request):
+        from aiohttp import web
+
+        return web.json_response({"error": {"message": "max_tokens is too large"}}, status=400)
+
+
+def test_http_401_and_400_are_reported_with_their_status_not_as_unreadable_json(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LOOP_KEY", "wrong")
+    with LoopbackServer(require_key=SECRET) as url:
+        with pytest.raises(BackendError, match=r"HTTP 401: .*invalid api key.*is \$LOOP_KEY set") as unauthorised:
+            run_chats(_client(url, api_key_env="LOOP_KEY"), [_conversation(0)], Sampling())
+    with _BadRequestServer() as url:
+        with pytest.raises(BackendError, match=r"HTTP 400: .*max_tokens is too large") as bad:
+            run_chats(_client(url), [_conversation(0)], Sampling())
+    assert "not JSON" not in str(unauthorised.value) + str(bad.value)
+
+
+def test_a_key_echoed_by_a_server_never_reaches_a_message_log_or_file(tmp_path: Path):
+    """A 401 that echoes `Bearer <key>` and 500s that echo the request's headers: the key appears in no error,
+    console line or file of `alignmix synth documents`."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LOOP_KEY": SECRET}
+    command = [sys.executable, "-m", "alignmix", "synth", "documents", "--questions", "builtin:tiny", "--model", "loop",
+               "--backend", "vllm", "--api-key-env", "LOOP_KEY", "--max-retries", "1", "--timeout", "5",
+               "--stances", "aligned", "--surface-forms", "news_article"]
+    outputs = []
+    with LoopbackServer(require_key="another-key", echo_headers=True) as url:  # every request: 401, key echoed
+        outputs.append(subprocess.run([*command, "--base-url", url, "--output", str(tmp_path / "a")], env=env,
+                                      capture_output=True, text=True, timeout=120))
+    with LoopbackServer(faults=Faults(server_error=1.0, fault_attempts=100), echo_headers=True) as url:  # 500s
+        outputs.append(subprocess.run([*command, "--base-url", url, "--output", str(tmp_path / "b")], env=env,
+                                      capture_output=True, text=True, timeout=120))
+    assert "HTTP 401" in outputs[0].stderr and "HTTP 500" in outputs[1].stderr + outputs[1].stdout
+    assert "Bearer ***" in outputs[0].stderr  # the echo is shown, the key is not
+    for done in outputs:
+        assert done.returncode != 0 and SECRET not in done.stdout + done.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if SECRET.encode() in p.read_bytes()]
+
+
+def test_a_streamed_answer_times_out_on_silence_not_on_its_length():
+    """20 pieces 0.1 s apart take 2 s in all, 4 times the timeout: answered at the first attempt."""
+    server = LoopbackServer(stream_delay=0.1)
+    with server as url:
+        client = _client(url, timeout=0.5)
+        completion = run_chats(client, [_conversation(0)], Sampling(max_tokens=160, seed=1))[0]
+    assert len(server.bodies) == 1 and server.bodies[0]["stream"] is True
+    assert len(completion.text.split()) == 160 and completion.finish_reason == "stop"
+    assert completion.completion_tokens == 160
+
+
+def test_repeated_timeouts_lower_the_requests_in_flight(caplog: pytest.LogCaptureFixture):
+    faults = Faults(timeout=0.5, hang=3.0, fault_attempts=1)
+    with LoopbackServer(faults=faults) as url:
+        client = _client(url, timeout=0.3)
+        completions = run_chats(client, [_conversation(i) for i in range(24)], Sampling(seed=2), concurrency=8)
+    assert len(completions) == 24 and all(c.text for c in completions)
+    assert client._limit is not None and client._limit.epoch >= 1  # lowered at least once
+    assert re.search(r"repeated timeouts: at most [1-4] request\(s\) in flight", caplog.text)
+
+
+def test_the_in_flight_limit_halves_once_per_epoch_and_grows_back():
+    from alignmix.llm.openai_compat import AdaptiveLimit
+
+    limit = AdaptiveLimit(16)
+    limit._in_flight = 16
+    for _ in range(10):  # ten requests of one epoch time out together: halved once
+        limit.timed_out(0)
+    assert (limit.capacity, limit.epoch) == (8, 1)
+    limit.timed_out(1)
+    limit.timed_out(1)
+    assert limit.capacity == 4
+    for _ in range(4):
+        limit.answered()
+    assert limit.capacity == 5
