@@ -138,7 +138,7 @@ def sweep(
     from alignmix.errors import AlignmixError
     from alignmix.report.compare import collect_conditions, render_comparison, tampering_of_runs
     from alignmix.report.dose import dose_response_svg
-    from alignmix.sweep import SHARED_DIR, write_sweep
+    from alignmix.sweep import SHARED_DIR, shared_stages, write_sweep
     from alignmix.train.launch import launch_for
     from alignmix.train.slurm import SlurmResources
 
@@ -171,7 +171,7 @@ def sweep(
             console.print(f"[bold]condition {number}/{len(prepared)}: {html.escape(condition.name)}[/]", highlight=False)
             manifest = run_recipe(condition_recipe, recipe_file, out / condition.name,
                                   launch_for(launcher, nodes, gpus_per_node), store=out / SHARED_DIR)
-            shared = [s["name"] for s in manifest["stages"] if s["status"] == "shared"]
+            shared = shared_stages(manifest)
             console.print(f"  shared with other conditions: {', '.join(shared) or 'none'}", highlight=False)
             if only is None:  # sweep.json grows as conditions finish
                 write_sweep(out, recipe_file, swept, mode, _records(out, prepared[:number]))

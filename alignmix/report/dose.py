@@ -6,15 +6,23 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import yaml
+
 from alignmix.report.charts import PALETTE
 
 
-def dose_series(records: list[dict], key: str) -> tuple[list[Any], dict[str, list[tuple[int, float, float]]]]:
-    """The swept values (in sweep order) and, per `model split` line, (value index, mean, se) points."""
-    values = list(dict.fromkeys(record["values"][key] for record in records))
+def value_label(value: Any) -> str:
+    """A swept value as the recipe writes it: `0.01`, `[none, hhh]`, `{flagged: false}`, `{}`."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def dose_series(records: list[dict], key: str) -> tuple[list[str], dict[str, list[tuple[int, float, float]]]]:
+    """The swept values (in sweep order, as labels: a value may be a number, a list or a mapping) and, per
+    `model split` line, (value index, mean, se) points."""
+    values = list(dict.fromkeys(value_label(record["values"][key]) for record in records))
     lines: dict[str, list[tuple[int, float, float]]] = {}
     for record in records:
-        x = values.index(record["values"][key])
+        x = values.index(value_label(record["values"][key]))
         for model, results in record["results"].items():
             rows = {"overall": results["misalignment_rate"], **results.get("per_split", {})}
             for split, stat in rows.items():
