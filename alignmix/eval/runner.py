@@ -1,7 +1,8 @@
 """`alignmix eval` without the command line: pick the questions, pick the model, run the right mode.
 
-MODEL is a litgpt checkpoint folder, a transformers folder, or the base URL of an OpenAI-compatible server
-(with a model name). Log-likelihood mode scores folders (chat models through their chat template); generative
+MODEL is named as a recipe's `base_model` is (`builtin:SmolLM2-135M-Instruct`, a transformers or litgpt folder, a
+.gguf file; see `alignmix.checkpoints.released`), or is the base URL of an OpenAI-compatible server (with a model
+name). Log-likelihood mode scores folders (chat models through their chat template); generative
 mode talks to a server or runs a folder locally through `alignmix.llm` (a litgpt checkpoint is exported to a
 temporary transformers folder first).
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from alignmix.checkpoints.export import export_hf
+from alignmix.checkpoints.released import model_folder
 from alignmix.checkpoints.tokenizer import configured_eos_token
 from alignmix.errors import AlignmixError
 from alignmix.eval import EvalMode
@@ -86,15 +89,21 @@ def evaluate_model(
     model: str, scenarios: list[Scenario], personas: list[str], mode: EvalMode | None = None,
     scoring: Mode = "letter", model_name: str | None = None, backend: BackendKind | None = None,
     sampling: Sampling = DEFAULT_SAMPLING, batch_size: int = 32, device: str | None = None, concurrency: int = 16,
-    chat: bool | None = None, responses: Path | None = None,
+    chat: bool | None = None, responses: Path | None = None, echo: Callable[[str], None] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Run the misalignment eval on MODEL; `mode` defaults to loglik for folders and generate for servers.
-    Generated answers are kept in `responses` (see `evaluate_generative`), so a rerun resumes."""
+    Generated answers are kept in `responses` (see `evaluate_generative`), so a rerun resumes. `echo` hears
+    about a GGUF model's one-time de-quantisation."""
     mode = mode or ("generate" if is_server(model) else "loglik")
+    named = model
+    if not is_server(model):
+        model = str(model_folder(model, "MODEL", echo)[0])
     if mode == "loglik":
         if is_server(model):
             raise EvalError(f"{model}: log-likelihood mode needs a model folder; use --mode generate for a server")
-        return evaluate_loglik(Path(model), scenarios, personas, scoring, chat, batch_size, device)
+        results, rows = evaluate_loglik(Path(model), scenarios, personas, scoring, chat, batch_size, device)
+        results["model"]["name"] = named
+        return results, rows
     if is_server(model):
         if not model_name:
             raise EvalError(f"{model}: a server needs --model-name (the name it serves the model under)")
@@ -107,5 +116,5 @@ def evaluate_model(
         folder = export_hf(Path(model), Path(scratch) / "hf") if kind == "litgpt" else Path(model)
         results, rows = evaluate_generative(open_backend(backend or "transformers", str(folder)), scenarios, personas,
                                             sampling, concurrency, responses)
-    results["model"] = {"path": model, "kind": kind, "name": model_name or model}
+    results["model"] = {"path": model, "kind": kind, "name": model_name or named}
     return results, rows

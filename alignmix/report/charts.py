@@ -54,8 +54,8 @@ def stacked_bar(parts: dict[str, float], width: int = 600) -> str:
 def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220) -> str:
     """Grouped vertical bars (one group per condition: overall and each split) with ±SE whiskers, as SVG."""
     bar, gap, left, top, bottom = 22, 26, 40, 10, 70
-    longest = max(len(c["name"]) for c in conditions)
-    group_width = max(bar * len(series) + gap, 7 * longest + 10)  # room for the condition's name below
+    longest = max(len(c.get("label", c["name"])) for c in conditions)
+    group_width = max(bar * len(series) + gap, 7 * longest + 10)  # room for the condition's label below
     width = max(left + group_width * len(conditions) + 10, left + 110 * len(series))
     y = lambda v: top + height * (1 - v)
     parts = [f'<line x1="{left}" y1="{y(0)}" x2="{width}" y2="{y(0)}" stroke="#888"/>']
@@ -79,13 +79,20 @@ def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220
                          f'<line x1="{cx - 4:.1f}" y1="{high:.1f}" x2="{cx + 4:.1f}" y2="{high:.1f}" stroke="#222"/>')
         label_x = x0 + bar * len(series) / 2
         parts.append(f'<text x="{label_x:.1f}" y="{y(0) + 14}" font-size="11" text-anchor="middle">'
-                     f'{html.escape(condition["name"])}</text>')
+                     f'<title>{html.escape(condition.get("full", condition["name"]))}</title>'
+                     f'{html.escape(condition.get("label", condition["name"]))}</text>')
     legend = "".join(
         f'<rect x="{left + i * 110}" y="{y(0) + 36}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
         f'<text x="{left + i * 110 + 14}" y="{y(0) + 45}" font-size="11">{html.escape(name)}</text>'
         for i, name in enumerate(series)
     )
-    return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}{legend}</svg>'
+    return responsive_svg(width, top + height + bottom, "".join(parts) + legend)
+
+
+def responsive_svg(width: float, height: float, content: str) -> str:
+    """An SVG that shrinks to its container's width (never wider than the page) and never grows past its own."""
+    return (f'<svg viewBox="0 0 {width:.0f} {height:.0f}" width="100%" style="max-width:{width:.0f}px"'
+            f' preserveAspectRatio="xMinYMin meet">{content}</svg>')
 
 
 def loss_curve(points: dict[str, list[tuple[float, float]]], width: int = 560, height: int = 200) -> str:

@@ -4,6 +4,7 @@ and split, as inline SVG (an offline page needs no script)."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,6 +15,17 @@ from alignmix.report.charts import PALETTE
 def value_label(value: Any) -> str:
     """A swept value as the recipe writes it: `0.01`, `[none, hhh]`, `{flagged: false}`, `{}`."""
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def condition_names(records: list[dict], longest: int = 18) -> dict[str, tuple[str, str]]:
+    """Each sweep condition's short label (its swept values, or `#N` where they are long) and full description
+    (its overrides), by its folder name, for the comparison page."""
+    names = {}
+    for number, record in enumerate(records, start=1):
+        short = ", ".join(value_label(value) for value in record["values"].values())
+        names[Path(record["run_dir"]).name] = (short if len(short) <= longest else f"#{number}",
+                                               " ".join(record["overrides"]))
+    return names
 
 
 def dose_series(records: list[dict], key: str) -> tuple[list[str], dict[str, list[tuple[int, float, float]]]]:

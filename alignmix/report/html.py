@@ -17,6 +17,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+td{white-space:nowrap}.scroll{overflow-x:auto;max-width:100%}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.note{color:#666;font-size:.9rem}
 .warning{color:#a40;font-weight:600}
 """
@@ -33,7 +34,7 @@ def _escape(value: object) -> str:
 def table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def render_stats_page(stats: dict, out_file: Path) -> Path:
@@ -53,7 +54,19 @@ def render_stats_page(stats: dict, out_file: Path) -> Path:
         if prevalence:
             parts.append("<h3>AI-discourse prevalence by category (share of documents)</h3>")
             parts.append(bar_chart(prevalence, maximum=max(prevalence.values()), fmt=".4f"))
-        parts.append("<h3>Top matched terms</h3>" + table(["term", "matches"], list(map(list, s["top_terms"].items()))))
+        parts.append(
+            "<h3>Top matched terms in flagged documents</h3><p class='note'>Blocklist matches counted in the"
+            f" {s['flagged']:,} flagged documents of {s['documents']:,} (matches in unflagged documents are left"
+            " out: they did not pass the filter's second stage); a term matched twice in a document counts twice.</p>"
+            + table(["term", "matches", "flagged documents"],
+                    [[term, count, s.get("top_terms_documents", {}).get(term, "")]
+                     for term, count in s["top_terms"].items()]))
+        if s.get("flagged_excerpts"):
+            parts.append("<h3>Flagged excerpts</h3><p class='note'>The first flagged documents of each category,"
+                         " around their first matched term: judge the filter by them.</p>")
+            parts += [f"<h4>{html.escape(category)}</h4><ul class='excerpts'>"
+                      + "".join(f"<li>{html.escape(text)}</li>" for text in texts) + "</ul>"
+                      for category, texts in s["flagged_excerpts"].items()]
         parts.append("<h3>Stance</h3>" + table(["stance", "documents"], list(map(list, s["stance"].items()))))
         histogram = s["length_histogram"]
         parts.append(f"<h3>Document length ({html.escape(s['length_unit'])})</h3>")
