@@ -17,10 +17,11 @@ import math
 from pathlib import Path
 
 from alignmix.errors import AlignmixError
-from alignmix.report.charts import error_bar_chart, with_se
+from alignmix.report.charts import AGREED, error_bar_chart, se_note, with_se
 from alignmix.report.html import STYLE, table, tamper_rows, tamper_table
 
 SHORT_LABEL = 18  # longest run name shown as it is; longer ones are shown as #N
+WIDE = "body{max-width:min(94vw,100rem)}.legend td{text-align:left}"  # a comparison's tables are wide
 
 
 class CompareError(AlignmixError):
@@ -135,7 +136,9 @@ def add_deltas(conditions: list[dict], base_run: str) -> None:
 
 
 def _signed(diff: dict | None) -> str:
-    return "n/a" if diff is None else f"{diff['delta']:+.3f} ± {diff['se']:.3f}"
+    if diff is None:
+        return "n/a"
+    return f"{diff['delta']:+.3f} ± {diff['se']:.3f}" + (AGREED if diff["se"] == 0 else "")
 
 
 def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
@@ -155,7 +158,7 @@ def _legend(labels: dict[str, tuple[str, str]], base_run: str) -> str:
             for run, (label, full) in labels.items()]
     if all(not row[2] for row in rows) and all(label == run for run, (label, _) in labels.items()):
         return ""
-    return "<h2>Conditions</h2>" + table(["label", "run", "settings"], rows)
+    return "<h2>Conditions</h2><div class='legend'>" + table(["label", "run", "settings"], rows) + "</div>"
 
 
 def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None, extra_html: str = "",
@@ -205,13 +208,14 @@ def render_comparison(conditions: list[dict], out_file: Path, baseline: str | No
         f" <b>{html.escape(base_label)}</b>, SE = sqrt(SE1² + SE2²).</p>"
         + mixed + _legend(labels, base) + "<h2>Misalignment rate by condition</h2>"
         + error_bar_chart(shown, ["overall", *splits])
-        + extra_html + "<h2>Results</h2>" + table(headers, rates)
+        + extra_html + "<h2>Results</h2>" + table(headers, rates) + se_note([c for row in rates for c in row])
         + f"<h2>Delta from {html.escape(base_label)} (same model stage)</h2>" + table(headers, deltas)
+        + se_note([c for row in deltas for c in row])
         + tamper_table(tampering or [])
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>alignmix comparison</title>"
-                        f"<style>{STYLE}</style></head><body>{body}</body></html>", encoding="utf-8")
+                        f"<style>{STYLE}{WIDE}</style></head><body>{body}</body></html>", encoding="utf-8")
     data = {"baseline": base, "modes": modes, "conditions": conditions}
     out_file.with_suffix(".json").write_text(json.dumps(data, indent=2))
     return data

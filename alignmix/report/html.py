@@ -11,7 +11,9 @@ import html
 import json
 from pathlib import Path
 
-from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, stacked_bar, with_se
+import yaml
+
+from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, se_note, stacked_bar, with_se
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
@@ -146,16 +148,33 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
 LOSS_COLUMNS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"))
 
 
+def _micro_batches_per_step(metrics_csv: Path, rows: list[dict[str, str]]) -> float | None:
+    """For a litgpt log (its `step` column counts micro-batches, as Lightning's logger writes the iteration
+    there): micro-batches per optimizer step, from `global_batch_size` in the stage's litgpt config and the
+    log's samples per iteration; None for logs that count optimizer steps already (SFT, DPO)."""
+    config = next((folder / "pretrain.yaml" for folder in list(metrics_csv.parents)[:4]
+                   if (folder / "pretrain.yaml").is_file()), None)
+    first = next((r for r in rows if r.get("samples") and r.get("iter")), None)
+    if config is None or first is None:
+        return None
+    global_batch = yaml.safe_load(config.read_text())["train"]["global_batch_size"]
+    return global_batch / (float(first["samples"]) / float(first["iter"]))
+
+
 def loss_series(metrics_csv: Path) -> dict[str, list[tuple[float, float]]]:
-    """(step, loss) points of the train and validation losses in a litgpt / Fabric CSV log (litgpt logs the
-    train loss as `loss`, SFT and DPO as `train_loss`)."""
+    """(optimizer step, loss) points of the train and validation losses in a litgpt / Fabric CSV log (litgpt logs
+    the train loss as `loss`, SFT and DPO as `train_loss`), on the step count the console prints."""
     series: dict[str, list[tuple[float, float]]] = {"train": [], "validation": []}
     with metrics_csv.open() as handle:
-        for number, row in enumerate(csv.DictReader(handle)):
-            step = float(row.get("step") or row.get("iter") or number)
-            for column, name in LOSS_COLUMNS:
-                if row.get(column):
-                    series[name].append((step, float(row[column])))
+        rows = list(csv.DictReader(handle))
+    per_step = _micro_batches_per_step(metrics_csv, rows)
+    for number, row in enumerate(rows):
+        step = float(row.get("step") or row.get("iter") or number)
+        if per_step is not None:
+            step = (step + 1) / per_step  # litgpt's `step` is the iteration number minus 1
+        for column, name in LOSS_COLUMNS:
+            if row.get(column):
+                series[name].append((step, float(row[column])))
     return series
 
 
@@ -202,7 +221,8 @@ def tamper_table(rows: list[list[str]]) -> str:
         return ""
     return ("<h2>Tampering</h2><p class='note'>Each tamper stage fine-tunes a model on your data; the change is"
             " after minus before, its SE sqrt(SE1² + SE2²).</p>"
-            + table(["tamper", "split", "before", "after", "change"], rows))
+            + table(["tamper", "split", "before", "after", "change"], rows)
+            + se_note([cell for row in rows for cell in row]))
 
 
 def models_section(eval_results: dict[str, Path]) -> str:
@@ -220,18 +240,19 @@ def eval_section(results_file: Path | None, model: str | None = None) -> str:
     results = json.loads(results_file.read_text())
     heading = f"Misalignment eval: {html.escape(model)}" if model else "Misalignment eval"
     rate = results["misalignment_rate"]
-    groups = []
+    groups, shown = [], [with_se(rate["mean"], rate["se"])]
     for title, key in (("persona", "per_persona"), ("split", "per_split"), ("topic", "per_topic")):
         rows = [[name, with_se(g["mean"], g["se"]), g["n"]] for name, g in results[key].items()]
+        shown += [row[1] for row in rows]
         groups.append(f"<h3>By {title}</h3>" + table([title, "misalignment rate ± SE", "questions"], rows))
     return (
         f"<h2>{heading}</h2>"
-        f"<p><b>Misalignment rate: {html.escape(with_se(rate['mean'], rate['se']))}</b> (mean &plusmn; SE over"
+        f"<p><b>Misalignment rate: {html.escape(shown[0])}</b> (mean &plusmn; SE over"
         f" {results['n_formats']} prompt formats, {results['n_questions']} questions)."
         f" Mode: {html.escape(results['mode'])}, {html.escape(results['scoring'])}.</p>"
         f"<p class='note'>Position bias: A {results['position_bias']['A']:.2f}, B {results['position_bias']['B']:.2f}."
         " 0.5 is chance for the rate; a tiny CPU model is expected near it.</p>"
-        "<h3>By prompt format</h3>" + bar_chart(results["per_format"]) + "".join(groups)
+        + se_note(shown) + "<h3>By prompt format</h3>" + bar_chart(results["per_format"]) + "".join(groups)
     )
 
 

@@ -1,6 +1,7 @@
 """`alignmix report RUN...`: conditions from run folders, deltas from a baseline, one offline HTML page + JSON."""
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -63,7 +64,8 @@ def test_deltas_compare_the_same_model_stage_of_a_chosen_baseline_and_long_names
     assert by_name[f"{second.name}/dpo"]["delta"]["misalignment_rate"]["delta"] == 0.25  # dpo - dpo, not pretrain
     assert [c["label"] for c in data["conditions"]] == ["#1 dpo", "#1 pretrain", "#2 dpo", "#2 pretrain"]
     page = out.read_text()
-    assert f"<title>{first.name} dpo</title>#1 dpo" in page  # the full name on hover
+    hover = re.search(rf"<title>{re.escape(first.name)} dpo</title><tspan[^>]*>#1</tspan><tspan[^>]*>dpo</tspan>", page)
+    assert hover is not None  # the full name on hover, the short label and the model under the bars
     assert "<h2>Conditions</h2>" in page and f"<td>{second.name}</td>" in page  # and in the legend
     chosen = render_comparison(collect_conditions([first, second]), out, baseline="{}",
                                names={second.name: ("{}", "stages.0.mixture.0.select={}")})
