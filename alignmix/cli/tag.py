@@ -107,7 +107,8 @@ def tag(
     stats = write_stats(output, counters)
     console.print(
         f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"
-        f" flagged ({100 * stats['flag_rate']:.2f}%), {stats['documents_skipped']:,} skipped"
+        f" flagged ({100 * stats['flag_rate']:.2f}% of the {stats['documents_tagged']:,} tagged),"
+        f" {stats['documents_skipped']:,} skipped"
         f" {stats['skipped_by_reason'] or ''}",
         highlight=False,
     )
