@@ -11,13 +11,14 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import yaml
 
 from alignmix.checkpoints.convert import KEPT_FILES, ConversionError, convert_hf_to_litgpt, infer_litgpt_name
 from alignmix.checkpoints.gguf import dequantise_gguf, smollm2_gguf
 from alignmix.checkpoints.litgpt_configs import config_dict
+from alignmix.progress import ticking
 
 BUILTIN_BASES = {"builtin:SmolLM2-135M-Instruct": smollm2_gguf}
 BaseKind = Literal["hf", "litgpt", "gguf"]
@@ -74,8 +75,9 @@ def architecture_differences(config: dict[str, Any], base: dict[str, Any]) -> li
             if k not in _NOT_ARCHITECTURE and config.get(k) != v]
 
 
-def install_base(spec: str, name: str | None, out_dir: Path) -> dict[str, Any]:
-    """Write the base as a litgpt checkpoint folder `out_dir` (converted once; the run caches it as `base/`)."""
+def install_base(spec: str, name: str | None, out_dir: Path, out: TextIO | None = None) -> dict[str, Any]:
+    """Write the base as a litgpt checkpoint folder `out_dir` (converted once; the run caches it as `base/`); the
+    conversion's progress goes to `out` (default: stdout)."""
     path = resolve_base_path(spec)
     kind = base_kind(path)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,10 +90,13 @@ def install_base(spec: str, name: str | None, out_dir: Path) -> dict[str, Any]:
         litgpt_name = yaml.safe_load((path / "model_config.yaml").read_text())["name"]
     elif kind == "gguf":
         with tempfile.TemporaryDirectory(prefix="alignmix-gguf-", dir=out_dir.parent) as scratch:
-            hf_dir = dequantise_gguf(path, Path(scratch) / path.name.split(".")[0])
-            litgpt_name = convert_hf_to_litgpt(hf_dir, out_dir, name or hf_dir.name)
+            with ticking("base", f"de-quantising {path.name}", out):
+                hf_dir = dequantise_gguf(path, Path(scratch) / path.name.split(".")[0])
+            with ticking("base", "converting it to litgpt", out):
+                litgpt_name = convert_hf_to_litgpt(hf_dir, out_dir, name or hf_dir.name)
     else:
-        litgpt_name = convert_hf_to_litgpt(path, out_dir, name)
+        with ticking("base", f"converting {path.name} to litgpt", out):
+            litgpt_name = convert_hf_to_litgpt(path, out_dir, name)
     return {"kind": kind, "source": str(path), "litgpt_name": litgpt_name}
 
 

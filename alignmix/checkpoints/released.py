@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alignmix.checkpoints.base import BaseKind, base_kind, resolve_base_path
 from alignmix.checkpoints.gguf import dequantise_gguf
+from alignmix.progress import ticking
 
 MODELS_ENV = "ALIGNMIX_MODELS"
 
@@ -32,6 +33,9 @@ def model_folder(spec: str, what: str = "MODEL",
     if kind != "gguf":
         return path, kind
     folder = models_cache() / path.name.split(".")[0]
-    if echo is not None and not (folder / "config.json").is_file():
+    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
+        return folder, "hf"
+    if echo is not None:
         echo(f"de-quantising {path.name} into {folder} (once; about a minute on a CPU)")
-    return dequantise_gguf(path, folder), "hf"
+    with ticking("model", f"de-quantising {path.name}"):
+        return dequantise_gguf(path, folder), "hf"

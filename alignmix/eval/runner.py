@@ -79,8 +79,8 @@ def evaluate_loglik(
         raise EvalError(f"{path}: --chat needs a tokenizer with a chat template (`chat_template` in"
                         " tokenizer_config.json, or chat_template.jinja)")
     scorer = open_scorer(path, device)
-    results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size), scenarios, personas,
-                                          scoring, template)
+    results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size, "eval"), scenarios,
+                                          personas, scoring, template)
     results["model"] = describe_model(path)
     return results, rows
 
