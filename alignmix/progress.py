@@ -1,7 +1,7 @@
 """Progress of a long stage (training steps, scored requests, ...): done of total, the rate and the ETA.
 
 On a terminal it is a rich progress bar that ends as one finished line; elsewhere (a log, a pipe, a test) one
-short line at most every `every` seconds and one at the end, never a half-drawn bar. Lines stay under 80
+short line every `every` seconds (also while one item takes longer) and one at the end, never a half-drawn bar. Lines stay under 80
 columns.
 """
 
@@ -43,16 +43,27 @@ class StageProgress:
                                 console=Console(file=self.out), transient=False)
             self.task = self.bar.add_task(label, total=self.total, rate="")
             self.bar.start()
+        else:  # a line every `every` seconds even while one item takes longer (a released model's first step)
+            self._stopped = threading.Event()
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+            self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stopped.wait(min(self.every / 2, 1.0) if self.every > 0 else 1.0):
+            if time.monotonic() - self.printed_at >= self.every:
+                self._print()
 
     def line(self) -> str:
-        """`[label] 3/20 steps (15%), 6,144 tokens, 512 tokens/s, ETA 0:00:34`."""
+        """`[label] 3/20 steps (15%), 6,144 tokens, 512 tokens/s, ETA 0:00:34` (before the first item is done:
+        the time elapsed instead of the rate's ETA)."""
         elapsed = time.monotonic() - self.started
         counted = self.done - (self.start_done or 0)  # a resumed run's earlier steps are not this run's rate
         rate = counted / elapsed if elapsed > 0 else 0.0
         amount = f", {self.done * self.per_item:,} {self.sub_unit}" if self.per_item else ""
         speed = (f", {rate * self.per_item:,.0f} {self.sub_unit}/s" if self.per_item
                  else f", {rate:,.2f} {self.unit}/s")
-        eta = f", ETA {_clock((self.total - self.done) / rate)}" if rate > 0 and self.done < self.total else ""
+        eta = (f", ETA {_clock((self.total - self.done) / rate)}" if rate > 0 and self.done < self.total
+               else "" if self.done >= self.total else f", {_clock(elapsed)} elapsed")
         return (f"  [{self.label}] {self.done:,}/{self.total:,} {self.unit}"
                 f" ({100 * self.done / self.total:.0f}%){amount}{speed}{eta}")
 
@@ -77,7 +88,10 @@ class StageProgress:
         """End the bar (it stays as one finished line), or print the last line."""
         if self.bar is not None:
             self.bar.stop()
-        elif self.done:
+            return
+        self._stopped.set()
+        self._beat.join()
+        if self.done:
             self._print()
 
 

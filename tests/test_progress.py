@@ -52,3 +52,15 @@ def test_a_long_call_ticks_while_it_runs():
     lines = out.getvalue().splitlines()
     assert lines[0] == "  [base] converting x ..." and lines[-1].startswith("  [base] converting x: done in 0:00:0")
     assert any(line.endswith("so far") for line in lines[1:-1])
+
+
+def test_a_first_step_that_takes_long_still_shows_the_time_elapsed():
+    import time
+
+    out = io.StringIO()
+    shown = TrainingOutput("cpt", total_steps=7, tokens_per_step=1024, out=out)
+    shown.progress.every = 0.05
+    time.sleep(1.5)  # litgpt has printed no step yet
+    shown.close()
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith("  [cpt] 0/7 steps (0%), 0 tokens, 0 tokens/s, 0:00:0") and first.endswith(" elapsed")

@@ -54,17 +54,18 @@ class TrainingOutput:
         self.stage, self.total, self.per_step = stage, total_steps, tokens_per_step
         self.out = out or sys.stdout
         self.progress: StageProgress | None = None
+        if total_steps is not None:  # shown from the start: a released model's first step can take minutes
+            self.progress = StageProgress(stage, total_steps, "steps", tokens_per_step, out=self.out)
 
     def __call__(self, line: str) -> str | None:
         line = line.rstrip()
         if (match := _STEP.search(line)) and not line.startswith(("Resuming", "Saving")):
-            total = int(match.group(2)) if match.group(2) else self.total
-            if total is not None:
-                if self.progress is None:
-                    self.progress = StageProgress(self.stage, total, "steps", self.per_step, out=self.out)
-                self.progress.update(int(match.group(1)))
-                return None
-            return line
+            if self.progress is None and match.group(2):
+                self.progress = StageProgress(self.stage, int(match.group(2)), "steps", self.per_step, out=self.out)
+            if self.progress is None:
+                return line
+            self.progress.update(int(match.group(1)))
+            return None
         if (saved := _CHECKPOINT.match(line)) is not None:
             return f"checkpoint saved: {Path(saved.group(1)).parent.name}"
         return line if line.startswith(("Resuming", "Final evaluation")) else None
