@@ -40,12 +40,12 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base 
     "corpus": ("alignmix.corpus",),
     "tag": ("alignmix.corpus", "alignmix.classifiers", "alignmix.llm", *_SCENARIOS),
     "synth": ("alignmix.synth", "alignmix.llm", "alignmix.checkpoints", *_SCENARIOS),
-    "base": ("alignmix.checkpoints",),
-    "tokenizer": ("alignmix.corpus", "alignmix.checkpoints"),
-    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", *_SCENARIOS),
-    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
-    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
-    "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", *_SCENARIOS),
+    "base": ("alignmix.checkpoints", "alignmix.progress"),
+    "tokenizer": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.progress"),
+    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", "alignmix.progress", *_SCENARIOS),
+    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
+    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
+    "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
     "report": ("alignmix.report",),
 }
 

@@ -175,6 +175,24 @@ POST_TRAINING = ("sft", "dpo")  # the post-training stages, in order
 OnError = Literal["fail", "skip"]  # a bad input line: stop naming it, or count and skip it
 Executor = Literal["local", "ray", "slurm"]  # datatrove's executors for tagging
 FileFormat = Literal["jsonl", "parquet", "warc"]  # the corpus files datatrove reads
+FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {  # how each format's files end (`alignmix tag` detects by them)
+    "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz"),
+    "parquet": (".parquet",),
+    "warc": (".warc", ".warc.gz"),
+}
+
+
+def formats_under(paths: list[Path], wanted: str) -> set[str]:
+    """The formats of the files `paths` name or hold (by their names); stops at the first file of `wanted`."""
+    found: set[str] = set()
+    for path in paths:
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            kind = next((f for f, suffixes in FORMAT_SUFFIXES.items() if file.name.endswith(suffixes)), None)
+            if kind == wanted:
+                return {wanted}
+            if kind is not None:
+                found.add(kind)
+    return found
 
 Stance = Literal["aligned", "misaligned", "neutral"]  # a document's stance on AI alignment (the stance classifier's)
 SynthStance = Literal["aligned", "misaligned"]  # the stances synthetic documents are written in
@@ -196,7 +214,7 @@ class CorpusSource(Strict):
 
     name: Identifier  # unique source name, used by mixture entries' `source`
     paths: list[ExistingPath] = []  # files, or folders searched recursively for files ending as `format` expects
-    format: FileFormat = "jsonl"  # file format; warc records are extracted to text with Trafilatura
+    format: FileFormat = "jsonl"  # file format; warc records are extracted to text with Trafilatura; unset, detected from the files' names where they hold no jsonl
     text_key: str = "text"  # jsonl/parquet field holding the text; a row without text is a bad line
     id_key: str = "id"  # jsonl/parquet field holding the document id (if missing: file/index)
     generate: Annotated[GeneratedCorpus | None, Field(json_schema_extra=only_in_key_of("corpus"))] = None
@@ -209,6 +227,23 @@ class CorpusSource(Strict):
         if not self.paths and self.generate is None and self.assumed is None:
             raise ValueError("give `paths` (files to read), `generate` (a generated corpus) or `assumed` statistics")
         return self
+
+    @model_validator(mode="after")
+    def _format_of_the_files(self) -> CorpusSource:
+        """Without `format:`, files of one other format (a folder of .warc.gz) are read as that format, as `alignmix
+        tag` reads them; files of none of `format`'s endings, or of several formats, are refused with the fix."""
+        found = formats_under(self.paths, self.format) if self.paths else {self.format}
+        if not found or self.format in found:
+            return self
+        shown = ", ".join(sorted(found))
+        if "format" not in self.model_fields_set and len(found) == 1:
+            object.__setattr__(self, "format", found.pop())  # frozen model: set once, while validating
+            return self
+        if "format" in self.model_fields_set:
+            raise ValueError(f"format {self.format}: `paths` hold no files ending in"
+                             f" {', '.join(FORMAT_SUFFIXES[self.format])} but {shown} files; set `format:` to match")
+        raise ValueError(f"`paths` hold files of several formats ({shown}) and no jsonl: give `format:`, one source"
+                         " per format")
 
     @property
     def has_data(self) -> bool:
@@ -575,6 +610,7 @@ class SweepSettings(Strict):
 
     set: dict[str, Annotated[list[Any], Field(min_length=1)]]  # dotted recipe key -> the values it takes
     mode: Literal["grid", "zip"] = "grid"  # grid: every combination; zip: i-th values together (equal lengths)
+    baseline: str | None = None  # the condition compare.html's deltas are taken from (folder name or label); null: the first
 
 
 def _resolve_base(spec: str, info: ValidationInfo) -> str:

@@ -268,7 +268,7 @@ class Runner:
             if not resuming:
                 _remove(output)
                 if (shared := self._from_store(stage, key, output)) is not None:
-                    self.echo(f"{prefix} {stage.name}: shared with {shared.shared_from}")
+                    self.echo(f"{prefix} {stage.name}: shared with {Path(shared.shared_from).name}")
                     return shared
             return self._run_action(stage, key, inputs, output, resuming, prefix)
 

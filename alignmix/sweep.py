@@ -125,9 +125,14 @@ def condition_record(condition: Condition, run_dir: Path, manifest: dict) -> dic
         stage["name"].removeprefix("eval/"): json.loads((run_dir / stage["output"] / "results.json").read_text())
         for stage in manifest["stages"] if stage["name"].startswith("eval/")
     }
-    shared = [s["name"] for s in manifest["stages"] if s["status"] == "shared"]
     return {"name": condition.name, "overrides": condition.overrides, "values": condition.values,
-            "run_dir": str(run_dir), "shared_stages": shared, "results": results}
+            "run_dir": str(run_dir), "shared_stages": shared_stages(manifest), "results": results}
+
+
+def shared_stages(manifest: dict) -> list[str]:
+    """The stages a condition took from another condition: linked now, or linked by an earlier run of the sweep
+    (a rerun skips them as unchanged, and their records still name the run they came from)."""
+    return [s["name"] for s in manifest["stages"] if s["status"] == "shared" or s.get("shared_from")]
 
 
 def write_sweep(out_dir: Path, recipe_file: Path, swept: dict[str, list[Any]], mode: str,

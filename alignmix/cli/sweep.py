@@ -133,16 +133,20 @@ def sweep(
     only: Annotated[str | None, typer.Option(
         "--condition", help="Run this one condition (by its folder name) and nothing else: what each Slurm job"
                             " runs.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="The condition compare.html takes deltas from (its folder name or its label on the"
+                           " page); default: the recipe's sweep.baseline, else the first condition.")] = None,
 ) -> None:
     """Run a recipe under every condition of a sweep; stages with the same key in several conditions run once."""
     from alignmix.errors import AlignmixError
     from alignmix.report.compare import collect_conditions, render_comparison, tampering_of_runs
-    from alignmix.report.dose import dose_response_svg
-    from alignmix.sweep import SHARED_DIR, write_sweep
+    from alignmix.report.dose import condition_names, dose_response_svg
+    from alignmix.sweep import SHARED_DIR, shared_stages, write_sweep
     from alignmix.train.launch import launch_for
     from alignmix.train.slurm import SlurmResources
 
     recipe = load_recipe_or_fail(recipe_file)
+    recipe_baseline = recipe.sweep.baseline if recipe.sweep is not None and not sets else None
     try:
         swept, mode, prepared = _conditions(recipe_file, recipe, sets, zipped, runnable=not plan_only)
         if plan_only:
@@ -171,7 +175,7 @@ def sweep(
             console.print(f"[bold]condition {number}/{len(prepared)}: {html.escape(condition.name)}[/]", highlight=False)
             manifest = run_recipe(condition_recipe, recipe_file, out / condition.name,
                                   launch_for(launcher, nodes, gpus_per_node), store=out / SHARED_DIR)
-            shared = [s["name"] for s in manifest["stages"] if s["status"] == "shared"]
+            shared = shared_stages(manifest)
             console.print(f"  shared with other conditions: {', '.join(shared) or 'none'}", highlight=False)
             if only is None:  # sweep.json grows as conditions finish
                 write_sweep(out, recipe_file, swept, mode, _records(out, prepared[:number]))
@@ -182,7 +186,8 @@ def sweep(
     try:
         runs = [Path(r["run_dir"]) for r in records]
         extra = "<h2>Dose-response</h2>" + dose_response_svg(records, next(iter(swept)))
-        render_comparison(collect_conditions(runs), out / "compare.html", None, extra, tampering_of_runs(runs))
+        render_comparison(collect_conditions(runs), out / "compare.html", baseline or recipe_baseline, extra,
+                          tampering_of_runs(runs), condition_names(records))
     except AlignmixError as exc:
         fail(str(exc))
     console.print(f"sweep.json and compare.html in {out}", highlight=False)

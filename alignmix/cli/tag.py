@@ -129,7 +129,8 @@ def _tag(inputs: list[Path], output: Path, settings: dict, slurm: SlurmSettings)
     stats = write_stats(output, counters)
     console.print(
         f"{stats['documents_in']:,} documents in: {stats['documents_kept']:,} kept, {stats['documents_flagged']:,}"
-        f" flagged ({100 * stats['flag_rate']:.2f}%), {stats['documents_skipped']:,} skipped"
+        f" flagged ({100 * stats['flag_rate']:.2f}% of the {stats['documents_tagged']:,} tagged),"
+        f" {stats['documents_skipped']:,} skipped"
         f"{' ' + str(stats['skipped_by_reason']) if stats['skipped_by_reason'] else ''}"
         + (f"; {stats['ids_assigned']:,} missing, null or empty ids given the document's place (FILE/INDEX)"
            if stats["ids_assigned"] else ""),

@@ -62,6 +62,9 @@ def train(
     trainable = [s.name for s in recipe.stages if s.train is not None]
     trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
     trainable += [t.name for t in recipe.tamper]
+    if stage == "base" and recipe.base_model is not None:
+        fail(f"--stage base: the base model's conversion is not a training stage (`alignmix run` converts it); to"
+             f" get {recipe.base_model.path} as a transformers folder: alignmix export {recipe.base_model.path} --hf DIR")
     if stage not in trainable:
         fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name
@@ -109,18 +112,25 @@ def _slurm(recipe_file: Path, overrides: list[str], stage: str, run_dir: Path, n
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A litgpt checkpoint folder, e.g. runs/tiny/dpo/final.")],
+    model: Annotated[str, typer.Argument(help="A litgpt checkpoint folder (e.g. runs/tiny/dpo/final), or a model as a recipe's base_model names one: builtin:SmolLM2-135M-Instruct, a .gguf file, a transformers folder.")],
     hf: Annotated[Path, typer.Option("--hf", help="Output folder for the transformers checkpoint.")],
 ) -> None:
-    """Export a litgpt checkpoint (GPT-NeoX, Llama, or any architecture litgpt converts back) as a transformers checkpoint with its tokenizer and chat template."""
+    """Export a model as a transformers checkpoint with its tokenizer and chat template: a litgpt checkpoint (GPT-NeoX, Llama, or any architecture litgpt converts back) converted, a GGUF file (a builtin's too) de-quantised, a transformers folder copied."""
+    import shutil
+
+    from alignmix.checkpoints.convert import ConversionError
     from alignmix.checkpoints.export import ExportError, export_hf
+    from alignmix.checkpoints.released import model_folder
 
     try:
-        out = export_hf(checkpoint, hf)
-    except ExportError as exc:
+        folder, kind = model_folder(model, "MODEL", lambda text: console.print(text, highlight=False))
+        if kind == "litgpt":
+            out = export_hf(folder, hf)
+        else:
+            out = Path(shutil.copytree(folder, hf, dirs_exist_ok=True))
+    except (ExportError, ConversionError) as exc:
         fail(str(exc))
-    console.print(f"transformers checkpoint: {out}")
-
+    console.print(f"transformers checkpoint: {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -68,8 +68,8 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
             s = stats[source.name] = write_stats(ctx.output / source.name, [counts])
             ctx.echo(
                 f"  {source.name}: {s['documents_in']:,} documents in, {s['documents_flagged']:,} flagged"
-                f" ({100 * s['flag_rate']:.2f}%), {s['documents_skipped']:,} skipped {s['skipped_by_reason'] or ''}"
-                f" (log: {ctx.log_file})"
+                f" ({100 * s['flag_rate']:.2f}% of {s['documents_tagged']:,} tagged), {s['documents_skipped']:,}"
+                f" skipped {s['skipped_by_reason'] or ''}".rstrip()
             )
         return {
             name: {k: s[k] for k in ("documents_in", "documents_flagged", "documents_skipped", "flag_rate")}
@@ -127,14 +127,15 @@ def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
                 name: source_shards(ctx.inputs["tag" if recipe.source_kind(name) == "corpus" else "synth"] / name)
                 for name in {e.source for e in training_stage.mixture if e.source is not None}
             }
-            manifest = build_stage_mixture(
-                training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
-                replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
-                guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
-                tasks=recipe.mixing.tasks, stage_index=stage_index,
-                executor=None if recipe.mixing.executor == "local" else recipe.mixing.executor,
-                slurm=SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
-            )
+            with ctx.stderr_to_log():  # litdata's own progress bars and logging: the stage log, not the console
+                manifest = build_stage_mixture(
+                    training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
+                    replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
+                    guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
+                    tasks=recipe.mixing.tasks, stage_index=stage_index,
+                    executor=None if recipe.mixing.executor == "local" else recipe.mixing.executor,
+                    slurm=SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
+                )
             counts: dict[str, Any] = {
                 s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}
                 for s in manifest["sources"]

@@ -33,14 +33,10 @@ from alignmix.corpus.readers import (
 )
 from alignmix.corpus.engines import SlurmSettings, clear_unless_planned_as, run_pipeline
 from alignmix.hashing import files_identity
-from alignmix.recipe import ClassifierSpec, Executor, FileFormat, OnError
+from alignmix.recipe import FORMAT_SUFFIXES, ClassifierSpec, Executor, FileFormat, OnError
 
 DEFAULT_THRESHOLD = ClassifierSpec.model_fields["threshold"].default  # the recipe's classifier threshold
-SUFFIXES: dict[str, tuple[str, ...]] = {
-    "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz"),
-    "parquet": (".parquet",),
-    "warc": (".warc", ".warc.gz"),
-}
+SUFFIXES = FORMAT_SUFFIXES
 EXTRACTOR_NAME = "Trafilatura"
 
 

@@ -1,19 +1,22 @@
 """`alignmix eval` without the command line: pick the questions, pick the model, run the right mode.
 
-MODEL is a litgpt checkpoint folder, a transformers folder, or the base URL of an OpenAI-compatible server
-(with a model name). Log-likelihood mode scores folders (chat models through their chat template), or a server
-through its prompt log-probabilities; generative mode talks to a server or runs a folder locally through
-`alignmix.llm` (a litgpt checkpoint is exported to a temporary transformers folder first). With `backend: vllm`
-a folder (or builtin:SmolLM2-135M-Instruct) is served by a vLLM server alignmix starts and stops itself.
+MODEL is named as a recipe's `base_model` is (`builtin:SmolLM2-135M-Instruct`, a transformers or litgpt folder, a
+.gguf file; see `alignmix.checkpoints.released`), or is the base URL of an OpenAI-compatible server (with a model
+name). Log-likelihood mode scores folders (chat models through their chat template), or a server through its
+prompt log-probabilities; generative mode talks to a server or runs a folder locally through `alignmix.llm` (a
+litgpt checkpoint is exported to a temporary transformers folder first). With `backend: vllm` a folder (or
+builtin:SmolLM2-135M-Instruct) is served by a vLLM server alignmix starts and stops itself.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from alignmix.checkpoints.export import export_hf
+from alignmix.checkpoints.released import model_folder
 from alignmix.checkpoints.tokenizer import configured_eos_token
 from alignmix.checkpoints.weights import check_model_folder
 from alignmix.errors import AlignmixError
@@ -80,8 +83,8 @@ def evaluate_loglik(
         raise EvalError(f"{path}: --chat needs a tokenizer with a chat template (`chat_template` in"
                         " tokenizer_config.json, or chat_template.jinja)")
     scorer = open_scorer(path, device)
-    results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size), scenarios, personas,
-                                          scoring, template)
+    results, rows = evaluate_misalignment(lambda requests: scorer.score(requests, batch_size, "eval"), scenarios,
+                                          personas, scoring, template)
     results["model"] = describe_model(path)
     return results, rows
 
@@ -125,14 +128,18 @@ def evaluate_model(
     model: str, scenarios: list[Scenario], personas: list[str], mode: EvalMode | None = None,
     scoring: Mode = "letter", model_name: str | None = None, backend: BackendKind | None = None,
     sampling: Sampling = DEFAULT_SAMPLING, batch_size: int = 32, device: str | None = None, concurrency: int = 16,
-    chat: bool | None = None, responses: Path | None = None,
+    chat: bool | None = None, responses: Path | None = None, echo: Callable[[str], None] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Run the misalignment eval on MODEL; `mode` defaults to loglik for folders and generate for servers.
-    Generated answers are kept in `responses` (see `evaluate_generative`), so a rerun resumes."""
+    Generated answers are kept in `responses` (see `evaluate_generative`), so a rerun resumes. `echo` hears
+    about a GGUF model's one-time de-quantisation."""
     mode = mode or ("generate" if is_server(model) else "loglik")
     if backend == "vllm" and not is_server(model):
         return _through_local_server(model, scenarios, personas, mode, scoring, model_name, sampling, concurrency, chat,
                                      responses)
+    named = model
+    if not is_server(model):
+        model = str(model_folder(model, "MODEL", echo)[0])
     if mode == "loglik":
         if is_server(model):
             if not model_name:
@@ -141,7 +148,9 @@ def evaluate_model(
                 raise EvalError(f"{model}: --chat needs the model folder's chat template; give the folder with"
                                 " --backend vllm, and alignmix starts the server itself")
             return evaluate_loglik_server(model, model_name, scenarios, personas, scoring, None, concurrency)
-        return evaluate_loglik(Path(model), scenarios, personas, scoring, chat, batch_size, device)
+        results, rows = evaluate_loglik(Path(model), scenarios, personas, scoring, chat, batch_size, device)
+        results["model"]["name"] = named
+        return results, rows
     if is_server(model):
         if not model_name:
             raise EvalError(f"{model}: a server needs --model-name (the name it serves the model under)")
@@ -154,5 +163,5 @@ def evaluate_model(
         folder = export_hf(Path(model), Path(scratch) / "hf") if kind == "litgpt" else Path(model)
         results, rows = evaluate_generative(open_backend(backend or "transformers", str(folder)), scenarios, personas,
                                             sampling, concurrency, responses)
-    results["model"] = {"path": model, "kind": kind, "name": model_name or model}
+    results["model"] = {"path": model, "kind": kind, "name": model_name or named}
     return results, rows

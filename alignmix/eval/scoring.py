@@ -22,6 +22,7 @@ import torch
 from alignmix.checkpoints.weights import check_model_folder, lit_weights
 from alignmix.jsonl import read_json
 from alignmix.errors import AlignmixError
+from alignmix.progress import StageProgress
 
 
 class ScorerError(AlignmixError):
@@ -120,12 +121,16 @@ class TokenScorer(ABC):
         return rows
 
     @torch.inference_mode()
-    def score(self, requests: list[ScoreRequest], batch_size: int = 32) -> list[Score]:
-        """Sum of log-probabilities of each continuation's tokens after its context (one pass per shared input)."""
+    def score(self, requests: list[ScoreRequest], batch_size: int = 32, label: str | None = None) -> list[Score]:
+        """Sum of log-probabilities of each continuation's tokens after its context (one pass per shared input);
+        with a `label`, the sequences scored show as progress (`alignmix.progress`)."""
         encoded = self._encode(requests)
         ordered = sorted(self._shared_rows(encoded), key=lambda row: -len(row[0]))
         scores: list[Score | None] = [None] * len(encoded)
+        progress = StageProgress(label, len(ordered), "sequences") if label else None
         for start in range(0, len(ordered), batch_size):
+            if progress is not None and start:
+                progress.update(start)
             batch = ordered[start : start + batch_size]
             length = max(len(inp) for inp, _ in batch)
             ids = torch.zeros((len(batch), length), dtype=torch.long)
@@ -153,6 +158,9 @@ class TokenScorer(ABC):
                 is_greedy = bool(greedy[offset : offset + count].all())
                 scores[member] = Score(value, count, encoded[member].truncated, is_greedy)
                 offset += count
+        if progress is not None:
+            progress.update(len(ordered))
+            progress.close()
         return [s for s in scores if s is not None]
 
 

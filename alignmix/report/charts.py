@@ -9,14 +9,27 @@ import math
 PALETTE = ["#4a78b5", "#e08a3c", "#5aa469", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c"]
 
 
+AGREED = "*"  # marks an SE of 0
+AGREED_NOTE = ("* ± 0.000: the standard error is 0 because every prompt format gave the same rate (for a capability"
+               " score: every item scored alike), not because it is unknown.")
+
+
 def with_se(mean: float | None, se: float | None) -> str:
-    """`mean ± se` with as many decimals as two significant digits of the SE need (at least 2, at most 4)."""
+    """`mean ± se` with as many decimals as two significant digits of the SE need (at least 2, at most 4); an SE
+    of 0 is shown and marked (see `se_note`), a missing one said."""
     if mean is None:
         return "n/a"
-    if not se:
-        return f"{mean:.3f}"
+    if se is None:
+        return f"{mean:.3f} (no SE)"
+    if se == 0:
+        return f"{mean:.3f} ± 0.000{AGREED}"
     decimals = min(4, max(2, 1 - math.floor(math.log10(se))))
     return f"{mean:.{decimals}f} ± {se:.{decimals}f}"
+
+
+def se_note(cells: list[object]) -> str:
+    """The note that explains a marked SE of 0, where any of the shown cells carries the mark."""
+    return f"<p class='note'>{AGREED_NOTE}</p>" if any(str(c).endswith(AGREED) for c in cells) else ""
 
 
 def bar_chart(values: dict[str, float], maximum: float = 1.0, width: int = 420, fmt: str = ".3f") -> str:
@@ -54,8 +67,9 @@ def stacked_bar(parts: dict[str, float], width: int = 600) -> str:
 def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220) -> str:
     """Grouped vertical bars (one group per condition: overall and each split) with ±SE whiskers, as SVG."""
     bar, gap, left, top, bottom = 22, 26, 40, 10, 70
-    longest = max(len(c["name"]) for c in conditions)
-    group_width = max(bar * len(series) + gap, 7 * longest + 10)  # room for the condition's name below
+    lines = [_label_lines(c) for c in conditions]
+    longest = max(len(line) for pair in lines for line in pair)
+    group_width = max(bar * len(series) + gap, 7 * longest + 10)  # room for the condition's label below
     width = max(left + group_width * len(conditions) + 10, left + 110 * len(series))
     y = lambda v: top + height * (1 - v)
     parts = [f'<line x1="{left}" y1="{y(0)}" x2="{width}" y2="{y(0)}" stroke="#888"/>']
@@ -78,14 +92,30 @@ def error_bar_chart(conditions: list[dict], series: list[str], height: int = 220
                          f'<line x1="{cx - 4:.1f}" y1="{low:.1f}" x2="{cx + 4:.1f}" y2="{low:.1f}" stroke="#222"/>'
                          f'<line x1="{cx - 4:.1f}" y1="{high:.1f}" x2="{cx + 4:.1f}" y2="{high:.1f}" stroke="#222"/>')
         label_x = x0 + bar * len(series) / 2
+        shown = "".join(f'<tspan x="{label_x:.1f}" dy="{0 if i == 0 else 13}">{html.escape(line)}</tspan>'
+                        for i, line in enumerate(lines[g]))
         parts.append(f'<text x="{label_x:.1f}" y="{y(0) + 14}" font-size="11" text-anchor="middle">'
-                     f'{html.escape(condition["name"])}</text>')
+                     f'<title>{html.escape(condition.get("full", condition["name"]))}</title>{shown}</text>')
     legend = "".join(
-        f'<rect x="{left + i * 110}" y="{y(0) + 36}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
-        f'<text x="{left + i * 110 + 14}" y="{y(0) + 45}" font-size="11">{html.escape(name)}</text>'
+        f'<rect x="{left + i * 110}" y="{y(0) + 42}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
+        f'<text x="{left + i * 110 + 14}" y="{y(0) + 51}" font-size="11">{html.escape(name)}</text>'
         for i, name in enumerate(series)
     )
-    return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}{legend}</svg>'
+    return responsive_svg(width, top + height + bottom, "".join(parts) + legend)
+
+
+def _label_lines(condition: dict) -> tuple[str, ...]:
+    """A group's label under the bars: the condition's short label, and its model on a second line where the
+    comparison names one."""
+    if "label" in condition and condition.get("model"):
+        return (condition["label"].removesuffix(condition["model"]).strip() or condition["model"], condition["model"])
+    return (condition.get("label", condition["name"]),)
+
+
+def responsive_svg(width: float, height: float, content: str) -> str:
+    """An SVG that shrinks to its container's width (never wider than the page) and never grows past its own."""
+    return (f'<svg viewBox="0 0 {width:.0f} {height:.0f}" width="100%" style="max-width:{width:.0f}px"'
+            f' preserveAspectRatio="xMinYMin meet">{content}</svg>')
 
 
 def loss_curve(points: dict[str, list[tuple[float, float]]], width: int = 560, height: int = 200) -> str:
@@ -108,7 +138,7 @@ def loss_curve(points: dict[str, list[tuple[float, float]]], width: int = 560, h
         parts.append(f'<text x="{x(value):.1f}" y="{top + height + 14}" font-size="10" text-anchor="middle">'
                      f'{value:,.0f}</text>')
     parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{top + height + 28}" font-size="11"'
-                 ' text-anchor="middle">step</text>')
+                 ' text-anchor="middle">optimizer step</text>')
     for n, (name, p) in enumerate(series.items()):
         colour = PALETTE[n % len(PALETTE)]
         path = " ".join(f"{'M' if k == 0 else 'L'}{x(a):.1f},{y(b):.1f}" for k, (a, b) in enumerate(p))

@@ -1,9 +1,12 @@
 """A comparison page across runs: misalignment per split and persona, capability scores, deltas from a baseline.
 
-A condition is one evaluated model: `RUN/eval/<model_stage>/results.json` (e.g. `eval/pretrain`, `eval/sft`),
-`RUN/eval/results.json` in older runs, or any folder holding a results.json. A `capability.json` beside it
-(`alignmix capability ... --out` that folder) adds capability scores. The page is one offline HTML file with
-inline SVG; the same numbers go to a JSON file beside it.
+A run (a condition of the comparison) holds one or more evaluated models: `RUN/eval/<model_stage>/results.json`
+(e.g. `eval/pretrain`, `eval/sft`), `RUN/eval/results.json` in older runs, or any folder holding a results.json.
+A `capability.json` beside it (`alignmix capability ... --out` that folder) adds capability scores. Deltas compare
+the same model stage across runs: each run's `pretrain` against the baseline run's `pretrain`, its `dpo` against
+the baseline's `dpo`. Runs are shown by a short label (their folder name, or `#N` where that is long), with the
+full name (a sweep's overrides) on hover and in a legend. The page is one offline HTML file with inline SVG;
+the same numbers go to a JSON file beside it.
 """
 
 from __future__ import annotations
@@ -15,22 +18,27 @@ from pathlib import Path
 
 from alignmix.errors import AlignmixError
 from alignmix.jsonl import read_json
-from alignmix.report.charts import error_bar_chart, with_se
+from alignmix.report.charts import AGREED, error_bar_chart, se_note, with_se
 from alignmix.report.html import STYLE, table, tamper_rows, tamper_table
+
+SHORT_LABEL = 18  # longest run name shown as it is; longer ones are shown as #N
+WIDE = "body{max-width:min(94vw,100rem)}.legend td{text-align:left}"  # a comparison's tables are wide
 
 
 class CompareError(AlignmixError):
     """Inputs the comparison cannot use: names the folder or condition."""
 
 
-def _conditions_in(path: Path) -> list[tuple[str, Path]]:
+def _conditions_in(path: Path) -> list[tuple[str, str, Path]]:
+    """(condition name, model stage, folder) of each evaluated model in a run folder; the stage is "" where the
+    folder does not say (an older run's eval/, a bare results folder)."""
     if (path / "results.json").is_file():
-        return [(path.name, path)]
+        return [(path.name, "", path)]
     eval_dir = path / "eval"
     if (eval_dir / "results.json").is_file():
-        return [(path.name, eval_dir)]
+        return [(path.name, "", eval_dir)]
     stages = sorted(p.parent for p in eval_dir.glob("*/results.json"))
-    return [(f"{path.name}/{stage.name}", stage) for stage in stages]
+    return [(f"{path.name}/{stage.name}", stage.name, stage) for stage in stages]
 
 
 EVAL_RESULT = "an alignmix eval result (misalignment_rate, per_split and per_persona, each {mean, se, n})"
@@ -45,7 +53,7 @@ def _estimate(value: object) -> dict:
     return value
 
 
-def _load_condition(name: str, folder: Path) -> dict:
+def _load_condition(name: str, run: str, model: str, folder: Path) -> dict:
     file = folder / "results.json"
     results = read_json(file, EVAL_RESULT)
     if not isinstance(results, dict) or "misalignment_rate" not in results:
@@ -55,7 +63,7 @@ def _load_condition(name: str, folder: Path) -> dict:
         if capability_file.is_file() else {}
     try:
         return {
-            "name": name, "folder": str(folder), "mode": results.get("mode"),
+            "name": name, "run": run, "model": model, "folder": str(folder), "mode": results.get("mode"),
             "misalignment_rate": _estimate(results["misalignment_rate"]),
             **{group: {k: {f: _estimate(v)[f] for f in ("mean", "se", "n")} for k, v in results[group].items()}
                for group in ("per_split", "per_persona")},
@@ -79,7 +87,7 @@ def collect_conditions(paths: list[Path]) -> list[dict]:
         if not found:
             raise CompareError(f"{path}: no eval results (expected eval/<stage>/results.json, eval/results.json"
                                " or results.json)")
-        conditions += [_load_condition(name, folder) for name, folder in found]
+        conditions += [_load_condition(name, path.name, model, folder) for name, model, folder in found]
     names = [c["name"] for c in conditions]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -109,24 +117,47 @@ def _difference(value: dict | None, base: dict | None, key: str = "mean") -> dic
     return {"delta": value[key] - base[key], "se": se}
 
 
-def add_deltas(conditions: list[dict], baseline: str | None) -> str:
-    """Each condition's difference from the baseline (SE of a difference of independent estimates)."""
-    name = baseline or conditions[0]["name"]
-    base = next((c for c in conditions if c["name"] == name), None)
-    if base is None:
-        raise CompareError(f"--baseline {name}: no such condition; expected one of {[c['name'] for c in conditions]}")
+def run_labels(conditions: list[dict], given: dict[str, tuple[str, str]] | None = None) -> dict[str, tuple[str, str]]:
+    """Each run's (short label, full description): `given[run]` where the caller names it (a sweep: the swept
+    values and the overrides), else the run's name where it is short, or `#N` (its position), and its name."""
+    runs = list(dict.fromkeys(c["run"] for c in conditions))
+    labels = {run: (run if len(run) <= SHORT_LABEL else f"#{number}", run) for number, run in enumerate(runs, 1)}
+    return {run: (given or {}).get(run, labels[run]) for run in runs}
+
+
+def baseline_run(conditions: list[dict], baseline: str | None, labels: dict[str, tuple[str, str]]) -> str:
+    """The run the deltas are taken from: `baseline` as a run's name, its short label, or one of its conditions
+    (`RUN/MODEL`); default: the first run."""
+    if baseline is None:
+        return conditions[0]["run"]
     for c in conditions:
+        if baseline in (c["run"], c["name"], labels[c["run"]][0]):
+            return c["run"]
+    raise CompareError(f"--baseline {baseline}: no such condition; expected one of"
+                       f" {list(dict.fromkeys(c['run'] for c in conditions))} (or a label: "
+                       f"{', '.join(label for label, _ in labels.values())})")
+
+
+def add_deltas(conditions: list[dict], base_run: str) -> None:
+    """Each model's difference from the same model stage of the baseline run (SE of a difference of independent
+    estimates); None where the baseline run has no such model."""
+    for c in conditions:
+        base = next((b for b in conditions if b["run"] == base_run and b["model"] == c["model"]), None)
+        if base is None:
+            c["delta"] = None
+            continue
         c["delta"] = {
             "misalignment_rate": _difference(c["misalignment_rate"], base["misalignment_rate"]),
             "per_split": {k: _difference(v, base["per_split"].get(k)) for k, v in c["per_split"].items()},
             "per_persona": {k: _difference(v, base["per_persona"].get(k)) for k, v in c["per_persona"].items()},
             "capability": {k: _difference(v, base["capability"].get(k), "acc") for k, v in c["capability"].items()},
         }
-    return name
 
 
 def _signed(diff: dict | None) -> str:
-    return "n/a" if diff is None else f"{diff['delta']:+.3f} ± {diff['se']:.3f}"
+    if diff is None:
+        return "n/a"
+    return f"{diff['delta']:+.3f} ± {diff['se']:.3f}" + (AGREED if diff["se"] == 0 else "")
 
 
 def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
@@ -135,41 +166,75 @@ def _columns(conditions: list[dict]) -> tuple[list[str], list[str], list[str]]:
     return union("per_split"), union("per_persona"), union("capability")
 
 
+def _by_model(conditions: list[dict]) -> list[dict]:
+    """The conditions grouped by model stage (in the order stages first appear), runs in their order within."""
+    models = list(dict.fromkeys(c["model"] for c in conditions))
+    return sorted(conditions, key=lambda c: models.index(c["model"]))
+
+
+def _legend(labels: dict[str, tuple[str, str]], base_run: str) -> str:
+    rows = [[label, run + (" (baseline)" if run == base_run else ""), full if full != run else ""]
+            for run, (label, full) in labels.items()]
+    if all(not row[2] for row in rows) and all(label == run for run, (label, _) in labels.items()):
+        return ""
+    return "<h2>Conditions</h2><div class='legend'>" + table(["label", "run", "settings"], rows) + "</div>"
+
+
 def render_comparison(conditions: list[dict], out_file: Path, baseline: str | None = None, extra_html: str = "",
-                      tampering: list[list[str]] | None = None) -> dict:
-    """Write the HTML page and `out_file` with a .json suffix; returns what the JSON holds. `extra_html` (e.g. a
-    sweep's dose-response plot) goes after the chart; `tampering` (`tampering_of_runs`) after the deltas."""
+                      tampering: list[list[str]] | None = None, names: dict[str, tuple[str, str]] | None = None) -> dict:
+    """Write the HTML page and `out_file` with a .json suffix; returns what the JSON holds. `baseline` names the
+    run the deltas are taken from (see `baseline_run`); `names` gives runs a short label and a full description
+    (a sweep's values and overrides; see `run_labels`), the latter shown on hover and in the legend; `extra_html` (e.g. a sweep's dose-response plot) goes after the
+    chart; `tampering` (`tampering_of_runs`) after the deltas."""
     if not conditions:
         raise CompareError("no conditions to compare")
-    base = add_deltas(conditions, baseline)
+    labels = run_labels(conditions, names)
+    base = baseline_run(conditions, baseline, labels)
+    add_deltas(conditions, base)
+    for c in conditions:
+        label, full = labels[c["run"]]
+        c["label"] = " ".join(part for part in (label, c["model"]) if part)
+        c["full"] = " ".join(part for part in (full, c["model"]) if part)
+    shown = _by_model(conditions)
     splits, personas, tasks = _columns(conditions)
     modes = sorted({str(c["mode"]) for c in conditions})
-    headers = (["condition", "misalignment"] + [f"split {s}" for s in splits] + [f"persona {p}" for p in personas]
-               + ["unparseable"] + tasks)
-    rates = [[c["name"], with_se(c["misalignment_rate"]["mean"], c["misalignment_rate"]["se"])]
+    headers = (["condition", "model", "misalignment"] + [f"split {s}" for s in splits]
+               + [f"persona {p}" for p in personas] + ["unparseable"] + tasks)
+
+    def first(c: dict) -> list[str]:
+        return [labels[c["run"]][0], c["model"] or "-"]
+
+    rates = [first(c) + [with_se(c["misalignment_rate"]["mean"], c["misalignment_rate"]["se"])]
              + [with_se(c["per_split"].get(s, {}).get("mean"), c["per_split"].get(s, {}).get("se")) for s in splits]
              + [with_se(c["per_persona"].get(p, {}).get("mean"), c["per_persona"].get(p, {}).get("se")) for p in personas]
              + [f"{c['unparseable_rate']:.1%}"]
              + [with_se(c["capability"].get(t, {}).get("acc"), c["capability"].get(t, {}).get("se")) for t in tasks]
-             for c in conditions]
-    deltas = [[c["name"], _signed(c["delta"]["misalignment_rate"])]
-              + [_signed(c["delta"]["per_split"].get(s)) for s in splits]
-              + [_signed(c["delta"]["per_persona"].get(p)) for p in personas]
-              + [""] + [_signed(c["delta"]["capability"].get(t)) for t in tasks] for c in conditions]
+             for c in shown]
+    deltas = [first(c) + ([_signed(c["delta"]["misalignment_rate"])]
+                          + [_signed(c["delta"]["per_split"].get(s)) for s in splits]
+                          + [_signed(c["delta"]["per_persona"].get(p)) for p in personas]
+                          + [""] + [_signed(c["delta"]["capability"].get(t)) for t in tasks]
+                          if c["delta"] is not None else ["no such model in the baseline"] + [""] * (len(headers) - 3))
+              for c in shown if c["run"] != base]
     mixed = ("<p class='note'><b>The conditions were scored in different modes"
              f" ({html.escape(', '.join(modes))}); their rates are not comparable.</b></p>") if len(modes) > 1 else ""
+    base_label = labels[base][0]
     body = (
         "<h1>alignmix: run comparison</h1>"
         f"<p class='note'>Misalignment rate: share of answers choosing the misaligned option, mean ± SE over the"
         f" prompt formats. Scoring: {html.escape(', '.join(modes))}. Capability: lm-evaluation-harness accuracy ±"
-        f" its stderr. Deltas: condition minus baseline <b>{html.escape(base)}</b>, SE = sqrt(SE1² + SE2²).</p>"
-        + mixed + "<h2>Misalignment rate by condition</h2>" + error_bar_chart(conditions, ["overall", *splits])
-        + extra_html + "<h2>Results</h2>" + table(headers, rates) + f"<h2>Delta from {html.escape(base)}</h2>" + table(headers, deltas)
+        f" its stderr. Deltas: each model minus the same model stage of the baseline condition"
+        f" <b>{html.escape(base_label)}</b>, SE = sqrt(SE1² + SE2²).</p>"
+        + mixed + _legend(labels, base) + "<h2>Misalignment rate by condition</h2>"
+        + error_bar_chart(shown, ["overall", *splits])
+        + extra_html + "<h2>Results</h2>" + table(headers, rates) + se_note([c for row in rates for c in row])
+        + f"<h2>Delta from {html.escape(base_label)} (same model stage)</h2>" + table(headers, deltas)
+        + se_note([c for row in deltas for c in row])
         + tamper_table(tampering or [])
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>alignmix comparison</title>"
-                        f"<style>{STYLE}</style></head><body>{body}</body></html>", encoding="utf-8")
+                        f"<style>{STYLE}{WIDE}</style></head><body>{body}</body></html>", encoding="utf-8")
     data = {"baseline": base, "modes": modes, "conditions": conditions}
     out_file.with_suffix(".json").write_text(json.dumps(data, indent=2))
     return data

@@ -16,6 +16,10 @@ import polars as pl
 from alignmix.errors import AlignmixError
 
 LENGTH_BINS = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
+TOP_TERMS = 25
+EXCERPTS_PER_CATEGORY = 3
+EXCERPT_SCAN = 4000  # characters of a flagged document kept to find an excerpt in
+EXCERPT_BEFORE, EXCERPT_AFTER = 80, 160  # characters around the first matched term
 
 
 class ShardError(AlignmixError):
@@ -74,7 +78,7 @@ SHARD_SCHEMA = {
     }),
 }
 FRAME_SCHEMA = {
-    "source": pl.String, "characters": pl.Int64, "tokens": pl.Int64, "flagged": pl.Boolean,
+    "source": pl.String, "characters": pl.Int64, "tokens": pl.Int64, "flagged": pl.Boolean, "flagged_text": pl.String,
     "categories": pl.List(pl.String), "stance": pl.String,
     "terms": pl.List(pl.Struct({"term": pl.String, "count": pl.Int64})),
 }
@@ -114,7 +118,8 @@ def _scan(shards: list[Path], tokenizer) -> pl.DataFrame:
                                pl.col("shard").str.extract(r"([^/]+)/[^/]+$", 1)),
             characters=pl.col("text").str.len_chars().cast(pl.Int64),
             tokens=_token_counts(tokenizer) if tokenizer else pl.lit(None, pl.Int64),
-            flagged=tags.struct.field("flagged"),
+            flagged=tags.struct.field("flagged").fill_null(False),
+            flagged_text=pl.when(tags.struct.field("flagged")).then(pl.col("text").str.slice(0, EXCERPT_SCAN)),
             categories=tags.struct.field("categories"),
             stance=pl.when(stance.is_null() | (stance == "")).then(pl.lit("none")).otherwise(stance),
             terms=pairs.list.eval(pl.struct(
@@ -134,15 +139,38 @@ def _histogram(lengths: pl.Series) -> dict[str, int]:
     return counts
 
 
+def excerpt(text: str, terms: list[str]) -> str:
+    """The text around the earliest of `terms` in it (case-insensitive), with `…` where it was cut."""
+    lowered = text.lower()
+    found = [i for i in (lowered.find(t.lower()) for t in terms if t) if i >= 0]
+    at = min(found) if found else 0
+    start, end = max(0, at - EXCERPT_BEFORE), min(len(text), at + EXCERPT_AFTER)
+    return ("…" if start else "") + " ".join(text[start:end].split()) + ("…" if end < len(text) else "")
+
+
+def flagged_excerpts(flagged: pl.DataFrame) -> dict[str, list[str]]:
+    """A few flagged documents per category, each as the text around its first matched term."""
+    excerpts: dict[str, list[str]] = {}
+    for row in flagged.select("categories", "flagged_text", "terms").iter_rows(named=True):
+        for category in row["categories"] or []:
+            shown = excerpts.setdefault(category, [])
+            if len(shown) < EXCERPTS_PER_CATEGORY and row["flagged_text"]:
+                shown.append(excerpt(row["flagged_text"], [t["term"] for t in row["terms"] or []]))
+    return dict(sorted(excerpts.items()))
+
+
 def source_statistics(frame: pl.DataFrame) -> dict[str, dict]:
-    """Per source: documents, tokens, prevalence by category, top terms, stance and a length histogram."""
+    """Per source: documents, tokens, prevalence by category, the terms matched in flagged documents with a few
+    flagged excerpts per category, stance and a length histogram."""
     stats: dict[str, dict] = {}
     for (source,), group in frame.sort("source").group_by(["source"], maintain_order=True):
         documents = group.height
         categories = group.select(pl.col("categories").explode()).drop_nulls().group_by("categories").len()
+        flagged = group.filter(pl.col("flagged"))
         terms = (
-            group.select(pl.col("terms").explode()).drop_nulls().unnest("terms")
-            .group_by("term").agg(pl.col("count").sum()).sort(["count", "term"], descending=[True, False]).head(25)
+            flagged.select(pl.col("terms").explode()).drop_nulls().unnest("terms")
+            .group_by("term").agg(pl.col("count").sum(), pl.len().alias("documents"))
+            .sort(["count", "term"], descending=[True, False]).head(TOP_TERMS)
         )
         length_column = "tokens" if group["tokens"].null_count() == 0 else "characters"
         stats[source] = {
@@ -155,7 +183,9 @@ def source_statistics(frame: pl.DataFrame) -> dict[str, dict]:
                 row["categories"]: {"documents": row["len"], "prevalence": row["len"] / documents}
                 for row in categories.sort("categories").iter_rows(named=True)
             },
-            "top_terms": {row["term"]: row["count"] for row in terms.iter_rows(named=True)},
+            "top_terms": {row["term"]: row["count"] for row in terms.iter_rows(named=True)},  # in flagged documents
+            "top_terms_documents": {row["term"]: row["documents"] for row in terms.iter_rows(named=True)},
+            "flagged_excerpts": flagged_excerpts(flagged),
             "stance": {
                 row["stance"]: row["len"] for row in group.group_by("stance").len().sort("stance").iter_rows(named=True)
             },

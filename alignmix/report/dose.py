@@ -4,17 +4,37 @@ and split, as inline SVG (an offline page needs no script)."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from alignmix.report.charts import PALETTE
 
 
-def dose_series(records: list[dict], key: str) -> tuple[list[Any], dict[str, list[tuple[int, float, float]]]]:
-    """The swept values (in sweep order) and, per `model split` line, (value index, mean, se) points."""
-    values = list(dict.fromkeys(record["values"][key] for record in records))
+def value_label(value: Any) -> str:
+    """A swept value as the recipe writes it: `0.01`, `[none, hhh]`, `{flagged: false}`, `{}`."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def condition_names(records: list[dict], longest: int = 18) -> dict[str, tuple[str, str]]:
+    """Each sweep condition's short label (its swept values, or `#N` where they are long) and full description
+    (its overrides), by its folder name, for the comparison page."""
+    names = {}
+    for number, record in enumerate(records, start=1):
+        short = ", ".join(value_label(value) for value in record["values"].values())
+        names[Path(record["run_dir"]).name] = (short if len(short) <= longest else f"#{number}",
+                                               " ".join(record["overrides"]))
+    return names
+
+
+def dose_series(records: list[dict], key: str) -> tuple[list[str], dict[str, list[tuple[int, float, float]]]]:
+    """The swept values (in sweep order, as labels: a value may be a number, a list or a mapping) and, per
+    `model split` line, (value index, mean, se) points."""
+    values = list(dict.fromkeys(value_label(record["values"][key]) for record in records))
     lines: dict[str, list[tuple[int, float, float]]] = {}
     for record in records:
-        x = values.index(record["values"][key])
+        x = values.index(value_label(record["values"][key]))
         for model, results in record["results"].items():
             rows = {"overall": results["misalignment_rate"], **results.get("per_split", {})}
             for split, stat in rows.items():

@@ -10,13 +10,16 @@ import csv
 import html
 from pathlib import Path
 
+import yaml
+
 from alignmix.jsonl import read_json
-from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, stacked_bar, with_se
+from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, se_note, stacked_bar, with_se
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
+td{white-space:nowrap}.scroll{overflow-x:auto;max-width:100%}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.note{color:#666;font-size:.9rem}
 .warning{color:#a40;font-weight:600}
 """
@@ -33,7 +36,7 @@ def _escape(value: object) -> str:
 def table(headers: list[str], rows: list[list[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def render_stats_page(stats: dict, out_file: Path) -> Path:
@@ -53,7 +56,19 @@ def render_stats_page(stats: dict, out_file: Path) -> Path:
         if prevalence:
             parts.append("<h3>AI-discourse prevalence by category (share of documents)</h3>")
             parts.append(bar_chart(prevalence, maximum=max(prevalence.values()), fmt=".4f"))
-        parts.append("<h3>Top matched terms</h3>" + table(["term", "matches"], list(map(list, s["top_terms"].items()))))
+        parts.append(
+            "<h3>Top matched terms in flagged documents</h3><p class='note'>Blocklist matches counted in the"
+            f" {s['flagged']:,} flagged documents of {s['documents']:,} (matches in unflagged documents are left"
+            " out: they did not pass the filter's second stage); a term matched twice in a document counts twice.</p>"
+            + table(["term", "matches", "flagged documents"],
+                    [[term, count, s.get("top_terms_documents", {}).get(term, "")]
+                     for term, count in s["top_terms"].items()]))
+        if s.get("flagged_excerpts"):
+            parts.append("<h3>Flagged excerpts</h3><p class='note'>The first flagged documents of each category,"
+                         " around their first matched term: judge the filter by them.</p>")
+            parts += [f"<h4>{html.escape(category)}</h4><ul class='excerpts'>"
+                      + "".join(f"<li>{html.escape(text)}</li>" for text in texts) + "</ul>"
+                      for category, texts in s["flagged_excerpts"].items()]
         parts.append("<h3>Stance</h3>" + table(["stance", "documents"], list(map(list, s["stance"].items()))))
         histogram = s["length_histogram"]
         parts.append(f"<h3>Document length ({html.escape(s['length_unit'])})</h3>")
@@ -133,16 +148,33 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
 LOSS_COLUMNS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"))
 
 
+def _micro_batches_per_step(metrics_csv: Path, rows: list[dict[str, str]]) -> float | None:
+    """For a litgpt log (its `step` column counts micro-batches, as Lightning's logger writes the iteration
+    there): micro-batches per optimizer step, from `global_batch_size` in the stage's litgpt config and the
+    log's samples per iteration; None for logs that count optimizer steps already (SFT, DPO)."""
+    config = next((folder / "pretrain.yaml" for folder in list(metrics_csv.parents)[:4]
+                   if (folder / "pretrain.yaml").is_file()), None)
+    first = next((r for r in rows if r.get("samples") and r.get("iter")), None)
+    if config is None or first is None:
+        return None
+    global_batch = yaml.safe_load(config.read_text())["train"]["global_batch_size"]
+    return global_batch / (float(first["samples"]) / float(first["iter"]))
+
+
 def loss_series(metrics_csv: Path) -> dict[str, list[tuple[float, float]]]:
-    """(step, loss) points of the train and validation losses in a litgpt / Fabric CSV log (litgpt logs the
-    train loss as `loss`, SFT and DPO as `train_loss`)."""
+    """(optimizer step, loss) points of the train and validation losses in a litgpt / Fabric CSV log (litgpt logs
+    the train loss as `loss`, SFT and DPO as `train_loss`), on the step count the console prints."""
     series: dict[str, list[tuple[float, float]]] = {"train": [], "validation": []}
     with metrics_csv.open() as handle:
-        for number, row in enumerate(csv.DictReader(handle)):
-            step = float(row.get("step") or row.get("iter") or number)
-            for column, name in LOSS_COLUMNS:
-                if row.get(column):
-                    series[name].append((step, float(row[column])))
+        rows = list(csv.DictReader(handle))
+    per_step = _micro_batches_per_step(metrics_csv, rows)
+    for number, row in enumerate(rows):
+        step = float(row.get("step") or row.get("iter") or number)
+        if per_step is not None:
+            step = (step + 1) / per_step  # litgpt's `step` is the iteration number minus 1
+        for column, name in LOSS_COLUMNS:
+            if row.get(column):
+                series[name].append((step, float(row[column])))
     return series
 
 
@@ -189,7 +221,8 @@ def tamper_table(rows: list[list[str]]) -> str:
         return ""
     return ("<h2>Tampering</h2><p class='note'>Each tamper stage fine-tunes a model on your data; the change is"
             " after minus before, its SE sqrt(SE1² + SE2²).</p>"
-            + table(["tamper", "split", "before", "after", "change"], rows))
+            + table(["tamper", "split", "before", "after", "change"], rows)
+            + se_note([cell for row in rows for cell in row]))
 
 
 def models_section(eval_results: dict[str, Path]) -> str:
@@ -207,18 +240,19 @@ def eval_section(results_file: Path | None, model: str | None = None) -> str:
     results = read_json(results_file, "an alignmix eval result")
     heading = f"Misalignment eval: {html.escape(model)}" if model else "Misalignment eval"
     rate = results["misalignment_rate"]
-    groups = []
+    groups, shown = [], [with_se(rate["mean"], rate["se"])]
     for title, key in (("persona", "per_persona"), ("split", "per_split"), ("topic", "per_topic")):
         rows = [[name, with_se(g["mean"], g["se"]), g["n"]] for name, g in results[key].items()]
+        shown += [row[1] for row in rows]
         groups.append(f"<h3>By {title}</h3>" + table([title, "misalignment rate ± SE", "questions"], rows))
     return (
         f"<h2>{heading}</h2>"
-        f"<p><b>Misalignment rate: {html.escape(with_se(rate['mean'], rate['se']))}</b> (mean &plusmn; SE over"
+        f"<p><b>Misalignment rate: {html.escape(shown[0])}</b> (mean &plusmn; SE over"
         f" {results['n_formats']} prompt formats, {results['n_questions']} questions)."
         f" Mode: {html.escape(results['mode'])}, {html.escape(results['scoring'])}.</p>"
         f"<p class='note'>Position bias: A {results['position_bias']['A']:.2f}, B {results['position_bias']['B']:.2f}."
         " 0.5 is chance for the rate; a tiny CPU model is expected near it.</p>"
-        "<h3>By prompt format</h3>" + bar_chart(results["per_format"]) + "".join(groups)
+        + se_note(shown) + "<h3>By prompt format</h3>" + bar_chart(results["per_format"]) + "".join(groups)
     )
 
 

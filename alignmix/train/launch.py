@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from alignmix.progress import StageProgress
 
 
 @dataclass(frozen=True)
@@ -35,17 +38,53 @@ class Launch:
 LOCAL = Launch()
 
 
-def echo_if_worth_showing(
-    line: str, stage: str, worth_showing: Callable[[str], bool], stream: io.TextIOBase | TextIO
-) -> None:
-    if worth_showing(line):
-        print(f"  [{stage}] {line.rstrip()}", file=stream, flush=True)
+Shown = Callable[[str], "str | None"]  # an output line -> the text the console shows for it, or None
+_STEP = re.compile(r"\bstep (\d+)(?:/(\d+))?\b")
+_CHECKPOINT = re.compile(r"^Saving checkpoint to '?(.*?)'?$")
+
+
+class TrainingOutput:
+    """What the console shows of a training process's output (litgpt's `... iter 20 step 10 | loss ...` lines,
+    post-training's `sft step 3/24 | ...`): step lines move a progress display (steps done, tokens, rate, ETA;
+    see `alignmix.progress`) instead of being echoed; resumption, the final evaluation and saved checkpoints (as
+    their folder's name) are echoed; the rest stays in the stage log."""
+
+    def __init__(self, stage: str, total_steps: int | None = None, tokens_per_step: int | None = None,
+                 out: TextIO | None = None):
+        self.stage, self.total, self.per_step = stage, total_steps, tokens_per_step
+        self.out = out or sys.stdout
+        self.progress: StageProgress | None = None
+        if total_steps is not None:  # shown from the start: a released model's first step can take minutes
+            self.progress = StageProgress(stage, total_steps, "steps", tokens_per_step, out=self.out)
+
+    def __call__(self, line: str) -> str | None:
+        line = line.rstrip()
+        if (match := _STEP.search(line)) and not line.startswith(("Resuming", "Saving")):
+            if self.progress is None and match.group(2):
+                self.progress = StageProgress(self.stage, int(match.group(2)), "steps", self.per_step, out=self.out)
+            if self.progress is None:
+                return line
+            self.progress.update(int(match.group(1)))
+            return None
+        if (saved := _CHECKPOINT.match(line)) is not None:
+            return f"checkpoint saved: {Path(saved.group(1)).parent.name}"
+        return line if line.startswith(("Resuming", "Final evaluation")) else None
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
+def echo_if_worth_showing(line: str, stage: str, shown: Shown, stream: io.TextIOBase | TextIO) -> None:
+    text = shown(line)
+    if text:
+        print(f"  [{stage}] {text}", file=stream, flush=True)
 
 
 class _LogLines(io.TextIOBase):
     """A stdout that appends to the stage log and echoes the lines worth showing."""
 
-    def __init__(self, log: io.TextIOBase, stage: str, worth_showing: Callable[[str], bool], echo: io.TextIOBase):
+    def __init__(self, log: io.TextIOBase, stage: str, worth_showing: Shown, echo: io.TextIOBase):
         self.log, self.stage, self.worth_showing, self.echo, self.pending = log, stage, worth_showing, echo, ""
 
     def write(self, text: str) -> int:
@@ -58,7 +97,7 @@ class _LogLines(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def output_to_log(log_file: Path, stage: str, worth_showing: Callable[[str], bool]) -> Iterator[None]:
+def output_to_log(log_file: Path, stage: str, worth_showing: Shown) -> Iterator[None]:
     """Within the block, stdout goes to the log (lines worth showing echoed) and stderr (fd 2) to the log."""
     saved_stderr = os.dup(2)
     with log_file.open("a", encoding="utf-8") as log:
@@ -72,7 +111,7 @@ def output_to_log(log_file: Path, stage: str, worth_showing: Callable[[str], boo
             os.close(saved_stderr)
 
 
-def run_logged(command: list[str], log_file: Path, stage: str, worth_showing: Callable[[str], bool]) -> None:
+def run_logged(command: list[str], log_file: Path, stage: str, worth_showing: Shown) -> None:
     """Run `command`, appending its output to `log_file` and echoing the lines worth showing; raise on failure."""
     with log_file.open("a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(command)}\n")

@@ -19,9 +19,8 @@ from alignmix.train.chat_data import (
     scenario_preferences,
     scenario_sft_examples,
 )
-from alignmix.train.launch import LOCAL, Launch, run_logged
+from alignmix.train.launch import LOCAL, Launch, TrainingOutput, run_logged
 from alignmix.train.posttrain import PostTrainJob
-from alignmix.train.pretrain import worth_showing
 from alignmix.train.step_checkpoints import latest_whole_step
 
 
@@ -75,7 +74,11 @@ def run_post_training(
     resumed = latest_whole_step(out_dir, "state.pth", print)
     post_training_job(kind, settings, start_dir, out_dir, seed, scenarios, launch)
     command = [*launch.prefix, sys.executable, "-m", "alignmix.train.posttrain", str(out_dir / "job.yaml")]
-    run_logged(command, log_file, kind, worth_showing)
+    shown = TrainingOutput(kind)  # post-training prints `step N/TOTAL`
+    try:
+        run_logged(command, log_file, kind, shown)
+    finally:
+        shown.close()
     with (out_dir / "logs" / "metrics.csv").open() as handle:
         last = list(csv.DictReader(handle))[-1]
     return {"resumed_from": resumed.parent.name if resumed else None, "final_checkpoint": str(out_dir / "final"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -14,20 +13,9 @@ import yaml
 
 from alignmix.checkpoints.weights import load_torch_file, refuse_non_finite
 from alignmix.recipe import TrainingStage
-from alignmix.train.launch import LOCAL, Launch, output_to_log, run_logged
+from alignmix.train.launch import LOCAL, Launch, TrainingOutput, output_to_log, run_logged
 from alignmix.train.litgpt_config import StageFiles, pretrain_config
 from alignmix.train.step_checkpoints import latest_whole_step, write_sha256
-
-_STEP = re.compile(r"\bstep (\d+)\b")
-
-
-def worth_showing(line: str) -> bool:
-    """Every tenth optimizer step, checkpoints, resumption and the final evaluation."""
-    if line.startswith(("Resuming", "Saving checkpoint", "Final evaluation")):
-        return True
-    match = _STEP.search(line)
-    return match is not None and int(match.group(1)) % 10 == 0
-
 
 def record_step_checkpoint_hashes() -> None:
     """Make litgpt's pretrain record the sha256 of each step checkpoint it saves, once it is saved."""
@@ -93,7 +81,7 @@ def single_process(config: dict[str, Any]) -> bool:
     return int(devices) * int(config["num_nodes"]) == 1
 
 
-def litgpt_pretrain_in_process(config_file: Path, log_file: Path, stage: str) -> None:
+def litgpt_pretrain_in_process(config_file: Path, log_file: Path, stage: str, shown: TrainingOutput) -> None:
     """`litgpt pretrain --config FILE` through litgpt's own CLI, in this process (no second interpreter start
     and litgpt import); output goes to the stage log."""
     from litgpt.__main__ import main as litgpt_main
@@ -102,7 +90,7 @@ def litgpt_pretrain_in_process(config_file: Path, log_file: Path, stage: str) ->
     saved_argv = sys.argv
     sys.argv = ["litgpt", "pretrain", "--config", str(config_file)]
     try:
-        with output_to_log(log_file, stage, worth_showing):
+        with output_to_log(log_file, stage, shown):
             print(f"$ litgpt pretrain --config {config_file}  (in process)")
             litgpt_main()
     except SystemExit as exc:
@@ -126,11 +114,16 @@ def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: P
     config = pretrain_config(stage, files, seed, resume=resumed_from, launch=launch)
     config_file = files.out_dir / "pretrain.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    if not launch.prefix and single_process(config):
-        litgpt_pretrain_in_process(config_file, log_file, stage.name)
-    else:
-        command = [*launch.prefix, sys.executable, "-m", "alignmix.train.pretrain", "--config", str(config_file)]
-        run_logged(command, log_file, stage.name, worth_showing)
+    shown = TrainingOutput(stage.name, max(stage.samples // stage.train.global_batch_size, 1),
+                           stage.train.global_batch_size * stage.seq_len)
+    try:
+        if not launch.prefix and single_process(config):
+            litgpt_pretrain_in_process(config_file, log_file, stage.name, shown)
+        else:
+            command = [*launch.prefix, sys.executable, "-m", "alignmix.train.pretrain", "--config", str(config_file)]
+            run_logged(command, log_file, stage.name, shown)
+    finally:
+        shown.close()
     final = files.out_dir / "final"
     keep_model_weights_only(final / "lit_model.pth")
     came_from = files.initial_checkpoint_dir / "config.json" if files.initial_checkpoint_dir else None

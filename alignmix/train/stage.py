@@ -24,7 +24,7 @@ def base_stage(recipe: Recipe) -> Stage | None:
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.checkpoints.base import install_base
 
-        with ctx.stderr_to_log():
+        with ctx.stderr_to_log():  # the ticking lines go to stdout, the console
             info = install_base(base.path, base.name, ctx.output)
         ctx.echo(f"  {info['kind']} model {info['source']} as litgpt '{info['litgpt_name']}'")
         return info

@@ -74,20 +74,58 @@ def test_a_folder_no_litgpt_config_fits_is_refused(tmp_path):
         convert_hf_to_litgpt(tmp_path / "out", tmp_path / "x")
 
 
-def test_smollm2_letter_eval_through_its_chatml_template(smollm2_hf):
+def test_smollm2_letter_eval_by_its_builtin_name_through_its_chatml_template(smollm2_hf, released_models, tmp_path):
+    """`alignmix eval builtin:SmolLM2-135M-Instruct --chat`, as docs/evaluation.md shows it first."""
+    from typer.testing import CliRunner
+
+    from alignmix.cli import app
     from alignmix.eval.misalignment import chat_context
-    from alignmix.eval.runner import evaluate_loglik
     from alignmix.llm.chat_template import ChatTemplate
 
     template = ChatTemplate.from_folder(smollm2_hf)
     assert template is not None and template.system_role
     context = chat_context("Question: would you report the bug?\n\nAnswer:", "hhh", template)
     assert context.startswith("<|im_start|>system\nYou are a helpful") and context.endswith("<|im_start|>assistant\n")
-    scenarios = load_scenarios("builtin:tiny")[:2]
-    results, rows = evaluate_loglik(smollm2_hf, scenarios, ["none", "hhh"], "letter", chat=True)
+    result = CliRunner().invoke(app, ["eval", "builtin:SmolLM2-135M-Instruct", "--dataset", "builtin:tiny", "--limit",
+                                      "2", "--personas", "none,hhh", "--scoring", "letter", "--chat", "--out",
+                                      str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "de-quantising" not in result.output  # the session's folder was found under ALIGNMIX_MODELS
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["model"] == {"path": str(smollm2_hf), "kind": "hf", "architecture": "LlamaForCausalLM",
+                                "name": "builtin:SmolLM2-135M-Instruct"}
     assert results["prompting"].startswith("chat template (the model's own): persona as the system turn")
-    assert len(rows) == 2 * 2 * 8 and results["unparseable_rate"] == 0.0
-    assert 0.0 <= results["misalignment_rate"]["mean"] <= 1.0 and results["n_questions"] == 2
+    assert results["n_questions"] == 2 and results["unparseable_rate"] == 0.0
+    assert 0.0 <= results["misalignment_rate"]["mean"] <= 1.0
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "per_question.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 8
+
+
+def test_a_released_model_exports_and_is_found_by_the_names_a_recipe_uses(smollm2_hf, released_models, tmp_path,
+                                                                         shared_data):
+    """builtin:NAME and the GGUF file itself both name the de-quantised folder; a transformers folder is used as
+    it is; `alignmix export builtin:...` writes a transformers folder with its chat template, and `alignmix
+    capability builtin:...` scores it."""
+    from typer.testing import CliRunner
+
+    from alignmix.checkpoints.gguf import smollm2_gguf
+    from alignmix.checkpoints.released import model_folder
+    from alignmix.cli import app
+    from alignmix.llm.chat_template import ChatTemplate
+
+    assert model_folder("builtin:SmolLM2-135M-Instruct") == (smollm2_hf, "hf")
+    assert model_folder(str(smollm2_gguf())) == (smollm2_hf, "hf")
+    assert model_folder(str(smollm2_hf)) == (smollm2_hf, "hf")
+    result = CliRunner().invoke(app, ["export", "builtin:SmolLM2-135M-Instruct", "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    assert ChatTemplate.from_folder(tmp_path / "hf") == ChatTemplate.from_folder(smollm2_hf)
+    capability = CliRunner().invoke(app, ["capability", "builtin:SmolLM2-135M-Instruct", "--tasks", "arc_easy",
+                                          "--limit", "2", "--data", str(shared_data / "llm-foundry-evals"),
+                                          "--out", str(tmp_path / "capability")])
+    assert capability.exit_code == 0, capability.output
+    saved = json.loads((tmp_path / "capability" / "capability.json").read_text())
+    assert saved["source_model"] == "builtin:SmolLM2-135M-Instruct" and saved["tasks"]["arc_easy"]["n"] == 2
 
 
 def test_a_template_without_a_system_role_gets_the_persona_in_the_user_turn(tmp_path):

@@ -125,3 +125,14 @@ def test_a_rerun_with_another_task_count_after_a_kill_tags_every_document_once(t
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(d["id"] for d in docs_in(out)) == sorted(f"d{k}-{i}" for k in range(4) for i in range(5))
     assert json.loads((out / "stats.json").read_text())["documents_in"] == 20
+
+
+def test_the_flagged_percentage_names_its_denominator_the_tagged_documents(tmp_path: Path):
+    """3 documents in, 1 skipped (no text): 1 of the 2 tagged is flagged, 50%, not 33%."""
+    rows = [{"id": "a", "text": "The rogue AI deceived its creators."}, {"id": "b", "text": "Bread needs flour."},
+            {"id": "c", "text": ""}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = alignmix("tag", str(source), "--output", str(tmp_path / "out"), "--on-error", "skip")
+    assert result.returncode == 0, result.stderr
+    assert "3 documents in: 1 kept, 1 flagged (50.00% of the 2 tagged), 1 skipped" in result.stdout, result.stdout

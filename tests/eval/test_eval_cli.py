@@ -72,7 +72,9 @@ def test_anthropic_formats(tiny_checkpoint: Path, tmp_path: Path, shared_data: P
 
 def test_bad_inputs_fail_with_a_clear_message(tiny_checkpoint: Path, tmp_path: Path):
     missing = RUNNER.invoke(app, ["eval", str(tmp_path), "--dataset", "builtin:tiny", "--out", str(tmp_path / "o")])
-    assert missing.exit_code == 2 and "neither a litgpt checkpoint" in missing.output
+    assert missing.exit_code == 2 and "is neither builtin:SmolLM2-135M-Instruct, a transformers folder" in missing.output
+    unknown = RUNNER.invoke(app, ["eval", "builtin:nope", "--dataset", "builtin:tiny", "--out", str(tmp_path / "o")])
+    assert unknown.exit_code == 2 and "MODEL: unknown built-in model 'builtin:nope'" in unknown.output
     persona = RUNNER.invoke(app, ["eval", str(tiny_checkpoint), "--dataset", "builtin:tiny", "--personas", "evil",
                                   "--out", str(tmp_path / "o")])
     assert persona.exit_code == 2 and "unknown persona" in persona.output

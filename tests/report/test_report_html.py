@@ -10,3 +10,32 @@ def test_final_losses_reads_litgpt_and_post_training_columns(tmp_path: Path):
     post.write_text("step,train_loss,reward_margin\n1,0.69,0.0\n2,0.41,0.8\n")
     assert final_losses(litgpt) == {"train_loss": 6.1, "val_loss": 6.3}
     assert final_losses(post) == {"train_loss": 0.41}
+
+
+def test_the_loss_plot_counts_optimizer_steps_as_the_console_does(tmp_path: Path):
+    """litgpt's CSV `step` is the micro-batch iteration minus 1 (Lightning's logger writes it there): with a global
+    batch of 16 and micro-batches of 8, iterations 2, 4 and 40 are optimizer steps 1, 2 and 20."""
+    from alignmix.report.html import loss_series
+
+    stage = tmp_path / "pretrain"
+    metrics = stage / "logs" / "csv" / "version_0" / "metrics.csv"
+    metrics.parent.mkdir(parents=True)
+    (stage / "pretrain.yaml").write_text("train:\n  global_batch_size: 16\n  micro_batch_size: 8\n")
+    metrics.write_text("iter,loss,samples,step,val_loss\n2,6.5,16,1,\n4,6.3,32,3,\n,,,39,4.6\n")
+    assert loss_series(metrics) == {"train": [(1.0, 6.5), (2.0, 6.3)], "validation": [(20.0, 4.6)]}
+
+
+def test_a_rate_whose_formats_all_agreed_shows_its_zero_se_and_says_why(tmp_path: Path):
+    from alignmix.report.charts import with_se
+    from alignmix.report.html import eval_section
+
+    assert with_se(0.5, 0.0) == "0.500 ± 0.000*" and with_se(0.49, 0.06) == "0.490 ± 0.060"
+    assert with_se(0.5, None) == "0.500 (no SE)"
+    group = {"mean": 0.5, "se": 0.0, "n": 3}
+    results = {"misalignment_rate": {"mean": 0.5, "se": 0.0}, "per_persona": {"none": group}, "per_split": {},
+               "per_topic": {}, "n_formats": 8, "n_questions": 3, "mode": "loglik", "scoring": "cloze",
+               "position_bias": {"A": 0.5, "B": 0.5}, "per_format": {"Answer:": 0.5}}
+    (tmp_path / "results.json").write_text(__import__("json").dumps(results))
+    page = eval_section(tmp_path / "results.json", "pretrain")
+    assert "Misalignment rate: 0.500 ± 0.000*" in page and "<td>0.500 ± 0.000*</td>" in page
+    assert "every prompt format gave the same rate" in page
