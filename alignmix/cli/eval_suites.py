@@ -74,13 +74,12 @@ def run_personality(model: str, model_name: str | None, items: Path | None, lett
     if items is None:
         fail("--suite personality needs --items FILE (TRAIT's files or a jsonl)")
     try:
-        loaded, skipped = load_items(items)
+        loaded = load_items(items)
         results, rows = evaluate_personality_model(model, loaded, personas, letter, model_name, max_tokens,
                                                    concurrency, batch_size, device, out / "responses.jsonl")
     except (PersonalityError, ScorerError, BackendError) as exc:
         fail(str(exc))
     results["items"] = str(items)
-    results["skipped_items"] = skipped
     write_personality(out, results, rows)
     for trait, share in results["per_trait"].items():
         console.print(f"{trait}: high-keyed share {share['mean']:.3f} ± {share['se']:.3f} ({share['n']} items)",
