@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, stacked_bar, with_se
+from alignmix.report.suites import suites_section
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
@@ -232,6 +233,7 @@ def render_report(
     out_file: Path,
     exposures: dict[str, Path] | None = None,
     tampering: dict[str, str] | None = None,
+    suite_results: dict[str, dict[str, Path]] | None = None,
 ) -> Path:
     body = "".join([
         f"<h1>{html.escape(title)}</h1>",
@@ -241,6 +243,7 @@ def render_report(
         training_section(training_metrics),
         models_section(eval_results),
         tamper_table(tamper_rows(eval_results, tampering or {})),
+        suites_section(suite_results or {}, tampering or {}),
         *(eval_section(path, model) for model, path in eval_results.items()),
     ])
     return _write_page(title, body, out_file)
