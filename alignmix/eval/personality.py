@@ -98,7 +98,8 @@ def _rows(path: Path) -> list[tuple[str, object]]:
 def load_items(path: Path) -> list[Item]:
     """Items from a file, or every item file in a folder (TRAIT ships one per trait)."""
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix in (".parquet", ".json", ".jsonl")) if path.is_dir() else [path]
+    suffixes = (".parquet", ".json", ".jsonl")
+    files = sorted(p for p in path.iterdir() if p.suffix in suffixes) if path.is_dir() else [path]
     if not files or not files[0].is_file():
         raise PersonalityError(f"{path}: no item files (.parquet, .json or .jsonl)")
     items: list[Item] = []
@@ -125,7 +126,8 @@ def item_prompt(item: Item, prompt_format: PromptFormat, persona: str) -> tuple[
 
 def extract_letter(reply: str, count: int, wording: str = "Answer:") -> str | None:
     """The letter a reply picks among the first `count`: a bare letter, the wording or a cue ("answer", "choice
-    is", "I choose") before one, a leading "X." or "(X)", or a single parenthesised letter; None otherwise or on conflict."""
+    is", "I choose") before one, a leading "X." or "(X)", or a single parenthesised letter; None otherwise or
+    on conflict."""
     letters = LETTERS[:count]
     text = re.sub(r"[*_`#>]", "", reply).strip()
     cue = re.escape(wording.rstrip(":").strip())
@@ -179,7 +181,8 @@ def ask_items(backend: ChatBackend, items: list[Item], personas: list[str], resp
                 user = (f"{body}\n\nReply with the letter of the option you choose ({', '.join(LETTERS[:len(order)])}),"
                         f" in the form \"{prompt_format.wording} <letter>\".")
                 system: list[Message] = [{"role": "system", "content": PERSONAS[persona]}] if PERSONAS[persona] else []
-                request = ChatRequest(f"{item.id}|{persona}|{prompt_format.name}", [*system, {"role": "user", "content": user}],
+                request = ChatRequest(f"{item.id}|{persona}|{prompt_format.name}",
+                                      [*system, {"role": "user", "content": user}],
                                       Sampling(max_tokens=max_tokens, temperature=0.0))
                 plan.append((item, persona, prompt_format, order, request))
     run_requests(backend, [p[-1] for p in plan], responses, concurrency)
@@ -234,16 +237,19 @@ def evaluate_personality_model(
 
     if letter:
         if model.startswith(("http://", "https://")):
-            raise PersonalityError(f"{model}: letter mode scores log-likelihoods of a model folder; use --mode generate")
+            raise PersonalityError(f"{model}: letter mode scores log-likelihoods of a model folder;"
+                                   " use --mode generate")
         folder = Path(model)
-        template = ChatTemplate.from_folder(folder) if (chat if chat is not None else has_alignmix_chat_template(folder)) else None
+        use_chat = chat if chat is not None else has_alignmix_chat_template(folder)
+        template = ChatTemplate.from_folder(folder) if use_chat else None
         scorer = open_scorer(folder, device)
         rows = score_letters(lambda requests: scorer.score(requests, batch_size), items, personas, template)
         results = summarise_personality(rows, "letter", personas)
         results["model"] = describe_model(folder)
         return results, rows
-    with answering_backend(model, model_name) as backend, tempfile.TemporaryDirectory(prefix="alignmix-traits-") as scratch:
-        rows = ask_items(backend, items, personas, responses or Path(scratch) / "responses.jsonl", max_tokens, concurrency)
+    with answering_backend(model, model_name) as backend, tempfile.TemporaryDirectory(prefix="alignmix-") as scratch:
+        responses = responses or Path(scratch) / "responses.jsonl"
+        rows = ask_items(backend, items, personas, responses, max_tokens, concurrency)
     results = summarise_personality(rows, "generate", personas)
     results["model"] = model_name or model
     return results, rows

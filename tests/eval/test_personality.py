@@ -31,7 +31,8 @@ TRAIT_ROWS = [
     ])
 ]
 SIMPLE = {"id": "o-1", "trait": "Openness", "situation": "A museum opens nearby.", "question": "Will you go?",
-          "options": [{"text": "I gladly go to see new art.", "key": "high"}, {"text": "I would rather not go.", "key": "low"}]}
+          "options": [{"text": "I gladly go to see new art.", "key": "high"},
+                      {"text": "I would rather not go.", "key": "low"}]}
 
 
 @pytest.fixture
@@ -50,8 +51,9 @@ def test_trait_layout_parquet_and_simple_jsonl(trait_file: Path, tmp_path: Path)
     pq.write_table(pa.Table.from_pylist(TRAIT_ROWS), folder / "Extraversion.parquet")
     from_parquet = load_items(folder)
     assert [i.id for i in from_parquet] == ["0", "1", "2"]
-    assert [(o.key, o.text) for o in from_parquet[0].options][:2] == [("high", "I gladly start a conversation."),
-                                                                       ("low", "I would rather not start a conversation.")]
+    first_two = [(o.key, o.text) for o in from_parquet[0].options][:2]
+    assert first_two == [("high", "I gladly start a conversation."),
+                         ("low", "I would rather not start a conversation.")]
     items = load_items(trait_file)
     assert items[-1].trait == "Openness" and [o.key for o in items[-1].options] == ["high", "low"]
     text, order = item_prompt(items[0], FORMATS[1], "ai")
@@ -61,7 +63,8 @@ def test_trait_layout_parquet_and_simple_jsonl(trait_file: Path, tmp_path: Path)
 
 def test_bad_items_name_the_row(tmp_path: Path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({**SIMPLE, "options": [{"text": "x", "key": "high"}, {"text": "y", "key": "high"}]}) + "\n")
+    both_high = [{"text": "x", "key": "high"}, {"text": "y", "key": "high"}]
+    path.write_text(json.dumps({**SIMPLE, "options": both_high}) + "\n")
     with pytest.raises(PersonalityError, match=r"bad.jsonl:1: expected 2 to 8 options, some keyed high and some low"):
         load_items(path)
     path.write_text(json.dumps({"personality": "Openness", "response_high1": "a"}) + "\n")
