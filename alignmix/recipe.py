@@ -531,11 +531,11 @@ class JudgeSpec(Strict):
     (`path`, answered by transformers on this machine), or the built-in keyword rule (`rule: keywords`)."""
 
     name: Identifier | None = None  # label in results and reports; default: the model's name, or the rule
-    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1 (vLLM) or https://api.openai.com/v1
+    base_url: Annotated[str | None, Field(json_schema_extra=NOT_IN_KEY)] = None  # e.g. http://127.0.0.1:8000/v1 (vLLM)
     path: RunPath | None = None  # a Hugging Face model folder, used instead of a server
     model: str | None = None  # the model's name on the server (needed with base_url)
     rule: Literal["keywords"] | None = None  # a rule, not a model: a second judge to check a weak one against
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the server's API key
+    api_key_env: Annotated[str, Field(json_schema_extra=NOT_IN_KEY)] = "OPENAI_API_KEY"  # variable holding the API key
     concurrency: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 16  # requests in flight
 
     @model_validator(mode="after")
