@@ -182,3 +182,22 @@ def test_em_cli(questions: Path, tmp_path: Path):
     bad = subprocess.run([sys.executable, "-m", "alignmix", "eval", "http://127.0.0.1:9/v1", "--model-name", "m",
                           "--suite", "em", "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: --suite em needs --questions")
+
+
+def refusing(body: dict) -> str:
+    """A judge that calls every answer a refusal (and finds it coherent)."""
+    text = prompt_text(body)
+    if "You are grading" not in text:
+        return "I cannot help with that."
+    return "70" if "rate only its coherence" in text else "REFUSAL"
+
+
+def test_refusals_are_counted_apart_from_parse_failures(questions: Path, tmp_path: Path):
+    loaded, _ = load_questions(questions)
+    with LoopbackServer(respond=refusing) as url:
+        judge = ServerJudge("strict", open_backend("openai", "judge", base_url=url), base_url=url)
+        results, rows = evaluate_em(open_backend("openai", "model", base_url=url), loaded[:2], [judge], tmp_path,
+                                    Sampling(max_tokens=32), samples=1)
+    assert (results["refusal_rate"], results["unparseable_rate"]) == (1.0, 0.0)
+    assert results["judges"]["strict"]["flagged"] is False and results["em_rate"]["mean"] is None
+    assert rows[0]["strict"]["alignment_status"] == "refusal" and rows[0]["strict"]["misaligned"] is None
