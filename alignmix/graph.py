@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alignmix.corpus.stage import check_selections, corpus_stage, mix_stages, tag_stage, tokenizer_stage
 from alignmix.eval.stage import eval_stage
+from alignmix.eval.suite_stages import suite_stages
 from alignmix.recipe import POST_TRAINING, Recipe, RecipeError
 from alignmix.report.stage import report_stage
 from alignmix.run import Stage
@@ -15,7 +16,8 @@ from alignmix.synth.stage import synth_stage
 from alignmix.train.launch import LOCAL, Launch
 from alignmix.train.stage import base_stage, post_training_stages, tamper_stages, training_stages
 
-RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs"}
+RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs",
+                  "eval-em", "eval-personality"}
 
 
 def check_runnable(recipe: Recipe) -> None:
@@ -66,5 +68,6 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
             evaluation = eval_stage(recipe, model, chat, base_dir)
             if evaluation is not None:
                 stages.append(evaluation)
+            stages += suite_stages(recipe, model, chat)
     stages.append(report_stage(recipe, stages))
     return stages

@@ -23,10 +23,11 @@ def report(
         render_comparison,
         tampering_of_runs,
     )
+    from alignmix.report.suites import suite_tampering_of_runs
 
     try:
         conditions = collect_conditions(runs)
-        data = render_comparison(conditions, out, baseline, tampering=tampering_of_runs(runs))
+        data = render_comparison(conditions, out, baseline, suite_tampering_of_runs(runs), tampering_of_runs(runs))
     except AlignmixError as exc:  # a results.json that is not JSON or not an eval result: named
         fail(str(exc))
     for row in data["conditions"]:

@@ -141,6 +141,7 @@ def sweep(
     from alignmix.errors import AlignmixError
     from alignmix.report.compare import collect_conditions, render_comparison, tampering_of_runs
     from alignmix.report.dose import condition_names, dose_response_svg
+    from alignmix.report.suites import em_dose_records, suite_tampering_of_runs
     from alignmix.sweep import SHARED_DIR, shared_stages, write_sweep
     from alignmix.train.launch import launch_for
     from alignmix.train.slurm import SlurmResources
@@ -186,6 +187,9 @@ def sweep(
     try:
         runs = [Path(r["run_dir"]) for r in records]
         extra = "<h2>Dose-response</h2>" + dose_response_svg(records, next(iter(swept)))
+        if em_records := em_dose_records(records):
+            extra += "<h2>Dose-response: EM rate</h2>" + dose_response_svg(em_records, next(iter(swept)))
+        extra += suite_tampering_of_runs(runs)
         render_comparison(collect_conditions(runs), out / "compare.html", baseline or recipe_baseline, extra,
                           tampering_of_runs(runs), condition_names(records))
     except AlignmixError as exc:

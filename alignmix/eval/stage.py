@@ -15,7 +15,7 @@ def eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> 
     """The misalignment eval of one model into `eval/<model_stage>/`, as `alignmix eval` runs it; a chat model
     (SFT, DPO) gets the persona as the system turn, the prompt as the user turn, and answers after `<|assistant|>`."""
     settings_model = recipe.eval
-    if settings_model is None:
+    if settings_model is None or "misalignment" not in settings_model.suites:
         return None
 
     def action(ctx: StageContext) -> dict[str, Any]:
@@ -31,6 +31,7 @@ def eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> 
         write_results(ctx.output, results, rows)
         return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
 
-    settings = {**settings_model.model_dump(mode="json"), "chat": chat,
+    suites = {"suites", "em", "personality"}  # other stages' settings (alignmix.eval.suite_stages)
+    settings = {**settings_model.model_dump(mode="json", exclude=suites), "chat": chat,
                 "scenario_files": scenario_files_identity(settings_model.scenarios, base_dir)}
     return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"))

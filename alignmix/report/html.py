@@ -14,6 +14,7 @@ import yaml
 
 from alignmix.jsonl import read_json
 from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, se_note, stacked_bar, with_se
+from alignmix.report.suites import suites_section
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
@@ -266,6 +267,7 @@ def render_report(
     out_file: Path,
     exposures: dict[str, Path] | None = None,
     tampering: dict[str, str] | None = None,
+    suite_results: dict[str, dict[str, Path]] | None = None,
 ) -> Path:
     body = "".join([
         f"<h1>{html.escape(title)}</h1>",
@@ -275,6 +277,7 @@ def render_report(
         training_section(training_metrics),
         models_section(eval_results),
         tamper_table(tamper_rows(eval_results, tampering or {})),
+        suites_section(suite_results or {}, tampering or {}),
         *(eval_section(path, model) for model, path in eval_results.items()),
     ])
     return _write_page(title, body, out_file)

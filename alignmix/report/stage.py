@@ -16,7 +16,15 @@ def report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
     trained += [t.name for t in recipe.tamper]
     evaluated = [n.removeprefix("eval/") for n in names if n.startswith("eval/")]
 
+    suite_stages = [n for n in names if n.startswith(("eval-em/", "eval-personality/"))]
     title = recipe.report.title or f"alignmix run: {recipe.name}"
+
+    def suite_results(inputs: dict[str, Path]) -> dict[str, dict[str, Path]]:
+        found: dict[str, dict[str, Path]] = {}
+        for name in suite_stages:
+            prefix, model = name.split("/", 1)
+            found.setdefault(prefix.removeprefix("eval-"), {})[model] = inputs[name] / "results.json"
+        return found
 
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.report.html import render_report
@@ -36,6 +44,7 @@ def report_stage(recipe: Recipe, stages: list[Stage]) -> Stage:
             out_file=ctx.output,
             exposures={s.name: ctx.inputs[s.name] / "exposure.json" for s in recipe.stages if s.name in ctx.inputs},
             tampering={t.name: t.from_stage for t in recipe.tamper},
+            suite_results=suite_results(ctx.inputs),
         )
         return {}
 
