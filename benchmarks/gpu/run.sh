@@ -14,7 +14,7 @@ STAGE=${STAGE:-/tmp/alignmix-gpu}
 BUNDLE=$(cd "${BUNDLE:-runs/gpu/bundle}" && pwd) || { echo "error: no bundle: run transport.py prepare first" >&2; exit 2; }
 OUT=${OUT:?set OUT to the folder whose files come back}
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
-CONTROL_ARGS=${CONTROL_ARGS:---items 600 --formats 8 --tokens 2000000 --seq-len 512 --batch 32 --micro-batch 32 --lr 2e-4 --lora-r 32 --seeds 0 1 --score-batch 128 --deadline-s 240}
+CONTROL_ARGS=${CONTROL_ARGS:---items 600 --formats 8 --tokens 2000000 --seq-len 512 --batch 32 --micro-batch 32 --lr 2e-4 --lora-r 32 --lora-layers 0 --seeds 0 1 --score-batch 128 --deadline-s 240}
 MFU_ARGS=${MFU_ARGS:---model pythia-160m --micro-batch 16 --seq-len 2048 --steps 20 --warmup 4}
 export PYTHONPATH="$BUNDLE/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$STAGE" "$OUT"
