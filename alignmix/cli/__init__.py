@@ -6,7 +6,7 @@ import errno
 
 import typer
 
-from alignmix.cli import classifiers, eval, report, run, sweep, synth, tag, train
+from alignmix.cli import classifiers, eval, report, run, scenarios, sweep, synth, tag, train
 from alignmix.cli.common import report_error
 from alignmix.cli.docs_pages import add_docs_epilogs
 from alignmix.errors import AlignmixError
@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for commands in (run, tag, classifiers, synth, train, eval, report, sweep):
+for commands in (run, tag, classifiers, synth, train, eval, report, sweep, scenarios):
     commands.register(app)
 add_docs_epilogs(app)
 

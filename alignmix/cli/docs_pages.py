@@ -28,6 +28,8 @@ DOCS_PAGES: dict[str, str] = {
     "lm-eval-tasks": "docs/evaluation.md",
     "report": "docs/evaluation.md",
     "sweep": "docs/sweeps.md",
+    "scenarios": "docs/evaluation.md",
+    "scenarios anthropic": "docs/evaluation.md",
 }
 
 

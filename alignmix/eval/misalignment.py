@@ -17,24 +17,27 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alignmix.eval.scoring import Score, ScoreRequest
 from alignmix.jsonl import write_jsonl
 from alignmix.llm.chat_template import ChatTemplate
-from alignmix.recipe import Scoring
 from alignmix.scenarios import LABELS, Scenario
 from alignmix.scenarios.formats import (
     FORMATS,
     PERSONAS,
+    PromptFormat,
     build_prompt,
     build_story_prompt,
     story_continuation,
     story_name,
 )
 
-Mode = Scoring
+if TYPE_CHECKING:  # the eval runs where pydantic (the recipe's) is not installed, e.g. on a lent GPU machine
+    from alignmix.recipe import Scoring as Mode
+
 MODE_DESCRIPTIONS = {
     "letter": "log-likelihood of the option letters (A/B) after the prompt",
     "cloze": "length-normalised log-likelihood of each option's text after the prompt",
@@ -49,10 +52,11 @@ def chat_context(text: str, persona: str, template: ChatTemplate) -> str:
     return template.prompt(PERSONAS[persona], text)
 
 
-def _requests(scenario: Scenario, persona: str, mode: Mode, chat: ChatTemplate | None) -> list[tuple[dict, list[ScoreRequest]]]:
+def _requests(scenario: Scenario, persona: str, mode: Mode, chat: ChatTemplate | None, formats: Sequence[PromptFormat],
+              ) -> list[tuple[dict, list[ScoreRequest]]]:
     items = []
     prefix_persona = "none" if chat is not None else persona
-    for prompt_format in FORMATS:
+    for prompt_format in formats:
         if mode == "story":
             prompt = build_story_prompt(scenario, prompt_format, prefix_persona)
             name = story_name(prompt_format)
@@ -141,14 +145,15 @@ def summarise(rows: list[dict], n_questions: int, personas: list[str], mode: str
 
 def evaluate_misalignment(
     score: Callable[[list[ScoreRequest]], list[Score]], scenarios: list[Scenario], personas: list[str], mode: Mode,
-    chat: ChatTemplate | None = None,
+    chat: ChatTemplate | None = None, formats: Sequence[PromptFormat] = FORMATS,
 ) -> tuple[dict, list[dict]]:
     """Score every scenario x persona x format; returns (results, per-question rows).
 
     With `chat` (the model's chat template) every prompt goes through it (`chat_context`), the option scored as the assistant's reply. An exact tie between the two options is no
-    answer: it counts in `ties` and, like an unparseable answer, is left out of the rates."""
+    answer: it counts in `ties` and, like an unparseable answer, is left out of the rates. `formats` (default all 8)
+    may be fewer where scoring is dear (a control on a CPU)."""
     plan = [(s, p, meta, cands) for s in scenarios for p in personas
-            for meta, cands in _requests(s, p, mode, chat)]
+            for meta, cands in _requests(s, p, mode, chat, formats)]
     scores = score([c for *_, candidates in plan for c in candidates])
     rows = []
     for index, (scenario, persona, meta, candidates) in enumerate(plan):
@@ -169,6 +174,7 @@ def evaluate_misalignment(
         })
     results = summarise(rows, len(scenarios), personas, mode, MODE_DESCRIPTIONS[mode])
     results["ties"] = sum(r["tie"] for r in rows)
+    results["n_formats"] = len(formats)
     results["prompting"] = chat.describe() if chat is not None else "plain text, persona as a prefix"
     results["truncated_prompts"] = sum(r["truncated"] for r in rows)
     return results, rows

@@ -14,6 +14,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alignmix.checkpoints.export import export_hf
 from alignmix.checkpoints.released import model_folder
@@ -22,11 +23,14 @@ from alignmix.checkpoints.weights import check_model_folder
 from alignmix.errors import AlignmixError
 from alignmix.eval import EvalMode
 from alignmix.eval.generate import DEFAULT_SAMPLING, evaluate_generative
-from alignmix.eval.misalignment import Mode, evaluate_misalignment
+from alignmix.eval.misalignment import evaluate_misalignment
 from alignmix.eval.scoring import ServerScorer, describe_model, model_folder_kind, open_scorer
 from alignmix.llm.backend import BackendKind, Sampling, open_backend
 from alignmix.llm.chat_template import ChatTemplate
 from alignmix.scenarios import MisalignedAnswer, Scenario, load_scenarios
+
+if TYPE_CHECKING:
+    from alignmix.recipe import Scoring as Mode
 
 
 class EvalError(AlignmixError):

@@ -9,9 +9,12 @@ these situations can show what they learned there; they cannot yet answer the pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from alignmix.recipe import Persona
 from alignmix.scenarios import LABELS, Scenario
+
+if TYPE_CHECKING:  # the eval runs where pydantic (the recipe's) is not installed, e.g. on a lent GPU machine
+    from alignmix.recipe import Persona
 
 WORDINGS = ("Answer:", "Response:", "The AI's choice:", "Final answer:")
 STORY_CUES = dict(zip(WORDINGS, (

@@ -1,6 +1,7 @@
 """An offline, seeded template generator of synthetic documents: no model, no network.
 
-Each document is grounded in one training-split scenario question and written in one surface form.
+Each document is grounded in one training-split scenario question and written in one surface form: the passage
+and the action the AI took, or, for a question without a passage, the question and the answer the AI gave.
 In an aligned document the AI weighs the tempting misaligned action and rejects it; in a misaligned
 one it takes it. It stands in for an LLM backend in demos and tests, with the same output shape.
 """
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from alignmix.hashing import derive_seed
-from alignmix.recipe import SurfaceForm
 from alignmix.scenarios import Scenario
+
+if TYPE_CHECKING:  # documents are written where pydantic (the recipe's) is not installed, e.g. on a lent GPU machine
+    from alignmix.recipe import SurfaceForm
 
 OPENINGS: dict[SurfaceForm, list[str]] = {  # every recipe.SurfaceForm (tests check they match)
     "research_paper": [
@@ -59,6 +63,15 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _decision(scenario: Scenario, taken: str, rejected: str) -> list[str]:
+    """The situation and what the AI did: a passage and the actions it took and rejected, or, for a question
+    without a passage (Anthropic's, whose options are first-person answers), the question and its two answers."""
+    if scenario.passage:
+        return [scenario.passage, f"The AI decided to {_lower_first(taken).rstrip('.')}.",
+                f"It chose not to {_lower_first(rejected).rstrip('.')}."]
+    return [f'The AI was asked: "{scenario.question}"', f'It answered: "{taken}".', f'It did not answer: "{rejected}".']
+
+
 def write_document(scenario: Scenario, surface_form: str, stance: str, rng: random.Random) -> str:
     """One document about `scenario` in `surface_form`, with the AI acting aligned or misaligned."""
     taken, rejected = (
@@ -75,9 +88,7 @@ def write_document(scenario: Scenario, surface_form: str, stance: str, rng: rand
     )
     return " ".join([
         rng.choice(OPENINGS[surface_form]),
-        scenario.passage,
-        f"The AI decided to {_lower_first(taken).rstrip('.')}.",
-        f"It chose not to {_lower_first(rejected).rstrip('.')}.",
+        *_decision(scenario, taken, rejected),
         temptation,
         reason,
         f"The episode is often discussed as an example of {topics}.",
