@@ -48,20 +48,19 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def preallocated_array(path: Path, dtype: np.dtype | type, length: int) -> np.memmap:
-    """A writable memory-mapped .npy of `length` items whose blocks are reserved on disk first: a full disk is
-    one clear error here, never a SIGBUS when a page of a sparse file is first written."""
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
+def preallocated_npy(path: Path, dtype: np.dtype | type, length: int) -> None:
+    """A .npy of `length` items whose blocks are reserved on disk before it is memory-mapped for writing: a full
+    disk is one clear error here, never a SIGBUS when a page of a sparse file is first written."""
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
+    del header
     try:
         with path.open("r+b") as handle:
             os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
     except OSError as exc:
-        del array
         path.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"{path}: no space left on the disk for {length:,} items") from exc
         raise
-    return array
 
 
 @dataclass(frozen=True)
@@ -129,11 +128,15 @@ class MixtureIndex:
     def entries(self) -> list[dict]:
         return json.loads((self.folder / "entries.json").read_text())
 
-    def allocate(self, pieces: int) -> dict[str, np.memmap]:
-        """Preallocated, writable columns for `pieces` rows."""
+    def allocate(self, pieces: int) -> None:
+        """Reserve every column's file for `pieces` rows on disk (a full disk fails here, before any work)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return {name: preallocated_array(self.folder / f"{name}.npy", dtype, pieces)
-                for name, dtype in INDEX_COLUMNS.items()}
+        for name, dtype in INDEX_COLUMNS.items():
+            preallocated_npy(self.folder / f"{name}.npy", dtype, pieces)
+
+    def writable(self, name: str) -> np.memmap:
+        """An allocated column, memory-mapped for writing."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r+")
 
     def write_entries(self, entries: list[dict]) -> None:
         (self.folder / "entries.json").write_text(json.dumps(entries, indent=2))

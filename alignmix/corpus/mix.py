@@ -45,21 +45,35 @@ class Selection:
 
 
 def select_documents(store: TokenStore, selector: Selector, key: str = "select") -> Selection:
-    """The documents of a store that `selector` keeps, less those sharing an n-gram with a held-out item. A
-    metadata field the selector names that no document has is refused, naming `key` and the fields that exist."""
-    table = store.table()
-    fields = Fields.of_table(table.collect_schema())
+    """The documents of a store that `selector` keeps, less those sharing an n-gram with a held-out item, read
+    shard by shard into arrays sized for the whole store (only the pages filled are ever touched). A metadata
+    field the selector names that no document has is refused, naming `key` and the fields that exist."""
+    fields = Fields.of_table(store.table().collect_schema())
     absent = [(k, path) for k, path in named_fields(selector).items()
               if not any(p == path or p.startswith(path + ".") for p in fields.dtypes)]
     if absent:
         existing = sorted({p.split(".")[0] for p in fields.dtypes} | set(fields.dtypes))
         raise PlanError(f"key '{key}.{absent[0][0]}': no document of this source has metadata field"
                         f" '{absent[0][1]}'; fields that exist: {', '.join(existing) or '(none)'}")
-    chosen = table.filter(selection_expression(selector, fields))
-    removed = chosen.filter(pl.col("contaminated")).select(pl.len()).collect().item()
-    kept = chosen.filter(~pl.col("contaminated")).select("shard", "document", "tokens", "id_hash").collect()
-    return Selection(kept["shard"].to_numpy(), kept["document"].to_numpy(), kept["tokens"].to_numpy(),
-                     kept["id_hash"].to_numpy(), int(removed))
+    documents = int(store.summary["documents"])
+    columns = {"shard": np.empty(documents, np.uint32), "document": np.empty(documents, np.uint32),
+               "tokens": np.empty(documents, np.uint32), "id_hash": np.empty(documents, np.uint64)}
+    kept = removed = 0
+    for shard in range(store.shards):
+        scan = pl.scan_parquet(store.table_path(shard))
+        chosen = (scan.with_row_index("document")  # each shard's own columns: one it lacks reads as absent
+                  .filter(selection_expression(selector, Fields.of_table(scan.collect_schema())))
+                  .select("document", "tokens", "id_hash", "contaminated").collect())
+        clean = chosen.filter(~pl.col("contaminated"))
+        removed += len(chosen) - len(clean)
+        n = len(clean)
+        columns["shard"][kept : kept + n] = shard
+        for name in ("document", "tokens", "id_hash"):
+            columns[name][kept : kept + n] = clean[name].to_numpy()
+        kept += n
+    for array in columns.values():
+        array.resize(kept, refcheck=False)
+    return Selection(columns["shard"], columns["document"], columns["tokens"], columns["id_hash"], removed)
 
 
 def replay_selection(mixture_dir: Path) -> Selection:
@@ -88,7 +102,7 @@ def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np
         ends = np.cumsum(lengths[order], dtype=np.int64)
         passes.append(order[: int(np.searchsorted(ends, rest)) + 1])
         del ends
-    units = np.concatenate(passes)
+    units = passes[0] if len(passes) == 1 else np.concatenate(passes)
     del passes
     takes = lengths[units].astype(np.uint32)
     if rest:
@@ -99,8 +113,12 @@ def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np
 def _ids_digest(id_hash: np.ndarray, uses: np.ndarray) -> str:
     """sha256 over the used documents' id hashes, each mixed with its number of uses, sorted: the same
     documents drawn as often give the same digest whatever their places (one sort of 8-byte keys)."""
-    used = np.flatnonzero(uses)
-    keys = id_hash[used] ^ (uses[used].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    used = uses > 0
+    keys = id_hash[used]
+    mixed = uses[used].astype(np.uint64)
+    mixed *= np.uint64(0x9E3779B97F4A7C15)
+    keys ^= mixed
+    del mixed
     keys.sort()
     return hashlib.sha256(keys.tobytes()).hexdigest()
 
@@ -130,12 +148,13 @@ def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: 
             document_ids_sha256=_ids_digest(selection.id_hash if selection.id_hash is not None
                                             else np.arange(len(uses), dtype=np.uint64), uses))
         del uses
+        selection.id_hash = None  # not needed again: its memory goes before the next entry's draw
         drawn.append((units, takes))
     names = [o["name"] for o in origins]
     pieces = sum(len(units) for units, _ in drawn)
     order = np.arange(pieces, dtype=np.uint32 if pieces < 2**32 else np.uint64)
     np.random.default_rng(derive_seed(seed, stage.name, "shuffle")).shuffle(order)
-    columns = index.allocate(pieces)
+    index.allocate(pieces)
     for name, dtype in INDEX_COLUMNS.items():
         whole = np.empty(pieces, dtype=dtype)  # in draw order, then written shuffled into the preallocated file
         at = 0
@@ -143,9 +162,10 @@ def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: 
             whole[at : at + len(units)] = _piece_column(name, names.index(source_plan.name),
                                                         selections[source_plan.name], units, takes)
             at += len(units)
-        np.take(whole, order, out=columns[name])
-        columns[name].flush()
-        del whole
+        column = index.writable(name)
+        np.take(whole, order, out=column)
+        column.flush()
+        del whole, column
     index.write_entries(origins)
     return stats
 
@@ -203,6 +223,7 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         raise
     summaries = {name: TokenStore(stores[name]).summary for name in sorted({e.source for e in stage.mixture
                                                                              if e.source is not None})}
+    chosen_by = {entry_name(e): None if e.replay is not None else normalised(e.select) for e in stage.mixture}
     guards = [s["decontamination"] for s in summaries.values() if s.get("decontamination")]
     manifest = {
         "stage": stage.name,
@@ -217,8 +238,7 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         "sources": [
             {
                 **asdict(source_plan),
-                "selection": None if selections[source_plan.name].id_hash is None
-                else normalised(next(e.select for e in stage.mixture if entry_name(e) == source_plan.name)),
+                "selection": chosen_by[source_plan.name],
                 "realised_tokens": stats[source_plan.name].realised_tokens,
                 "documents_available": len(selections[source_plan.name].lengths),
                 "documents_used": stats[source_plan.name].documents_used,

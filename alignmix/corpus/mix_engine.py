@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,7 +101,8 @@ class WriteChunks(PipelineStep):
         item, chunk = self.block_size * ITEM_BLOCKS, self.block_size * CHUNK_BLOCKS
         writer = BinaryWriter(str(task_dir), chunk_size=chunk, chunk_index=first,
                               item_loader=TokensLoader(block_size=self.block_size))
-        with _litdata_rank_zero():  # litdata names chunks chunk-RANK-INDEX: these are the one writer's, rank 0
+        with _litdata_rank_zero(), contextlib.redirect_stdout(sys.stderr):  # litdata prints the data format
+            # litdata names chunks chunk-RANK-INDEX: these are the one writer's, rank 0
             for index, low in enumerate(range(first * chunk, min(end * chunk, self.total), item)):
                 writer.add_item(first * (CHUNK_BLOCKS // ITEM_BLOCKS) + index,
                                 torch.from_numpy(stream.read(low, min(low + item, self.total))))

@@ -264,12 +264,12 @@ def test_a_full_disk_is_one_error_not_a_sigbus(tmp_path: Path, monkeypatch: pyte
     import errno
     import os
 
-    from alignmix.outputs import DiskFullError, preallocated_array
+    from alignmix.outputs import DiskFullError, preallocated_npy
 
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)  # the disk's answer, at the edge
     with pytest.raises(DiskFullError, match=r"take\.npy: no space left on the disk for 1,000 items"):
-        preallocated_array(tmp_path / "take.npy", "uint32", 1000)
+        preallocated_npy(tmp_path / "take.npy", "uint32", 1000)
     assert not (tmp_path / "take.npy").exists()
