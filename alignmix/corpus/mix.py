@@ -84,30 +84,42 @@ def replay_selection(mixture_dir: Path) -> Selection:
                      np.full(blocks, manifest["block_size"], np.uint32), None)
 
 
-def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(unit, tokens taken) drawn in shuffled passes over the units until exactly `budget` tokens; only the last
-    is cut short. Units as uint32; one pass's permutation and cumulative sum at a time besides the result."""
+def _partial_pass(lengths: np.ndarray, tokens: int, rng: np.random.Generator) -> np.ndarray:
+    """The start of a shuffled pass over the units, up to the one that reaches `tokens`: a random sample in
+    random order, drawn without shuffling every unit where the pass covers little of the pool."""
+    units = len(lengths)
+    wanted = min(units, int(1.25 * tokens * units / int(lengths.sum(dtype=np.int64))) + 64)
+    if wanted < units // 2:
+        sample = rng.choice(units, size=wanted, replace=False, shuffle=True)
+        ends = np.cumsum(lengths[sample], dtype=np.int64)
+        if ends[-1] >= tokens:
+            return sample[: int(np.searchsorted(ends, tokens)) + 1].astype(np.uint32)
+    order = np.arange(units, dtype=np.uint32)
+    rng.shuffle(order)
+    ends = np.cumsum(lengths[order], dtype=np.int64)
+    return order[: int(np.searchsorted(ends, tokens)) + 1]
+
+
+def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(units, tokens taken, uses per unit) drawn in shuffled passes over the units until exactly `budget`
+    tokens; only the last piece is cut short. The pieces are shuffled together afterwards (`draw_index`), so a
+    whole pass is every unit once, in order; only the last, partial pass needs a random order."""
     total = int(lengths.sum(dtype=np.int64))
+    uses = np.zeros(len(lengths), np.uint32)
     if budget <= 0 or total <= 0:
-        return np.zeros(0, np.uint32), np.zeros(0, np.uint32)
+        return np.zeros(0, np.uint32), np.zeros(0, np.uint32), uses
     full, rest = divmod(budget, total)
-    passes = []
-    for _ in range(full):
-        order = np.arange(len(lengths), dtype=np.uint32)
-        rng.shuffle(order)
-        passes.append(order)
+    passes = [np.arange(len(lengths), dtype=np.uint32)] * full
+    uses += full
     if rest:
-        order = np.arange(len(lengths), dtype=np.uint32)
-        rng.shuffle(order)
-        ends = np.cumsum(lengths[order], dtype=np.int64)
-        passes.append(order[: int(np.searchsorted(ends, rest)) + 1])
-        del ends
+        passes.append(_partial_pass(lengths, rest, rng))
+        uses[passes[-1]] += 1
     units = passes[0] if len(passes) == 1 else np.concatenate(passes)
     del passes
-    takes = lengths[units].astype(np.uint32)
+    takes = lengths[units]
     if rest:
         takes[-1] = rest - (int(takes[:-1].sum(dtype=np.int64)) - full * total)
-    return units, takes
+    return units, takes, uses
 
 
 def _ids_digest(id_hash: np.ndarray, uses: np.ndarray) -> str:
@@ -139,9 +151,8 @@ def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: 
     stats: dict[str, MixtureStats] = {}
     for source_plan in plan.sources:
         selection = selections[source_plan.name]
-        units, takes = draw(selection.lengths, source_plan.tokens or 0,
-                            np.random.default_rng(derive_seed(seed, stage.name, source_plan.name)))
-        uses = np.bincount(units, minlength=len(selection.lengths)).astype(np.uint32)
+        units, takes, uses = draw(selection.lengths, source_plan.tokens or 0,
+                                  np.random.default_rng(derive_seed(seed, stage.name, source_plan.name)))
         stats[source_plan.name] = MixtureStats(
             realised_tokens=int(takes.sum(dtype=np.int64)), documents_used=int(np.count_nonzero(uses)),
             max_document_repetitions=int(uses.max(initial=0)),

@@ -273,3 +273,23 @@ def test_a_full_disk_is_one_error_not_a_sigbus(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(DiskFullError, match=r"take\.npy: no space left on the disk for 1,000 items"):
         preallocated_npy(tmp_path / "take.npy", "uint32", 1000)
     assert not (tmp_path / "take.npy").exists()
+
+
+@pytest.mark.parametrize("budget", [7, 2_500, 49_999, 50_000, 50_001, 137_000])
+def test_the_draw_is_exact_in_passes_and_cuts_only_the_last_piece(budget: int):  # 50,000 tokens in the pool
+    """Every unit is drawn once per whole pass, the partial pass draws distinct units, the tokens taken sum to
+    the budget exactly and only the last piece is shorter than its unit; the same seed gives the same draw."""
+    import numpy as np
+
+    from alignmix.corpus.mix import draw
+
+    lengths = np.full(1_000, 50, np.uint32)
+    lengths[::2] -= np.random.default_rng(0).integers(0, 49, 500).astype(np.uint32)  # lengths 2 to 99
+    lengths[1::2] = 100 - lengths[::2]
+    units, takes, uses = draw(lengths, budget, np.random.default_rng(3))
+    assert int(takes.sum(dtype=np.int64)) == budget
+    assert (takes[:-1] == lengths[units[:-1]]).all() and 0 < takes[-1] <= lengths[units[-1]]
+    full = budget // 50_000
+    assert (np.bincount(units, minlength=1_000) == uses).all() and set(np.unique(uses)) <= {full, full + 1}
+    again = draw(lengths, budget, np.random.default_rng(3))
+    assert all((a == b).all() for a, b in zip(again, (units, takes, uses)))
