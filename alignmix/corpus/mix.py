@@ -122,17 +122,24 @@ def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np
     return units, takes, uses
 
 
+DIGEST_BLOCK = 1 << 20  # units per step of the digest's in-place compaction
+
+
 def _ids_digest(id_hash: np.ndarray, uses: np.ndarray) -> str:
     """sha256 over the used documents' id hashes, each mixed with its number of uses, sorted: the same
-    documents drawn as often give the same digest whatever their places (one sort of 8-byte keys)."""
-    used = uses > 0
-    keys = id_hash[used]
-    mixed = uses[used].astype(np.uint64)
-    mixed *= np.uint64(0x9E3779B97F4A7C15)
-    keys ^= mixed
-    del mixed
-    keys.sort()
-    return hashlib.sha256(keys.tobytes()).hexdigest()
+    documents drawn as often give the same digest whatever their places. Consumes `id_hash`: the keys are
+    compacted and sorted in its own memory, a block at a time (writes never overtake reads)."""
+    kept = 0
+    for start in range(0, len(uses), DIGEST_BLOCK):
+        block_uses = uses[start : start + DIGEST_BLOCK]
+        used = block_uses > 0
+        keys = id_hash[start : start + DIGEST_BLOCK][used]
+        keys ^= block_uses[used].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        id_hash[kept : kept + len(keys)] = keys
+        kept += len(keys)
+    compacted = id_hash[:kept]
+    compacted.sort()
+    return hashlib.sha256(compacted.data).hexdigest()
 
 
 @dataclass
@@ -159,7 +166,7 @@ def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: 
             document_ids_sha256=_ids_digest(selection.id_hash if selection.id_hash is not None
                                             else np.arange(len(uses), dtype=np.uint64), uses))
         del uses
-        selection.id_hash = None  # not needed again: its memory goes before the next entry's draw
+        selection.id_hash = None  # consumed by the digest
         drawn.append((units, takes))
     names = [o["name"] for o in origins]
     pieces = sum(len(units) for units, _ in drawn)
