@@ -42,37 +42,40 @@ class _Column:
 class Fields:
     """The metadata fields documents hold, by dotted path under `metadata` (leaves only: nested mappings are
     walked), and how to read one as a column: from the tagged shards' nested `metadata` struct, or from a token
-    store's document table, where each is a flat column named `metadata.<path>`."""
+    store's document table, where each is a flat column named `metadata.<path>`. A name may itself hold dots
+    (the term `A.I.`): struct paths keep their steps."""
 
     dtypes: dict[str, pl.DataType]
-    flat: bool
+    steps: dict[str, tuple[str, ...]] | None  # None: flat columns
 
     @classmethod
     def of_struct(cls, schema: pl.Schema) -> Fields:
         leaves: dict[str, pl.DataType] = {}
+        steps: dict[str, tuple[str, ...]] = {}
 
-        def walk(dtype: pl.DataType, prefix: str) -> None:
+        def walk(dtype: pl.DataType, prefix: tuple[str, ...]) -> None:
             for f in dtype.fields:  # type: ignore[attr-defined]
                 if isinstance(f.dtype, pl.Struct) and f.dtype.fields:
-                    walk(f.dtype, f"{prefix}{f.name}.")
+                    walk(f.dtype, (*prefix, f.name))
                 else:
-                    leaves[f"{prefix}{f.name}"] = f.dtype
+                    path = ".".join((*prefix, f.name))
+                    leaves[path], steps[path] = f.dtype, (*prefix, f.name)
 
         if isinstance(schema.get("metadata"), pl.Struct):
-            walk(schema["metadata"], "")
-        return cls(leaves, flat=False)
+            walk(schema["metadata"], ())
+        return cls(leaves, steps)
 
     @classmethod
     def of_table(cls, schema: pl.Schema) -> Fields:
         return cls({name[len(META_PREFIX):]: dtype for name, dtype in schema.items() if name.startswith(META_PREFIX)},
-                   flat=True)
+                   None)
 
     def expr(self, path: str) -> pl.Expr:
-        if self.flat:
+        if self.steps is None:
             return pl.col(META_PREFIX + path)
         expr = pl.col("metadata")
-        for part in path.split("."):
-            expr = expr.struct.field(part)
+        for step in self.steps[path]:
+            expr = expr.struct.field(step)
         return expr
 
     def column(self, path: str) -> _Column:
@@ -87,10 +90,6 @@ class Fields:
         if not inside:
             return pl.lit(False)
         return pl.any_horizontal([self.expr(p).is_not_null() for p in inside]).fill_null(False)
-
-    def names(self, path: str) -> list[str]:
-        """The fields of a mapping at `path` (the names `terms` holds)."""
-        return [p[len(path) + 1:] for p in self.dtypes if p.startswith(path + ".") and "." not in p[len(path) + 1:]]
 
 
 def _in_bounds(column: _Column, bounds: Bounds) -> pl.Expr:
@@ -137,7 +136,7 @@ def _has_name(fields: Fields, path: str, name: str) -> pl.Expr:
     column = fields.column(path)
     if column.dtype is not None and isinstance(column.dtype, pl.List):
         return column.expr.list.contains(name).fill_null(False)
-    if name in fields.names(path):
+    if f"{path}.{name}" in fields.dtypes:
         return fields.expr(f"{path}.{name}").is_not_null()
     return pl.lit(False)
 
