@@ -55,7 +55,7 @@ class Fields:
 
         def walk(dtype: pl.DataType, prefix: tuple[str, ...]) -> None:
             for f in dtype.fields:  # type: ignore[attr-defined]
-                if isinstance(f.dtype, pl.Struct) and f.dtype.fields:
+                if isinstance(f.dtype, pl.Struct):  # a mapping: its fields (an empty one holds nothing)
                     walk(f.dtype, (*prefix, f.name))
                 else:
                     path = ".".join((*prefix, f.name))
