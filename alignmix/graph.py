@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignmix.corpus.stage import check_selections, corpus_stage, mix_stages, tag_stage, tokenizer_stage
+from alignmix.corpus.stage import (
+    check_selections,
+    corpus_stage,
+    mix_stages,
+    tag_stage,
+    tokenizer_stage,
+    tokens_stages,
+)
 from alignmix.eval.stage import eval_stage
 from alignmix.eval.suite_stages import suite_stages
 from alignmix.recipe import POST_TRAINING, Recipe, RecipeError
@@ -16,7 +23,7 @@ from alignmix.synth.stage import synth_stage
 from alignmix.train.launch import LOCAL, Launch
 from alignmix.train.stage import base_stage, post_training_stages, tamper_stages, training_stages
 
-RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "mix", "sft", "dpo", "eval", "report", "logs",
+RESERVED_NAMES = {"base", "corpus", "tag", "synth", "tokenizer", "tokens", "mix", "sft", "dpo", "eval", "report", "logs",
                   "eval-em", "eval-personality"}
 
 
@@ -56,7 +63,7 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
     synth = synth_stage(recipe, base_dir)
     stages += [s for s in (corpus, tag_stage(recipe, corpus is not None), synth) if s is not None]
     stages.append(tokenizer_stage(recipe, ("tag", "synth") if synth else ("tag",)))
-    stages += mix_stages(recipe, synth is not None, base_dir)
+    stages += tokens_stages(recipe, base_dir) + mix_stages(recipe)
     training = training_stages(recipe, launch)
     stages += training
     if training:

@@ -3,7 +3,8 @@
 Builds about 40 MB of real web text by repeating the C4, Wikipedia and Common Crawl samples in ../shared/data
 (or a generated corpus where that is absent), writes it as tagged shards, and times, in the same run:
   baseline: `Tokenizer.encode_batch` over the same texts, already in memory (the limit for this step);
-  alignmix: `build_stage_mixture` from the shards on disk to finished chunks, with 1 and with 2 tasks;
+  alignmix: `build_stage_mixture` from the shards on disk to finished chunks (the token store, the index and
+  the chunks), with 1 and with 2 tasks (target >= 0.9 with 1 task);
   selection: the same 1-task mixture with a three-condition `select` (flagged, categories, a metadata field
   range) that keeps every document, against the plain `{flagged: false}` one (target >= 0.95);
   ray: the 2-task mixture with `executor: ray` (datatrove's RayPipelineExecutor on a local Ray cluster, the
@@ -142,8 +143,8 @@ def main() -> None:
     print(f"alignmix mix on Ray, 2 tasks, {args.ray_megabytes:.0f} MB ({large_tokens:,} tokens): {ray_ratio:.3f} of the"
           f" in-process 2-task rate (+{added:.1f}s, best of {args.ray_rounds}); chunks equal: {large_same}")
     print(json.dumps({
-        "benchmark": "mixing", "ratio": round(ratio, 3), "target": ">= 0.7",
-        "baseline": "tokenizers encode_batch on the same text, in memory", "met": ratio >= 0.7,
+        "benchmark": "mixing", "ratio": round(ratio, 3), "target": ">= 0.9",
+        "baseline": "tokenizers encode_batch on the same text, in memory", "met": ratio >= 0.9,
         "ratio_2_tasks": round(rates[2] / baseline_rate, 3), "scaling_1_to_2_tasks": round(rates[2] / rates[1], 3),
         "selection_ratio": round(selection_ratio, 3), "selection_target": ">= 0.95",
         "selection_baseline": "the same mixture with select {flagged: false}", "selection_met": selection_ratio >= 0.95,

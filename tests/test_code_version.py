@@ -17,6 +17,7 @@ ENTRY_POINTS = {  # what each kind's action calls (stage.py is wiring: what it c
               "alignmix.synth.prompts"),
     "base": ("alignmix.checkpoints.base",),
     "tokenizer": ("alignmix.corpus.tokenizer",),
+    "tokens": ("alignmix.corpus.tokens",),
     "mix": ("alignmix.corpus.mix", "alignmix.corpus.mix_engine"),
     "train": ("alignmix.train.pretrain", "alignmix.train.exposure", "alignmix.train.litgpt_config"),
     "post_train": ("alignmix.train.post_stage",),

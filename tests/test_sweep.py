@@ -33,7 +33,8 @@ def test_a_sweep_shares_what_its_conditions_have_in_common_and_resumes(tmp_path:
     sweep = json.loads((out / "sweep.json").read_text())
     none, some = sweep["conditions"]
     assert (none["values"], some["values"]) == ({"stages.0.mixture.1.share": 0}, {"stages.0.mixture.1.share": 0.05})
-    assert none["shared_stages"] == [] and some["shared_stages"] == ["corpus", "tag", "synth", "tokenizer"]
+    assert none["shared_stages"] == [] and some["shared_stages"] == [
+        "corpus", "tag", "synth", "tokenizer", "tokens/aligned_synthetic", "tokens/web"]  # tokenized once
     assert set(some["results"]) == {"pretrain"} and "misalignment_rate" in some["results"]["pretrain"]
     manifest = json.loads((Path(some["run_dir"]) / "manifest.json").read_text())
     shared = {s["name"]: s for s in manifest["stages"] if s["status"] == "shared"}

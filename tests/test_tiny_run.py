@@ -134,7 +134,8 @@ def test_run_folder_contents(tiny_run: dict):
     out = tiny_run["out"]
     manifest = tiny_run["rerun"]
     assert [s["name"] for s in manifest["stages"]] == [
-        "corpus", "tag", "synth", "tokenizer", "mix/pretrain", "mix/midtrain", "pretrain", "midtrain", "sft", "dpo",
+        "corpus", "tag", "synth", "tokenizer", "tokens/aligned_synthetic", "tokens/web", "mix/pretrain", "mix/midtrain",
+        "pretrain", "midtrain", "sft", "dpo",
         "eval/midtrain", "eval/sft", "eval/dpo", "report",
     ]
     assert manifest["packages"]["litgpt"] == "0.5.13"

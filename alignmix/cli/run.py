@@ -49,11 +49,13 @@ def plan(
     overrides: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the token plan as JSON.")] = False,
     counted_from: Annotated[Path | None, typer.Option(
-        "--run", help="A run folder whose tagged (and synthetic) shards count what each selection keeps, for"
-                      " sources without `assumed` statistics (polars over the shards, no tokenizing).")] = None,
-    chars_per_token: Annotated[float, typer.Option(
-        min=0.1, help="With --run: characters per token, to estimate tokens from the shards' characters.")
-    ] = CHARS_PER_TOKEN,
+        "--run", help="A run folder that counts what each selection keeps, for sources without `assumed`"
+                      " statistics: exact tokens from its token stores where the tokens stage ran, else estimated"
+                      " from the tagged (and synthetic) shards' characters.")] = None,
+    chars_per_token: Annotated[float | None, typer.Option(
+        min=0.1, help="With --run, for sources not yet tokenized: characters per token (default: measured on a"
+                      f" sample with the recipe's tokenizer; {CHARS_PER_TOKEN} where none exists yet).")
+    ] = None,
 ) -> None:
     """Print the stage graph and each training stage's token plan. Without --run it reads no data: sources
     without `assumed` statistics show 'unknown until tagged'."""

@@ -1,257 +1,278 @@
-"""Building a stage's mixture: select, sample to the planned tokens, shuffle, tokenize and write LitData chunks.
+"""Building a stage's mixture from its sources' token stores: select in columns, draw an index, write chunks.
 
-Filter-with-replacement, upsampling and downsampling are one mechanism: an entry draws documents from its
-selection in seeded shuffled passes until its planned tokens are met exactly (the last document drawn is
-cut to fit), so a selection smaller than its budget is repeated (with the repetitions recorded) and a
-larger one is sampled. The entries' documents are then shuffled together and packed.
+Each entry's selection is one polars expression over its source's document tables (`selection_counts`), giving
+numpy arrays of the documents it keeps; contaminated documents are left out. Filter-with-replacement,
+upsampling and downsampling are one mechanism: an entry draws from its selection in seeded shuffled passes until
+its planned tokens are met exactly (only the last document drawn is cut to fit), so a selection smaller than its
+budget is repeated (the repetitions recorded) and a larger one is sampled. The entries' pieces are shuffled
+together into the stage's mixture index (`alignmix.outputs.MixtureIndex`), from which chunk-writing tasks write
+the LitData chunks (`mix_engine`). No Python object per document is made here: the draw is numpy throughout.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
+import hashlib
 import json
-import multiprocessing
-import os
-import random
 import shutil
-import tempfile
-from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
-from alignmix.checkpoints.tokenizer import load_tokenizer
 from alignmix.corpus.engines import SlurmSettings
 from alignmix.corpus.plan import PlanError, StagePlan, entry_name, plan_stage
-from alignmix.corpus.select import MISSING, compile_selector, field_value, metadata_paths, named_fields, normalised
-from alignmix.hashing import derive_seed, file_sha256, strings_sha256
-from alignmix.jsonl import read_jsonl_gz
-from alignmix.recipe import Executor, Selector, TrainingStage
+from alignmix.corpus.select import named_fields, normalised
+from alignmix.corpus.selection_counts import Fields, selection_expression
+from alignmix.corpus.tokens import build_token_store
+from alignmix.hashing import derive_seed, file_sha256
+from alignmix.outputs import INDEX_COLUMNS, DiskFullError, MixtureIndex, TokenStore
+from alignmix.recipe import Executor, MixtureEntry, Selector, TrainingStage
 from alignmix.scenarios.decontaminate import NgramGuard
-
-if TYPE_CHECKING:
-    from alignmix.corpus.mix_engine import MixingEngine
-
-TOKEN_DTYPE = np.int32
-ITEM_BLOCKS, CHUNK_BLOCKS = 256, 1024  # blocks per LitData item and per chunk file
 
 
 @dataclass
-class Candidates:
-    """What an entry can draw from: unit ids, their token counts, and a way to fetch a unit's tokens. `units`
-    are the units' places in what they come from: a source's documents, or a replayed mixture's blocks."""
+class Selection:
+    """What an entry can draw from, as arrays: each unit's place (shard, document) and its tokens. A replayed
+    mixture's units are its blocks (shard 0, document = block number)."""
 
-    ids: list[str]
-    lengths: list[int]
-    fetch: Callable[[int], np.ndarray]
-    units: list[int]
+    shard: np.ndarray  # uint32
+    document: np.ndarray  # uint32
+    lengths: np.ndarray  # uint32
+    id_hash: np.ndarray | None  # uint64, for the ids digest (None for replayed blocks)
     removed_by_decontamination: int = 0
 
 
-@dataclass
-class TokenizedDocs:
-    """A source's documents: ids, metadata (tags under `ai_discourse`), contamination flags, and their tokens in
-    one flat array per part (a tokenizing task's output, memory-mapped when it was written to disk)."""
-
-    ids: list[str]
-    metadata: list[dict]
-    contaminated: list[bool]
-    parts: list[tuple[np.ndarray, np.ndarray]]  # (flat tokens, offsets): part document j is flat[off[j]:off[j+1]]
-
-    def __post_init__(self) -> None:
-        self._first = np.cumsum([0] + [len(offsets) - 1 for _, offsets in self.parts])  # first document of each part
-        self.lengths = np.concatenate([np.diff(offsets) for _, offsets in self.parts] or [np.zeros(0, np.int64)])
-
-    def _locate(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
-        part = int(np.searchsorted(self._first, index, side="right")) - 1
-        flat, offsets = self.parts[part]
-        return flat, offsets, index - int(self._first[part])
-
-    def tokens(self, index: int) -> np.ndarray:
-        flat, offsets, local = self._locate(index)
-        return flat[offsets[local] : offsets[local + 1]]
-
-
-def tokenize_files(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None,
-                    batch_size: int = 1024) -> TokenizedDocs:
-    tokenizer, eos = load_tokenizer(tokenizer_dir)
-    ids: list[str] = []
-    metadata: list[dict] = []
-    contaminated: list[bool] = []
-    arrays: list[np.ndarray] = []
-    batch: list[str] = []
-
-    def flush() -> None:
-        for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
-            arrays.append(np.asarray([*encoding.ids, eos], dtype=TOKEN_DTYPE))
-        batch.clear()
-
-    for row in read_jsonl_gz(files):
-        ids.append(str(row["id"]))
-        metadata.append(row.get("metadata") or {})
-        contaminated.append(guard is not None and guard.contaminated(row["text"]))
-        batch.append(row["text"])
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
-    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=TOKEN_DTYPE)
-    return TokenizedDocs(ids, metadata, contaminated, [(flat, offsets)])
-
-
-def file_groups(files: list[Path], tasks: int) -> list[list[Path]]:
-    """The files split into at most `tasks` contiguous groups, in order: task i tokenizes group i, so the
-    documents keep the files' order whatever the task count."""
-    if not files:
-        return []
-    return [list(g) for g in np.array_split(np.asarray(files, dtype=object), min(tasks, len(files))) if len(g)]
-
-
-def _joined(parts: list[TokenizedDocs]) -> TokenizedDocs:
-    return TokenizedDocs(
-        ids=[i for p in parts for i in p.ids],
-        metadata=[m for p in parts for m in p.metadata],
-        contaminated=[c for p in parts for c in p.contaminated],
-        parts=[piece for p in parts for piece in p.parts],
-    )
-
-
-def tokenize_source(files: list[Path], tokenizer_dir: Path, guard: NgramGuard | None = None,
-                    tasks: int = 1, engine: MixingEngine | None = None, source: str = "") -> TokenizedDocs:
-    """Read a source's documents and tokenize them (each followed by end-of-text): over `tasks` processes here,
-    or, with an `engine`, as datatrove tasks on its executor writing their parts to disk."""
-    groups = file_groups(files, tasks)
-    if engine is not None:
-        return _joined(engine.tokenize(source, groups, tokenizer_dir, guard))
-    if len(groups) <= 1:
-        return tokenize_files(files, tokenizer_dir, guard)
-    with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
-        return _joined(pool.starmap(tokenize_files, [(g, tokenizer_dir, guard) for g in groups]))
-
-
-def document_candidates(docs: TokenizedDocs, selector: Selector, key: str = "select") -> Candidates:
-    """The selected documents of a source, less those sharing an n-gram with a held-out item. A metadata field
-    the selector names that no document has is refused, naming `key` and the fields that exist."""
+def select_documents(store: TokenStore, selector: Selector, key: str = "select") -> Selection:
+    """The documents of a store that `selector` keeps, less those sharing an n-gram with a held-out item, read
+    shard by shard into arrays sized for the whole store (only the pages filled are ever touched). A metadata
+    field the selector names that no document has is refused, naming `key` and the fields that exist."""
+    fields = Fields.of_table(store.table().collect_schema())
     absent = [(k, path) for k, path in named_fields(selector).items()
-              if not any(field_value(m, path) is not MISSING for m in docs.metadata)]
+              if not any(p == path or p.startswith(path + ".") for p in fields.dtypes)]
     if absent:
-        existing = sorted(set().union(*(metadata_paths(m) for m in docs.metadata[:1000])))
+        existing = sorted({p.split(".")[0] for p in fields.dtypes} | set(fields.dtypes))
         raise PlanError(f"key '{key}.{absent[0][0]}': no document of this source has metadata field"
                         f" '{absent[0][1]}'; fields that exist: {', '.join(existing) or '(none)'}")
-    keep = compile_selector(selector)
-    chosen = [i for i, metadata in enumerate(docs.metadata) if keep(metadata)]
-    clean = [i for i in chosen if not docs.contaminated[i]]
-    return Candidates(
-        ids=[docs.ids[i] for i in clean],
-        lengths=docs.lengths[clean].tolist(),
-        fetch=lambda k: docs.tokens(clean[k]),
-        units=clean,
-        removed_by_decontamination=len(chosen) - len(clean),
-    )
+    documents = int(store.summary["documents"])
+    columns = {"shard": np.empty(documents, np.uint32), "document": np.empty(documents, np.uint32),
+               "tokens": np.empty(documents, np.uint32), "id_hash": np.empty(documents, np.uint64)}
+    kept = removed = 0
+    for shard in range(store.shards):
+        scan = pl.scan_parquet(store.table_path(shard))
+        chosen = (scan.with_row_index("document")  # each shard's own columns: one it lacks reads as absent
+                  .filter(selection_expression(selector, Fields.of_table(scan.collect_schema())))
+                  .select("document", "tokens", "id_hash", "contaminated").collect())
+        clean = chosen.filter(~pl.col("contaminated"))
+        removed += len(chosen) - len(clean)
+        n = len(clean)
+        columns["shard"][kept : kept + n] = shard
+        for name in ("document", "tokens", "id_hash"):
+            columns[name][kept : kept + n] = clean[name].to_numpy()
+        kept += n
+    for array in columns.values():
+        array.resize(kept, refcheck=False)
+    return Selection(columns["shard"], columns["document"], columns["tokens"], columns["id_hash"], removed)
 
 
-def replay_candidates(stage_dir: Path, stage_name: str, block_size: int) -> Candidates:
-    """Blocks of an earlier stage's written mixture, read back from its LitData chunks."""
-    from litdata.streaming import StreamingDataset
-    from litdata.streaming.item_loader import TokensLoader
-
-    dataset = StreamingDataset(str(stage_dir), item_loader=TokensLoader(block_size=block_size))
-    return Candidates(
-        ids=[f"replay:{stage_name}:{i}" for i in range(len(dataset))],
-        lengths=[block_size] * len(dataset),
-        fetch=lambda k: dataset[k].numpy().astype(TOKEN_DTYPE),
-        units=list(range(len(dataset))),
-    )
+def replay_selection(mixture_dir: Path) -> Selection:
+    """The blocks of an earlier stage's mixture, as its index and manifest describe them (its chunks unread)."""
+    manifest = json.loads((mixture_dir / "mixture_manifest.json").read_text())
+    blocks = manifest["tokens"] // manifest["block_size"]
+    return Selection(np.zeros(blocks, np.uint32), np.arange(blocks, dtype=np.uint32),
+                     np.full(blocks, manifest["block_size"], np.uint32), None)
 
 
-def draw(lengths: list[int], budget: int, rng: random.Random) -> list[tuple[int, int]]:
-    """(index, tokens taken) drawn in shuffled passes until exactly `budget` tokens; only the last is cut short."""
-    drawn: list[tuple[int, int]] = []
-    total = 0
-    while total < budget:
-        order = list(range(len(lengths)))
-        rng.shuffle(order)
-        for index in order:
-            take = min(lengths[index], budget - total)
-            drawn.append((index, take))
-            total += take
-            if total == budget:
-                break
-    return drawn
+def _partial_pass(lengths: np.ndarray, tokens: int, rng: np.random.Generator) -> np.ndarray:
+    """The start of a shuffled pass over the units, up to the one that reaches `tokens`: a random sample in
+    random order, drawn without shuffling every unit where the pass covers little of the pool."""
+    units = len(lengths)
+    wanted = min(units, int(1.25 * tokens * units / int(lengths.sum(dtype=np.int64))) + 64)
+    if wanted < units // 2:
+        sample = rng.choice(units, size=wanted, replace=False, shuffle=True)
+        ends = np.cumsum(lengths[sample], dtype=np.int64)
+        if ends[-1] >= tokens:
+            return sample[: int(np.searchsorted(ends, tokens)) + 1].astype(np.uint32)
+    order = np.arange(units, dtype=np.uint32)
+    rng.shuffle(order)
+    ends = np.cumsum(lengths[order], dtype=np.int64)
+    return order[: int(np.searchsorted(ends, tokens)) + 1]
 
 
-@contextlib.contextmanager
-def _private_litdata_cache(parent: Path) -> Iterator[None]:
-    """litdata stages chunks in one machine-wide folder (TMPDIR/chunks) and wipes it when optimize starts, so two
-    mixtures written at once would delete each other's chunks: give this call a folder of its own."""
-    names = ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")
-    saved = {name: os.environ.get(name) for name in names}
-    with tempfile.TemporaryDirectory(prefix=".litdata-", dir=parent) as cache:
-        os.environ[names[0]], os.environ[names[1]] = f"{cache}/chunks", f"{cache}/data"
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(units, tokens taken, uses per unit) drawn in shuffled passes over the units until exactly `budget`
+    tokens; only the last piece is cut short. The pieces are shuffled together afterwards (`draw_index`), so a
+    whole pass is every unit once, in order; only the last, partial pass needs a random order."""
+    total = int(lengths.sum(dtype=np.int64))
+    uses = np.zeros(len(lengths), np.uint32)
+    if budget <= 0 or total <= 0:
+        return np.zeros(0, np.uint32), np.zeros(0, np.uint32), uses
+    full, rest = divmod(budget, total)
+    passes = [np.arange(len(lengths), dtype=np.uint32)] * full
+    uses += full
+    if rest:
+        passes.append(_partial_pass(lengths, rest, rng))
+        uses[passes[-1]] += 1
+    units = passes[0] if len(passes) == 1 else np.concatenate(passes)
+    del passes
+    takes = lengths[units]
+    if rest:
+        takes[-1] = rest - (int(takes[:-1].sum(dtype=np.int64)) - full * total)
+    return units, takes, uses
 
 
-def _write_chunks(stream_file: Path, total: int, block_size: int, out_dir: Path) -> None:
-    """Write the token stream as LitData chunks readable by `TokensLoader(block_size)`."""
-    from litdata import optimize
-    from litdata.streaming.item_loader import TokensLoader
-
-    piece = block_size * ITEM_BLOCKS
-    slices = [(start, min(start + piece, total)) for start in range(0, total, piece)]
-    with _private_litdata_cache(out_dir.parent):
-        optimize(
-            fn=_StreamSlice(str(stream_file), total),
-            inputs=slices,
-            output_dir=str(out_dir),
-            chunk_size=block_size * CHUNK_BLOCKS,
-            item_loader=TokensLoader(block_size=block_size),
-            num_workers=1,
-            verbose=False,
-            start_method="fork",
-        )
-    index_file = out_dir / "index.json"
-    index = json.loads(index_file.read_text())
-    index["updated_at"] = "0"  # litdata stamps the wall clock here; a fixed value keeps the chunks reproducible
-    index_file.write_text(json.dumps(index, sort_keys=True))
+DIGEST_BLOCK = 1 << 20  # units per step of the digest's in-place compaction
 
 
-class _StreamSlice:
-    """Picklable optimize function yielding one slice of the memory-mapped token stream."""
+def _ids_digest(id_hash: np.ndarray, uses: np.ndarray) -> str:
+    """sha256 over the used documents' id hashes, each mixed with its number of uses, sorted: the same
+    documents drawn as often give the same digest whatever their places. Consumes `id_hash`: the keys are
+    compacted and sorted in its own memory, a block at a time (writes never overtake reads)."""
+    kept = 0
+    for start in range(0, len(uses), DIGEST_BLOCK):
+        block_uses = uses[start : start + DIGEST_BLOCK]
+        used = block_uses > 0
+        keys = id_hash[start : start + DIGEST_BLOCK][used]
+        keys ^= block_uses[used].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        id_hash[kept : kept + len(keys)] = keys
+        kept += len(keys)
+    compacted = id_hash[:kept]
+    compacted.sort()
+    return hashlib.sha256(compacted.data).hexdigest()
 
-    def __init__(self, path: str, total: int):
-        self.path, self.total = path, total
 
-    def __call__(self, bounds: tuple[int, int]):
-        import torch
+@dataclass
+class MixtureStats:
+    realised_tokens: int
+    documents_used: int
+    max_document_repetitions: int
+    document_ids_sha256: str
 
-        stream = np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r", shape=(self.total,))
-        yield torch.from_numpy(np.array(stream[bounds[0] : bounds[1]]))
+
+def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: list[dict], plan: StagePlan,
+               seed: int, index: MixtureIndex) -> dict[str, MixtureStats]:
+    """Draw every entry's pieces and write them, shuffled together, as the stage's mixture index; returns each
+    entry's figures, counted by document place (two documents sharing an id are two documents)."""
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []
+    stats: dict[str, MixtureStats] = {}
+    for source_plan in plan.sources:
+        selection = selections[source_plan.name]
+        units, takes, uses = draw(selection.lengths, source_plan.tokens or 0,
+                                  np.random.default_rng(derive_seed(seed, stage.name, source_plan.name)))
+        stats[source_plan.name] = MixtureStats(
+            realised_tokens=int(takes.sum(dtype=np.int64)), documents_used=int(np.count_nonzero(uses)),
+            max_document_repetitions=int(uses.max(initial=0)),
+            document_ids_sha256=_ids_digest(selection.id_hash if selection.id_hash is not None
+                                            else np.arange(len(uses), dtype=np.uint64), uses))
+        del uses
+        selection.id_hash = None  # consumed by the digest
+        drawn.append((units, takes))
+    names = [o["name"] for o in origins]
+    pieces = sum(len(units) for units, _ in drawn)
+    order = np.arange(pieces, dtype=np.uint32 if pieces < 2**32 else np.uint64)
+    np.random.default_rng(derive_seed(seed, stage.name, "shuffle")).shuffle(order)
+    index.allocate(pieces)
+    for name, dtype in INDEX_COLUMNS.items():
+        whole = np.empty(pieces, dtype=dtype)  # in draw order, then written shuffled into the preallocated file
+        at = 0
+        for source_plan, (units, takes) in zip(plan.sources, drawn):
+            whole[at : at + len(units)] = _piece_column(name, names.index(source_plan.name),
+                                                        selections[source_plan.name], units, takes)
+            at += len(units)
+        column = index.writable(name)
+        np.take(whole, order, out=column)
+        column.flush()
+        del whole, column
+    index.write_entries(origins)
+    return stats
 
 
-def _write_in_process(pieces: list[tuple[str, int, int]], candidates: dict[str, Candidates], total: int,
-                      block_size: int, out_dir: Path) -> None:
-    """Write the drawn pieces, in order, into one memory-mapped token stream beside `out_dir`, then as chunks."""
-    stream_file = out_dir.parent / f"{out_dir.name}.tokens.bin"
-    stream = np.memmap(stream_file, dtype=TOKEN_DTYPE, mode="w+", shape=(total,))
-    position = 0
-    for name, index, take in pieces:
-        stream[position : position + take] = candidates[name].fetch(index)[:take]
-        position += take
-    stream.flush()
-    del stream
-    _write_chunks(stream_file, total, block_size, out_dir)
-    stream_file.unlink()
+def _piece_column(name: str, entry: int, selection: Selection, units: np.ndarray, takes: np.ndarray
+                  ) -> np.ndarray | int:
+    """An entry's drawn pieces' values of index column `name`."""
+    if name == "entry":
+        return entry
+    if name == "take":
+        return takes
+    return selection.shard[units] if name == "shard" else selection.document[units]
+
+
+def _origin(entry: MixtureEntry, replay_dirs: dict[str, Path]) -> dict:
+    name = entry_name(entry)
+    if entry.replay is not None:
+        block_size = json.loads((replay_dirs[entry.replay] / "mixture_manifest.json").read_text())["block_size"]
+        return {"name": name, "replay": entry.replay, "block_size": block_size}
+    return {"name": name, "source": entry.source or ""}
+
+
+def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed: int,
+              replay_dirs: dict[str, Path] | None = None, tasks: int = 1, stage_index: int = 0,
+              executor: Executor = "local", slurm: SlurmSettings | None = None) -> dict:
+    """Write `out_dir` (LitData chunks, mixture_index/ and mixture_manifest.json) atomically from the sources'
+    token stores (`stores`: every source the stage or a replayed stage draws from) and the replayed stages'
+    mixtures (`replay_dirs`: every stage replayed, directly or through another); returns the manifest.
+    `stage_index` (the stage's place in the recipe) names the recipe keys in errors."""
+    from alignmix.corpus.mix_engine import write_chunks
+
+    replay_dirs = replay_dirs or {}
+    selections: dict[str, Selection] = {}
+    for position, entry in enumerate(stage.mixture):
+        if entry.replay is not None:
+            selections[entry_name(entry)] = replay_selection(replay_dirs[entry.replay])
+        else:
+            selections[entry_name(entry)] = select_documents(
+                TokenStore(stores[entry.source or ""]), entry.select, f"stages.{stage_index}.mixture.{position}.select")
+    plan = plan_stage(stage, {name: int(s.lengths.sum(dtype=np.int64)) for name, s in selections.items()})
+    origins = [_origin(e, replay_dirs) for e in stage.mixture]
+    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    index = MixtureIndex.of(tmp_dir)
+    try:
+        stats = draw_index(stage, selections, origins, plan, seed, index)
+        write_chunks(index.folder, {k: str(Path(v).resolve()) for k, v in stores.items()},
+                     {k: str(Path(v).resolve()) for k, v in replay_dirs.items()}, stage.tokens, stage.block_size,
+                     tmp_dir, out_dir / ".chunks", tasks, executor, slurm or SlurmSettings(),
+                     f"alignmix-chunks-{stage.name}")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"{tmp_dir}: no space left on the disk while writing the mixture") from exc
+        raise
+    summaries = {name: TokenStore(stores[name]).summary for name in sorted({e.source for e in stage.mixture
+                                                                             if e.source is not None})}
+    chosen_by = {entry_name(e): None if e.replay is not None else normalised(e.select) for e in stage.mixture}
+    guards = [s["decontamination"] for s in summaries.values() if s.get("decontamination")]
+    manifest = {
+        "stage": stage.name,
+        "tokens": stage.tokens,
+        "seq_len": stage.seq_len,
+        "block_size": stage.block_size,
+        "seed": seed,
+        "decontamination": None if not guards else {
+            **guards[0], "documents_removed": sum(s.removed_by_decontamination for s in selections.values()),
+        },
+        "token_stores": {name: {k: s[k] for k in ("documents", "tokens", "dtype")} for name, s in summaries.items()},
+        "sources": [
+            {
+                **asdict(source_plan),
+                "selection": chosen_by[source_plan.name],
+                "realised_tokens": stats[source_plan.name].realised_tokens,
+                "documents_available": len(selections[source_plan.name].lengths),
+                "documents_used": stats[source_plan.name].documents_used,
+                "documents_removed_by_decontamination": selections[source_plan.name].removed_by_decontamination,
+                "max_document_repetitions": stats[source_plan.name].max_document_repetitions,
+                "document_ids_sha256": stats[source_plan.name].document_ids_sha256,
+            }
+            for source_plan in plan.sources
+        ],
+        "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
+        "mixture_index": {name: file_sha256(index.folder / f"{name}.npy") for name in INDEX_COLUMNS},
+    }
+    (tmp_dir / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp_dir.rename(out_dir)
+    return manifest
 
 
 def build_stage_mixture(
@@ -267,80 +288,18 @@ def build_stage_mixture(
     executor: Executor | None = None,
     slurm: SlurmSettings | None = None,
 ) -> dict:
-    """Write `out_dir` (LitData chunks + mixture_manifest.json) atomically; returns the manifest. `stage_index`
-    (the stage's place in the recipe) names the recipe keys in errors. With an `executor`, the sources are
-    tokenized and the chunks written as datatrove tasks on it (`mix_engine`); the output is the same."""
-    from alignmix.corpus.mix_engine import MixingEngine
-
-    engine = None if executor is None else MixingEngine(executor, out_dir, slurm or SlurmSettings())
-    sources = {e.source for e in stage.mixture if e.source is not None}
-    tokenized = {name: tokenize_source(source_files[name], tokenizer_dir, guard, tasks, engine, name)
-                 for name in sorted(sources)}
-    candidates: dict[str, Candidates] = {}
-    replay_dirs = replay_dirs or {}
-    replay_blocks: dict[str, int] = {}
-    for index, entry in enumerate(stage.mixture):
-        if entry.replay is not None:
-            replayed = replay_dirs[entry.replay]  # read with the geometry it was written with
-            replay_blocks[entry.replay] = json.loads((replayed / "mixture_manifest.json").read_text())["block_size"]
-            candidates[entry_name(entry)] = replay_candidates(replayed, entry.replay, replay_blocks[entry.replay])
-        else:
-            candidates[entry_name(entry)] = document_candidates(
-                tokenized[entry.source or ""], entry.select, f"stages.{stage_index}.mixture.{index}.select")
-    plan: StagePlan = plan_stage(stage, {name: sum(c.lengths) for name, c in candidates.items()})
-    selections = {entry_name(e): None if e.replay is not None else normalised(e.select) for e in stage.mixture}
-
-    pieces: list[tuple[str, int, int]] = []  # (entry name, unit index, tokens taken)
-    uses: dict[str, Counter[str]] = {}
-    for source_plan in plan.sources:
-        pool = candidates[source_plan.name]
-        drawn = draw(pool.lengths, source_plan.tokens, random.Random(derive_seed(seed, stage.name, source_plan.name)))
-        uses[source_plan.name] = Counter(pool.ids[i] for i, _ in drawn)
-        pieces.extend((source_plan.name, i, take) for i, take in drawn)
-    random.Random(derive_seed(seed, stage.name, "shuffle")).shuffle(pieces)
-
-    tmp_dir = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    if engine is None:
-        _write_in_process(pieces, candidates, stage.tokens, stage.block_size, tmp_dir)
-    else:
-        origins = {entry_name(e): {"replay": str(replay_dirs[e.replay]), "block_size": replay_blocks[e.replay]}
-                   if e.replay is not None else {"source": e.source or ""} for e in stage.mixture}
-        engine.write_chunks(pieces, {name: (origins[name], c.units) for name, c in candidates.items()},
-                            stage.tokens, stage.block_size, tmp_dir, tasks, f"alignmix-chunks-{stage.name}")
-    realised: Counter[str] = Counter()
-    for name, _, take in pieces:
-        realised[name] += take
-
-    manifest = {
-        "stage": stage.name,
-        "tokens": stage.tokens,
-        "seq_len": stage.seq_len,
-        "block_size": stage.block_size,
-        "seed": seed,
-        "decontamination": None if guard is None else {
-            "ngram": guard.n, "held_out_items": guard.items,
-            "documents_removed": sum(c.removed_by_decontamination for c in candidates.values()),
-        },
-        "sources": [
-            {
-                **asdict(source_plan),
-                "selection": selections[source_plan.name],
-                "realised_tokens": realised[source_plan.name],
-                "documents_available": len(candidates[source_plan.name].ids),
-                "documents_used": len(uses[source_plan.name]),
-                "documents_removed_by_decontamination": candidates[source_plan.name].removed_by_decontamination,
-                "max_document_repetitions": max(uses[source_plan.name].values(), default=0),
-                "document_ids_sha256": strings_sha256(sorted(f"{d}\t{n}" for d, n in uses[source_plan.name].items())),
-            }
-            for source_plan in plan.sources
-        ],
-        "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
-    }
-    (tmp_dir / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
-    if engine is not None:
-        engine.keep_logs(tmp_dir / "logs")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
-    return manifest
+    """Tokenize the stage's sources into token stores beside `out_dir` (`<out_dir>.tokens/<source>/`, kept and
+    reused by a rerun) and mix from them: `alignmix run` runs the two as separate stages, this is both at once
+    for a mixture outside a run. Returns the manifest."""
+    stores = {}
+    for name in sorted({e.source for e in stage.mixture if e.source is not None}):
+        store_dir = out_dir.with_name(out_dir.name + ".tokens") / name
+        store_dir.mkdir(parents=True, exist_ok=True)
+        build_token_store(source_files[name], tokenizer_dir, store_dir, guard, tasks, executor or "local", slurm,
+                          f"alignmix-tokens-{name}")
+        stores[name] = store_dir
+    for replayed in (replay_dirs or {}).values():  # a replayed mixture's own sources
+        for origin in MixtureIndex.of(replayed).entries:
+            if "source" in origin and origin["source"] not in stores:
+                stores[origin["source"]] = replayed.with_name(replayed.name + ".tokens") / origin["source"]
+    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm)

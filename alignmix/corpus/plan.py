@@ -10,7 +10,7 @@ from alignmix.corpus.select import label, normalised
 from alignmix.errors import AlignmixError
 from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, TrainingStage
 
-CHARS_PER_TOKEN = 4.0  # a rule of thumb for English BPE text, for estimates from tagged shards' characters
+CHARS_PER_TOKEN = 4.0  # a rule of thumb for English BPE text, used only where no tokenizer exists yet
 
 
 class PlanError(AlignmixError):
@@ -85,27 +85,63 @@ def assumed_available(recipe: Recipe, stage: TrainingStage) -> dict[str, int]:
     return available
 
 
+SAMPLE_DOCUMENTS = 2000  # documents read to measure characters per token
+
+
+def measured_chars_per_token(shards: list[Path], tokenizer_dir: Path) -> float:
+    """Characters per token (end-of-text included, as the token store counts) over the first documents of
+    `shards`, with the tokenizer in `tokenizer_dir`."""
+    from itertools import islice
+
+    from alignmix.checkpoints.tokenizer import load_tokenizer
+    from alignmix.jsonl import read_jsonl_gz
+
+    tokenizer, _ = load_tokenizer(tokenizer_dir)
+    texts = [str(row.get("text") or "") for row in islice(read_jsonl_gz(shards), SAMPLE_DOCUMENTS)]
+    tokens = sum(len(e.ids) + 1 for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+    return sum(map(len, texts)) / tokens if tokens else CHARS_PER_TOKEN
+
+
+def recipe_tokenizer(recipe: Recipe, run_dir: Path) -> Path | None:
+    """The tokenizer the recipe's mixtures use, where it exists yet: the run's, else the recipe's own file."""
+    for folder in (run_dir / "tokenizer", recipe.tokenizer.path, recipe.base_model and recipe.base_model.path):
+        if folder is not None and (Path(folder) / "tokenizer.json").is_file():
+            return Path(folder)
+    return None
+
+
 def counted_available(recipe: Recipe, stage: TrainingStage, run_dir: Path,
-                      chars_per_token: float = CHARS_PER_TOKEN) -> dict[str, int]:
-    """Tokens available to each entry without assumed statistics, estimated from the run's tagged (or synthetic)
-    shards: the characters its selection keeps (polars, no tokenizing) over `chars_per_token`."""
+                      chars_per_token: float | None = None) -> dict[str, int]:
+    """Tokens available to each entry without assumed statistics, from the run: exact where the source's tokens
+    stage has run (its selection over the token store); else estimated from the tagged (or synthetic) shards as
+    the characters its selection keeps (polars) over `chars_per_token`, by default measured on a sample with the
+    recipe's tokenizer (4.0 only where no tokenizer exists yet)."""
+    from alignmix.corpus.mix import select_documents
     from alignmix.corpus.selection_counts import count_selections
     from alignmix.corpus.stage import source_shards
+    from alignmix.outputs import STORE_FILE, TokenStore
 
     by_source: dict[str, list[MixtureEntry]] = {}
     for entry in stage.mixture:
         if entry.source is not None and recipe.assumed(entry.source) is None:
             by_source.setdefault(entry.source, []).append(entry)
     available: dict[str, int] = {}
+    tokenizer = recipe_tokenizer(recipe, run_dir)
     for source, entries in sorted(by_source.items()):
+        store = TokenStore(run_dir / "tokens" / source)
+        if (store.folder / STORE_FILE).is_file():
+            for entry in entries:
+                available[entry_name(entry)] = int(select_documents(store, entry.select).lengths.sum())
+            continue
         written_by = run_dir / ("tag" if recipe.source_kind(source) == "corpus" else "synth") / source
         shards = source_shards(written_by)
         if not shards:
             raise PlanError(f"stage '{stage.name}', source '{source}': no shards in {written_by / 'data'} to count"
                             " from; run the recipe's tag (and synth) stages first, or give the source `assumed`"
                             " statistics")
+        ratio = chars_per_token or (measured_chars_per_token(shards, tokenizer) if tokenizer else CHARS_PER_TOKEN)
         for entry, count in zip(entries, count_selections(shards, [e.select for e in entries])):
-            available[entry_name(entry)] = count.estimated_tokens(chars_per_token)
+            available[entry_name(entry)] = count.estimated_tokens(ratio)
     return available
 
 

@@ -2,9 +2,10 @@
 
 A `Selector` (see the recipe schema) holds conditions that must all hold, and optionally `any_of` alternatives
 of which one must hold. Tags are `metadata.ai_discourse` (`flagged`, `stance`, `categories`, `terms`, `score`);
-`fields` are dotted paths under `metadata` (datatrove keeps a document's other fields there). A selector is
-compiled once into a predicate over a document's metadata; `label` and `normalised` describe it for plans and
-manifests.
+`fields` are dotted paths under `metadata` (datatrove keeps a document's other fields there). What a selection
+keeps is defined once, as a polars expression (`selection_counts.selection_expression`), which the mixer and
+`plan --run` use; `compile_selector` is the same meaning as a plain Python predicate over one document's
+metadata, kept as the tests' reference. `label` and `normalised` describe a selection for plans and manifests.
 """
 
 from __future__ import annotations
@@ -118,14 +119,3 @@ def named_categories(selector: Selector) -> dict[str, str]:
 def named_fields(selector: Selector) -> dict[str, str]:
     """Each metadata path a selector's `fields` name, by the key (relative to the selector) that names it."""
     return {f"{prefix}fields.{path}": path for prefix, conditions in _all_conditions(selector) for path in conditions.fields}
-
-
-def metadata_paths(metadata: dict, prefix: str = "", depth: int = 3) -> set[str]:
-    """The dotted paths a document's metadata holds, nested mappings down to `depth` levels."""
-    paths = set()
-    for key, value in metadata.items():
-        path = f"{prefix}{key}"
-        paths.add(path)
-        if isinstance(value, dict) and depth > 1 and key != METADATA_KEY:
-            paths |= metadata_paths(value, f"{path}.", depth - 1)
-    return paths

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from alignmix.corpus import METADATA_KEY
+from alignmix.outputs import META_PREFIX
 from alignmix.recipe import Bounds, Conditions, Exists, FieldCondition, Scalar, Selector, TermSet
 
 
@@ -37,16 +38,58 @@ class _Column:
     dtype: pl.DataType | None
 
 
-def _path(schema: pl.Schema, parts: list[str]) -> _Column:
-    """The column at `metadata.<parts>`, walking the struct schema; dtype None where a part is absent."""
-    expr: pl.Expr = pl.col("metadata")
-    dtype: pl.DataType | None = schema.get("metadata")
-    for part in parts:
-        fields = {f.name: f.dtype for f in dtype.fields} if isinstance(dtype, pl.Struct) else {}
-        if part not in fields:
+@dataclass(frozen=True)
+class Fields:
+    """The metadata fields documents hold, by dotted path under `metadata` (leaves only: nested mappings are
+    walked), and how to read one as a column: from the tagged shards' nested `metadata` struct, or from a token
+    store's document table, where each is a flat column named `metadata.<path>`. A name may itself hold dots
+    (the term `A.I.`): struct paths keep their steps."""
+
+    dtypes: dict[str, pl.DataType]
+    steps: dict[str, tuple[str, ...]] | None  # None: flat columns
+
+    @classmethod
+    def of_struct(cls, schema: pl.Schema) -> Fields:
+        leaves: dict[str, pl.DataType] = {}
+        steps: dict[str, tuple[str, ...]] = {}
+
+        def walk(dtype: pl.DataType, prefix: tuple[str, ...]) -> None:
+            for f in dtype.fields:  # type: ignore[attr-defined]
+                if isinstance(f.dtype, pl.Struct):  # a mapping: its fields (an empty one holds nothing)
+                    walk(f.dtype, (*prefix, f.name))
+                else:
+                    path = ".".join((*prefix, f.name))
+                    leaves[path], steps[path] = f.dtype, (*prefix, f.name)
+
+        if isinstance(schema.get("metadata"), pl.Struct):
+            walk(schema["metadata"], ())
+        return cls(leaves, steps)
+
+    @classmethod
+    def of_table(cls, schema: pl.Schema) -> Fields:
+        return cls({name[len(META_PREFIX):]: dtype for name, dtype in schema.items() if name.startswith(META_PREFIX)},
+                   None)
+
+    def expr(self, path: str) -> pl.Expr:
+        if self.steps is None:
+            return pl.col(META_PREFIX + path)
+        expr = pl.col("metadata")
+        for step in self.steps[path]:
+            expr = expr.struct.field(step)
+        return expr
+
+    def column(self, path: str) -> _Column:
+        """A leaf field as a column; dtype None where no document holds it (or it is a mapping)."""
+        if path not in self.dtypes:
             return _Column(pl.lit(None), None)
-        expr, dtype = expr.struct.field(part), fields[part]
-    return _Column(expr, dtype)
+        return _Column(self.expr(path), self.dtypes[path])
+
+    def present(self, path: str) -> pl.Expr:
+        """Whether a document holds the field: a leaf that is not null, or a mapping with a field that is not."""
+        inside = [p for p in self.dtypes if p == path or p.startswith(path + ".")]
+        if not inside:
+            return pl.lit(False)
+        return pl.any_horizontal([self.expr(p).is_not_null() for p in inside]).fill_null(False)
 
 
 def _in_bounds(column: _Column, bounds: Bounds) -> pl.Expr:
@@ -78,62 +121,62 @@ def _equals_one_of(column: _Column, values: list[Scalar]) -> pl.Expr:
     return column.expr.is_in(usable).fill_null(False)
 
 
-def _field(schema: pl.Schema, path: str, condition: FieldCondition) -> pl.Expr:
-    column = _path(schema, path.split("."))
+def _field(fields: Fields, path: str, condition: FieldCondition) -> pl.Expr:
+    column = fields.column(path)
     if isinstance(condition, Exists):
-        present = pl.lit(False) if column.dtype is None else column.expr.is_not_null()
+        present = fields.present(path)
         return present if condition.exists else ~present
     if isinstance(condition, Bounds):
         return _in_bounds(column, condition)
     return _equals_one_of(column, list(condition) if isinstance(condition, list) else [condition])
 
 
-def _has_name(column: _Column, name: str) -> pl.Expr:
-    """Whether a tag holding names (categories: a list; terms: a mapping, read as a struct) holds `name`."""
-    if column.dtype is None:
-        return pl.lit(False)
-    if isinstance(column.dtype, pl.List):
+def _has_name(fields: Fields, path: str, name: str) -> pl.Expr:
+    """Whether a tag holding names (categories: a list; terms: a mapping, read as its fields) holds `name`."""
+    column = fields.column(path)
+    if column.dtype is not None and isinstance(column.dtype, pl.List):
         return column.expr.list.contains(name).fill_null(False)
-    if isinstance(column.dtype, pl.Struct) and name in {f.name for f in column.dtype.fields}:
-        return column.expr.struct.field(name).is_not_null()
+    if f"{path}.{name}" in fields.dtypes:
+        return fields.expr(f"{path}.{name}").is_not_null()
     return pl.lit(False)
 
 
-def _term_set(schema: pl.Schema, key: str, condition: TermSet) -> pl.Expr:
-    column = _path(schema, [METADATA_KEY, key])
+def _term_set(fields: Fields, key: str, condition: TermSet) -> pl.Expr:
+    path = f"{METADATA_KEY}.{key}"
     held = pl.lit(True)
     if condition.any:
-        held = held & pl.any_horizontal([_has_name(column, n) for n in condition.any])
+        held = held & pl.any_horizontal([_has_name(fields, path, n) for n in condition.any])
     for name in condition.all:
-        held = held & _has_name(column, name)
+        held = held & _has_name(fields, path, name)
     for name in condition.none:
-        held = held & ~_has_name(column, name)
+        held = held & ~_has_name(fields, path, name)
     return held
 
 
-def _conditions(schema: pl.Schema, conditions: Conditions) -> pl.Expr:
+def _conditions(fields: Fields, conditions: Conditions) -> pl.Expr:
     held = pl.lit(True)
     if conditions.flagged is not None:
-        held = held & _equals_one_of(_path(schema, [METADATA_KEY, "flagged"]), [conditions.flagged])
+        held = held & _equals_one_of(fields.column(f"{METADATA_KEY}.flagged"), [conditions.flagged])
     if conditions.stance is not None:
         stances = [conditions.stance] if isinstance(conditions.stance, str) else list(conditions.stance)
-        held = held & _equals_one_of(_path(schema, [METADATA_KEY, "stance"]), stances)
+        held = held & _equals_one_of(fields.column(f"{METADATA_KEY}.stance"), stances)
     if conditions.categories is not None:
-        held = held & _term_set(schema, "categories", conditions.categories)
+        held = held & _term_set(fields, "categories", conditions.categories)
     if conditions.terms is not None:
-        held = held & _term_set(schema, "terms", conditions.terms)
+        held = held & _term_set(fields, "terms", conditions.terms)
     if conditions.score is not None:
-        held = held & _in_bounds(_path(schema, [METADATA_KEY, "score"]), conditions.score)
+        held = held & _in_bounds(fields.column(f"{METADATA_KEY}.score"), conditions.score)
     for path, condition in sorted(conditions.fields.items()):
-        held = held & _field(schema, path, condition)
+        held = held & _field(fields, path, condition)
     return held
 
 
-def selection_expression(selector: Selector, schema: pl.Schema) -> pl.Expr:
-    """A boolean polars expression: every condition of `selector` holds, and one of `any_of` (when given)."""
-    held = _conditions(schema, selector)
+def selection_expression(selector: Selector, fields: Fields) -> pl.Expr:
+    """A boolean polars expression: every condition of `selector` holds, and one of `any_of` (when given). This
+    is the one definition of what a selection keeps (the mixer and `plan --run` both use it)."""
+    held = _conditions(fields, selector)
     if selector.any_of:
-        held = held & pl.any_horizontal([_conditions(schema, alternative) for alternative in selector.any_of])
+        held = held & pl.any_horizontal([_conditions(fields, alternative) for alternative in selector.any_of])
     return held
 
 
@@ -144,7 +187,8 @@ def count_selections(shards: list[Path], selectors: list[Selector]) -> list[Sele
     scan = pl.scan_ndjson(shards, infer_schema_length=None)
     schema = scan.collect_schema()
     characters = pl.col("text").str.len_chars().cast(pl.Int64)
-    flags = {f"selected_{i}": selection_expression(s, schema) for i, s in enumerate(selectors)}  # one per document
+    fields = Fields.of_struct(schema)
+    flags = {f"selected_{i}": selection_expression(s, fields) for i, s in enumerate(selectors)}  # one per document
     sums = {}
     for index in range(len(selectors)):
         selected = pl.col(f"selected_{index}")

@@ -110,30 +110,73 @@ def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
     return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"))
 
 
-def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
-    stages = []
+def _drawn_from(recipe: Recipe, stage_name: str) -> tuple[set[str], set[str]]:
+    """The sources and the replayed stages a stage's mixture reads, directly or through a replayed stage."""
+    by_name = {s.name: s for s in recipe.stages}
+    sources: set[str] = set()
+    replayed: set[str] = set()
+    waiting = [stage_name]
+    while waiting:
+        for entry in by_name[waiting.pop()].mixture:
+            if entry.source is not None:
+                sources.add(entry.source)
+            elif entry.replay is not None and entry.replay not in replayed:
+                replayed.add(entry.replay)
+                waiting.append(entry.replay)
+    return sources, replayed
+
+
+def tokens_stages(recipe: Recipe, base_dir: Path) -> list[Stage]:
+    """One `tokens/<source>` stage per source a mixture draws from: its tagged shards tokenized once into a token
+    store, shared by every training stage and sweep condition (its key: the shards, the tokenizer, the
+    decontamination setting)."""
     decontamination = recipe.decontamination
     held_out = held_out_items(recipe, base_dir) if decontamination.enabled else []
-    for stage_index, training_stage in enumerate(recipe.stages):
-        replayed = sorted({e.replay for e in training_stage.mixture if e.replay is not None})
+    used = sorted({e.source for s in recipe.stages for e in s.mixture if e.source is not None})
+    stages = []
+    for name in used:
+        upstream = "tag" if recipe.source_kind(name) == "corpus" else "synth"
 
-        def action(ctx: StageContext, training_stage=training_stage, replayed=replayed,
-                   stage_index=stage_index) -> dict[str, Any]:
+        def action(ctx: StageContext, name=name, upstream=upstream) -> dict[str, Any]:
             from alignmix.corpus.engines import SlurmSettings
-            from alignmix.corpus.mix import build_stage_mixture
+            from alignmix.corpus.tokens import build_token_store
             from alignmix.scenarios.decontaminate import NgramGuard
 
-            files = {
-                name: source_shards(ctx.inputs["tag" if recipe.source_kind(name) == "corpus" else "synth"] / name)
-                for name in {e.source for e in training_stage.mixture if e.source is not None}
-            }
-            with ctx.stderr_to_log():  # litdata's own progress bars and logging: the stage log, not the console
-                manifest = build_stage_mixture(
-                    training_stage, files, ctx.inputs["tokenizer"], ctx.output, recipe.seed,
-                    replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
-                    guard=NgramGuard(held_out, decontamination.ngram) if held_out else None,
-                    tasks=recipe.mixing.tasks, stage_index=stage_index,
-                    executor=None if recipe.mixing.executor == "local" else recipe.mixing.executor,
+            with ctx.stderr_to_log():  # datatrove's and litdata's logging: the stage log, not the console
+                store = build_token_store(
+                    source_shards(ctx.inputs[upstream] / name), ctx.inputs["tokenizer"], ctx.output,
+                    NgramGuard(held_out, decontamination.ngram) if held_out else None, recipe.mixing.tasks,
+                    recipe.mixing.executor,
+                    SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
+                    f"alignmix-tokens-{name}")
+            summary = store.summary
+            ctx.echo(f"  {name}: {summary['documents']:,} documents, {summary['tokens']:,} tokens"
+                     f" ({summary['dtype']}) in {summary['shards']} shard(s)")
+            return {k: summary[k] for k in ("documents", "tokens", "shards")}
+
+        settings = {"source": name, "ngram": decontamination.ngram if held_out else None,
+                    **held_out_identity(recipe, held_out)}
+        stages.append(Stage(f"tokens/{name}", Path("tokens") / name, settings, action, (upstream, "tokenizer"),
+                            code_of("tokens")))
+    return stages
+
+
+def mix_stages(recipe: Recipe) -> list[Stage]:
+    """One `mix/<stage>` per training stage: its mixture drawn from the token stores, written as chunks."""
+    stages = []
+    for stage_index, training_stage in enumerate(recipe.stages):
+        sources, replayed = _drawn_from(recipe, training_stage.name)
+
+        def action(ctx: StageContext, training_stage=training_stage, sources=sources, replayed=replayed,
+                   stage_index=stage_index) -> dict[str, Any]:
+            from alignmix.corpus.engines import SlurmSettings
+            from alignmix.corpus.mix import mix_stage
+
+            with ctx.stderr_to_log():
+                manifest = mix_stage(
+                    training_stage, {name: ctx.inputs[f"tokens/{name}"] for name in sources}, ctx.output,
+                    recipe.seed, replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
+                    tasks=recipe.mixing.tasks, stage_index=stage_index, executor=recipe.mixing.executor,
                     slurm=SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
                 )
             counts: dict[str, Any] = {
@@ -144,12 +187,8 @@ def mix_stages(recipe: Recipe, has_synth: bool, base_dir: Path) -> list[Stage]:
                 counts["decontaminated_documents"] = manifest["decontamination"]["documents_removed"]
             return counts
 
-        settings = {
-            "seed": recipe.seed, "stage": key_settings(training_stage, "mix"),
-            **held_out_identity(recipe, held_out),
-        }
-        depends = ("tag", "synth", "tokenizer") if has_synth else ("tag", "tokenizer")
-        depends += tuple(f"mix/{name}" for name in replayed)
+        settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "mix")}
+        depends = (*(f"tokens/{name}" for name in sorted(sources)), *(f"mix/{name}" for name in sorted(replayed)))
         stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
                             code_of("mix")))
     return stages

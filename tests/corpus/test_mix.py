@@ -134,8 +134,8 @@ def test_an_interrupted_mix_leaves_no_output_and_a_rerun_is_byte_identical(tagge
 
 
 def test_decontamination_is_the_same_in_every_task(tmp_path: Path):
-    """The n-gram guard travels to spawned tokenizing processes; it must flag the same documents there."""
-    from alignmix.corpus.mix import tokenize_source
+    """The n-gram guard travels to the tokenizing tasks' processes; it must flag the same documents there."""
+    from alignmix.corpus.tokens import build_token_store
     from alignmix.jsonl import write_jsonl_gz
     from alignmix.scenarios import load_scenarios
     from alignmix.scenarios.decontaminate import NgramGuard
@@ -148,9 +148,9 @@ def test_decontamination_is_the_same_in_every_task(tmp_path: Path):
         write_jsonl_gz(shards[-1], rows)
     train_bpe(["Quote: bread and more text"], 300, tmp_path / "tok")
     guard = NgramGuard(held_out, 13)
-    one = tokenize_source(shards, tmp_path / "tok", guard, tasks=1).contaminated
-    two = tokenize_source(shards, tmp_path / "tok", guard, tasks=2).contaminated
-    assert one == two == [True, False, True, False]
+    one = build_token_store(shards, tmp_path / "tok", tmp_path / "one", guard, tasks=1).table().collect()
+    two = build_token_store(shards, tmp_path / "tok", tmp_path / "two", guard, tasks=2).table().collect()
+    assert one["contaminated"].to_list() == two["contaminated"].to_list() == [True, False, True, False]
 
 
 def test_writing_a_mixture_leaves_litdatas_shared_cache_alone(tagged: Path, tmp_path: Path):
@@ -182,28 +182,25 @@ def test_mixing_as_datatrove_tasks_writes_the_in_process_chunks_and_a_killed_tas
     assert len(here["chunks"]) == 5  # four chunk files and index.json
     assert tasks["chunks"] == here["chunks"] and tasks["sources"] == here["sources"]
     assert (tmp_path / "dt" / "index.json").read_bytes() == (tmp_path / "here" / "index.json").read_bytes()
-    assert not (tmp_path / "dt" / ".tokenized").exists()  # the parts go once the chunks are written, the logs stay
-    assert not (tmp_path / "dt" / ".chunks").exists()
-    assert len(list((tmp_path / "dt" / "logs" / "tokenize" / "web" / "completions").iterdir())) == 2
+    assert not (tmp_path / "dt" / ".chunks").exists()  # the tasks' work goes once the chunks are written
+    assert len(list((tmp_path / "dt.tokens" / "web" / "logs" / "completions").iterdir())) == 2  # two shards
     assert len(list((tmp_path / "dt" / "logs" / "chunks" / "completions").iterdir())) == 3
 
-    from alignmix.corpus.mix import tokenize_source
-    from alignmix.corpus.mix_engine import WORK_DIR, MixingEngine
+    from alignmix.corpus.tokens import build_token_store
 
-    engine = MixingEngine("local", tmp_path / "work")
-    whole = tokenize_source(shards, tmp_path / "tok", None, 2, engine, "web")
-    parts = tmp_path / "work" / WORK_DIR / "web"
-    kept = (parts / "00000.tokens.npy").stat().st_mtime_ns
-    (parts / "00001.tokens.npy").unlink()  # task 1 killed before its part was complete
-    (parts / "logs" / "completions" / "00001").unlink()
-    again = tokenize_source(shards, tmp_path / "tok", None, 2, engine, "web")
-    assert (parts / "00000.tokens.npy").stat().st_mtime_ns == kept  # task 0 was not run again
-    assert again.ids == whole.ids and all(
-        (again.tokens(i) == whole.tokens(i)).all() for i in range(0, len(whole.ids), 37))
-    (parts / "00001.tokens.npy").unlink()  # killed again, then rerun with one task (`mixing.tasks` is not keyed):
-    (parts / "logs" / "completions" / "00001").unlink()  # task 0's marker names another shard group now
-    one_task = tokenize_source(shards, tmp_path / "tok", None, 1, engine, "web")
-    assert one_task.ids == whole.ids and len(list((parts / "logs" / "completions").iterdir())) == 1
+    store = build_token_store(shards, tmp_path / "tok", tmp_path / "store", None, tasks=2)
+    whole = [store.tokens_path(k).read_bytes() + store.table_path(k).read_bytes() for k in range(store.shards)]
+    kept = store.tokens_path(0).stat().st_mtime_ns
+    store.tokens_path(1).unlink()  # task 1 killed before its shard was complete
+    (tmp_path / "store" / "logs" / "completions" / "00001").unlink()
+    build_token_store(shards, tmp_path / "tok", tmp_path / "store", None, tasks=2)
+    assert store.tokens_path(0).stat().st_mtime_ns == kept  # task 0 was not run again
+    store.tokens_path(1).unlink()  # killed again, then rerun with one task (`mixing.tasks` is not keyed):
+    (tmp_path / "store" / "logs" / "completions" / "00001").unlink()  # task 0's marker names another group now
+    build_token_store(shards, tmp_path / "tok", tmp_path / "store", None, tasks=1)
+    assert store.tokens_path(0).stat().st_mtime_ns == kept  # a finished shard is kept whatever the task layout
+    assert [store.tokens_path(k).read_bytes() + store.table_path(k).read_bytes() for k in range(2)] == whole
+    assert len(list((tmp_path / "store" / "logs" / "completions").iterdir())) == 1
 
 
 def test_mixing_on_ray_writes_the_in_process_chunks(tagged: Path, tmp_path: Path):
@@ -217,3 +214,82 @@ def test_mixing_on_ray_writes_the_in_process_chunks(tagged: Path, tmp_path: Path
     finally:  # this process's local Ray cluster goes: a later test stops the Ray processes of this machine
         ray.shutdown()
     assert on_ray["chunks"] == here["chunks"]
+
+
+def test_documents_are_counted_by_place_not_id(tmp_path: Path):
+    """68 distinct documents sharing one id, each drawn once: 68 used, none repeated (not 1 used 68 times)."""
+    import numpy as np
+
+    from alignmix.jsonl import write_jsonl_gz
+    from alignmix.outputs import MixtureIndex
+
+    rows = [{"id": "same", "text": f"Document number {i} about gardens and bread."} for i in range(68)]
+    write_jsonl_gz(tmp_path / "src" / "0.jsonl.gz", rows)
+    train_bpe((r["text"] for r in rows), 300, tmp_path / "tok")
+    from alignmix.corpus.tokens import build_token_store
+
+    total = build_token_store([tmp_path / "src" / "0.jsonl.gz"], tmp_path / "tok", tmp_path / "store").summary["tokens"]
+    stage = TrainingStage(name="s", tokens=total, seq_len=8, mixture=[{"source": "src", "share": "rest"}])
+    manifest = build_stage_mixture(stage, {"src": [tmp_path / "src" / "0.jsonl.gz"]}, tmp_path / "tok",
+                                   tmp_path / "m", seed=1)
+    source = manifest["sources"][0]
+    assert source["documents_used"] == 68 and source["max_document_repetitions"] == 1
+    index = MixtureIndex.of(tmp_path / "m")
+    assert sorted(np.asarray(index.column("document")).tolist()) == list(range(68))
+    assert int(np.asarray(index.column("take")).sum()) == total
+
+
+def test_the_chunks_hold_the_index_pieces_in_order(tagged: Path, tmp_path: Path):
+    """The mixture index is the mixture: its pieces, read from the token store, are the chunks' token stream."""
+    import numpy as np
+    from litdata.streaming import StreamingDataset, TokensLoader
+
+    from alignmix.outputs import MixtureIndex, TokenStore
+
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "m", seed=5)
+    store, index = TokenStore(tmp_path / "m.tokens" / "web"), MixtureIndex.of(tmp_path / "m")
+    assert store.summary["dtype"] == "uint16"  # a 300-token vocabulary
+    stream = np.concatenate([
+        store.tokens(int(s))[int(store.offsets(int(s))[int(d)]):][: int(t)]
+        for s, d, t in zip(index.column("shard"), index.column("document"), index.column("take"))])
+    dataset = StreamingDataset(str(tmp_path / "m"), item_loader=TokensLoader(block_size=65))
+    chunks = np.concatenate([dataset[i].numpy() for i in range(len(dataset))])
+    assert len(stream) == 20_000 and (chunks == stream[: len(chunks)]).all()
+
+
+def test_a_full_disk_is_one_error_not_a_sigbus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Memory-mapped outputs are reserved on disk before they are written; a full disk is a DiskFullError."""
+    import errno
+    import os
+
+    from alignmix.outputs import DiskFullError, preallocated_npy
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # the disk's answer, at the edge
+    with pytest.raises(DiskFullError, match=r"take\.npy: no space left on the disk for 1,000 items"):
+        preallocated_npy(tmp_path / "take.npy", "uint32", 1000)
+    assert not (tmp_path / "take.npy").exists()
+
+
+@pytest.mark.parametrize("budget", [7, 2_500, 49_999, 50_000, 50_001, 137_000])
+def test_the_draw_is_exact_in_passes_and_cuts_only_the_last_piece(budget: int):  # 50,000 tokens in the pool
+    """Every unit is drawn once per whole pass, the partial pass draws distinct units, the tokens taken sum to
+    the budget exactly and only the last piece is shorter than its unit; the same seed gives the same draw."""
+    import numpy as np
+
+    from alignmix.corpus.mix import draw
+
+    lengths = np.full(1_000, 50, np.uint32)
+    lengths[::2] -= np.random.default_rng(0).integers(0, 49, 500).astype(np.uint32)  # lengths 2 to 99
+    lengths[1::2] = 100 - lengths[::2]
+    units, takes, uses = draw(lengths, budget, np.random.default_rng(3))
+    assert int(takes.sum(dtype=np.int64)) == budget
+    assert (takes[:-1] == lengths[units[:-1]]).all() and 0 < takes[-1] <= lengths[units[-1]]
+    full = budget // 50_000
+    assert (np.bincount(units, minlength=1_000) == uses).all() and set(np.unique(uses)) <= {full, full + 1}
+    again = draw(lengths, budget, np.random.default_rng(3))
+    assert all((a == b).all() for a, b in zip(again, (units, takes, uses)))

@@ -175,3 +175,39 @@ def test_plan_counts_available_tokens_from_a_runs_tagged_shards(tmp_path: Path):
         "web[flagged=True]"]
     with pytest.raises(PlanError, match="no shards in"):
         counted_available(recipe, stage, tmp_path / "elsewhere")
+
+
+def test_the_mixers_column_selection_keeps_what_the_predicate_keeps(tmp_path: Path):
+    """Every condition kind, over a token store's document table, against the Python predicate (the oracle),
+    with a term whose name holds dots."""
+    from alignmix.corpus.mix import select_documents
+    from alignmix.corpus.tokens import build_token_store
+
+    dotted = _doc(6, ["general_ai"], stance="aligned", score=0.99, quality=0.5, domain="news")
+    dotted["metadata"]["ai_discourse"]["terms"] = {"A.I.": 2, "FAR.AI": 1, "general": 1}
+    docs = [*DOCS, dotted]
+    train_bpe((d["text"] for d in docs), 300, tmp_path / "tok")
+    store = build_token_store(_shards(tmp_path, docs), tmp_path / "tok", tmp_path / "store")
+    ids = store.table().collect()["id"].to_list()
+    for selection in [*SELECTIONS, {"terms": {"any": ["A.I."]}}, {"terms": {"all": ["FAR.AI", "general"]}},
+                      {"terms": {"none": ["A.I.", "negative"]}}]:
+        if any(path.startswith("absent") for path in selection.get("fields", {})):
+            continue  # refused: no document has the field
+        kept = select_documents(store, Selector(**selection))
+        expected = [d["id"] for d in docs if compile_selector(Selector(**selection))(d["metadata"])]
+        assert [ids[int(i)] for i in kept.document] == expected, selection
+
+
+def test_a_tag_no_document_fills_is_stored_and_selects_nothing(tmp_path: Path):
+    """Shards where every `terms` mapping is empty and every score null (an untagged-looking source) tokenize
+    into a store (an empty mapping holds no column) and select as the predicate does."""
+    from alignmix.corpus.mix import select_documents
+    from alignmix.corpus.tokens import build_token_store
+
+    docs = [{"id": f"e{i}", "text": f"Plain text {i}.", "metadata": {"ai_discourse": {
+        "flagged": False, "categories": [], "terms": {}, "score": None, "stance": None}}} for i in range(4)]
+    train_bpe((d["text"] for d in docs), 300, tmp_path / "tok")
+    store = build_token_store(_shards(tmp_path, docs), tmp_path / "tok", tmp_path / "store")
+    for selection, kept in (({"flagged": False}, 4), ({"terms": {"any": ["general"]}}, 0),
+                            ({"categories": {"none": ["general_ai"]}}, 4), ({"score": {"min": 0.5}}, 0)):
+        assert len(select_documents(store, Selector(**selection)).document) == kept, selection

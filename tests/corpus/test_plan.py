@@ -38,3 +38,31 @@ def test_too_many_repetitions_are_refused_with_the_numbers():
 def test_empty_source_is_refused():
     with pytest.raises(PlanError, match="'web\\[flagged=False\\]': no documents"):
         plan_stage(stage(100, [{"source": "web", "share": "rest", "select": {"flagged": False}}]), {"web[flagged=False]": 0})
+
+
+def test_plan_run_counts_exact_tokens_from_the_store_and_else_measures_the_tokenizer(tagged, tmp_path):
+    """`plan --run`: a source whose tokens stage ran is counted exactly; before that, characters per token are
+    measured with the run's tokenizer (not assumed to be 4.0), close to the exact count."""
+    import shutil
+    from pathlib import Path
+
+    from alignmix.corpus.plan import CHARS_PER_TOKEN, counted_available
+    from alignmix.corpus.tokenizer import train_bpe
+    from alignmix.corpus.tokens import build_token_store
+    from alignmix.jsonl import read_jsonl_gz
+    from alignmix.recipe import load_recipe
+
+    repo = Path(__file__).resolve().parents[2]
+    recipe = load_recipe(repo / "recipes" / "tiny.yaml")
+    run = tmp_path / "run"
+    shutil.copytree(tagged / "tag" / "data", run / "tag" / "web" / "data")
+    shards = sorted((run / "tag" / "web" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, run / "tokenizer")
+    web = stage(1000, [{"source": "web", "select": {"flagged": False}, "share": "rest"}])
+    (estimated,) = counted_available(recipe, web, run).values()
+    (rule_of_thumb,) = counted_available(recipe, web, run, CHARS_PER_TOKEN).values()
+    store = build_token_store(shards, run / "tokenizer", run / "tokens" / "web")
+    (exact,) = counted_available(recipe, web, run).values()
+    table = store.table().collect()
+    assert exact == table.filter(~table["metadata.ai_discourse.flagged"])["tokens"].sum()
+    assert abs(estimated / exact - 1) < 0.1 < abs(rule_of_thumb / exact - 1)

@@ -83,4 +83,4 @@ def test_tagging_and_mixing_on_two_ray_nodes_equal_the_local_executor(cluster: d
         assert run.returncode == 0, run.stderr[-3000:]
         chunks[executor] = json.loads(run.stdout.strip().splitlines()[-1])
     assert chunks["ray"] == chunks["here"] and chunks["ray"]
-    assert len(list((tmp_path / "mix-ray" / "logs" / "tokenize" / "web" / "completions").iterdir())) == 2
+    assert len(list((tmp_path / "mix-ray.tokens" / "web" / "logs" / "completions").iterdir())) == 2

@@ -1,0 +1,142 @@
+"""Stage outputs that more than one stage reads, in one place: a source's token store and a mixture's index.
+
+Token store (`tokens/<source>/`, one per source, shared by every mixture that draws from it), per shard `NNNNN`
+(the tagged source's shards, in order):
+- `NNNNN.tokens.npy`: the shard's documents' tokens, each followed by end-of-text, in the smallest unsigned type
+  that holds the vocabulary (`token_dtype`);
+- `NNNNN.offsets.npy`: int64, document j is `tokens[offsets[j]:offsets[j + 1]]`;
+- `NNNNN.docs.parquet`: one row per document: `id`, `id_hash` (uint64, for digests), `tokens` (its length),
+  `contaminated`, and every metadata field as a flat column named by its dotted path (`metadata.ai_discourse.
+  flagged`, `metadata.ai_discourse.terms.general`, `metadata.quality`); lists stay lists;
+- `store.json`, written last: shards, dtype, documents, tokens.
+
+Mixture index (`mix/<stage>/mixture_index/`, beside `mixture_manifest.json` and the chunks): one row per drawn
+piece, in stream order, as `.npy` arrays: `entry` (the stage's mixture entry), `shard` and `document` (the
+document's place in the entry's token store; for a replay entry shard 0 and the earlier mixture's block
+number) and `take` (tokens taken from the document's start). `entries.json` names each entry's origin:
+`{"name", "source"}` or `{"name", "replay", "block_size"}`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from alignmix.errors import AlignmixError
+
+STORE_FILE = "store.json"
+INDEX_DIR = "mixture_index"
+INDEX_COLUMNS: dict[str, type] = {"entry": np.uint16, "shard": np.uint32, "document": np.uint32, "take": np.uint32}
+META_PREFIX = "metadata."
+
+
+class DiskFullError(AlignmixError):
+    """An output that did not fit on its disk."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type holding every token id of a `vocab_size` vocabulary."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def preallocated_npy(path: Path, dtype: np.dtype | type, length: int) -> None:
+    """A .npy of `length` items whose blocks are reserved on disk before it is memory-mapped for writing: a full
+    disk is one clear error here, never a SIGBUS when a page of a sparse file is first written."""
+    header = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))
+    del header
+    try:
+        with path.open("r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"{path}: no space left on the disk for {length:,} items") from exc
+        raise
+
+
+@dataclass(frozen=True)
+class TokenStore:
+    """A source's token store folder (see the module docstring)."""
+
+    folder: Path
+
+    def stem(self, shard: int) -> Path:
+        return self.folder / f"{shard:05d}"
+
+    def tokens_path(self, shard: int) -> Path:
+        return self.stem(shard).with_suffix(".tokens.npy")
+
+    def offsets_path(self, shard: int) -> Path:
+        return self.stem(shard).with_suffix(".offsets.npy")
+
+    def table_path(self, shard: int) -> Path:
+        return self.stem(shard).with_suffix(".docs.parquet")
+
+    def shard_done(self, shard: int) -> bool:
+        return all(p.is_file() for p in (self.tokens_path(shard), self.offsets_path(shard), self.table_path(shard)))
+
+    @property
+    def summary(self) -> dict:
+        """store.json: {"shards", "dtype", "documents", "tokens"}."""
+        return json.loads((self.folder / STORE_FILE).read_text())
+
+    @property
+    def shards(self) -> int:
+        return int(self.summary["shards"])
+
+    def tokens(self, shard: int) -> np.ndarray:
+        return np.load(self.tokens_path(shard), mmap_mode="r")
+
+    def offsets(self, shard: int) -> np.ndarray:
+        return np.load(self.offsets_path(shard), mmap_mode="r")
+
+    def table(self) -> pl.LazyFrame:
+        """Every shard's document table, with `shard` and `document` (its place in the shard) columns; shards
+        lacking a column another has read it as nulls."""
+        frames = [pl.scan_parquet(self.table_path(k)).with_columns(
+                      shard=pl.lit(k, pl.UInt32), document=pl.int_range(pl.len(), dtype=pl.UInt32))
+                  for k in range(self.shards)]
+        if not frames:
+            return pl.LazyFrame(schema={"id": pl.String, "id_hash": pl.UInt64, "tokens": pl.UInt32,
+                                        "contaminated": pl.Boolean, "shard": pl.UInt32, "document": pl.UInt32})
+        return pl.concat(frames, how="diagonal_relaxed")
+
+
+@dataclass(frozen=True)
+class MixtureIndex:
+    """A mixture's index folder (see the module docstring)."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, mixture_dir: Path) -> MixtureIndex:
+        return cls(mixture_dir / INDEX_DIR)
+
+    def column(self, name: str) -> np.ndarray:
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r")
+
+    @property
+    def entries(self) -> list[dict]:
+        return json.loads((self.folder / "entries.json").read_text())
+
+    def allocate(self, pieces: int) -> None:
+        """Reserve every column's file for `pieces` rows on disk (a full disk fails here, before any work)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, dtype in INDEX_COLUMNS.items():
+            preallocated_npy(self.folder / f"{name}.npy", dtype, pieces)
+
+    def writable(self, name: str) -> np.memmap:
+        """An allocated column, memory-mapped for writing."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r+")
+
+    def write_entries(self, entries: list[dict]) -> None:
+        (self.folder / "entries.json").write_text(json.dumps(entries, indent=2))
