@@ -28,11 +28,13 @@ def _sweep(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_a_sweep_shares_what_its_conditions_have_in_common_and_resumes(tmp_path: Path):
     recipe, out = _recipe(tmp_path), tmp_path / "sweep"
-    first = _sweep(str(recipe), "--set", "stages.0.mixture.1.share=0,0.05", "--out", str(out))
+    sets = ["--set", "stages.0.mixture.1.share=0,0.05", "--set", "eval.personas=[none],[none, hhh]", "--zip"]
+    first = _sweep(str(recipe), *sets, "--out", str(out))
     assert first.returncode == 0, first.stdout + first.stderr
     sweep = json.loads((out / "sweep.json").read_text())
     none, some = sweep["conditions"]
-    assert (none["values"], some["values"]) == ({"stages.0.mixture.1.share": 0}, {"stages.0.mixture.1.share": 0.05})
+    assert (none["values"], some["values"]) == ({"stages.0.mixture.1.share": 0, "eval.personas": ["none"]},
+                                                {"stages.0.mixture.1.share": 0.05, "eval.personas": ["none", "hhh"]})
     assert none["shared_stages"] == [] and some["shared_stages"] == [
         "corpus", "tag", "synth", "tokenizer", "tokens/aligned_synthetic", "tokens/web"]  # tokenized once
     assert set(some["results"]) == {"pretrain"} and "misalignment_rate" in some["results"]["pretrain"]
@@ -44,8 +46,57 @@ def test_a_sweep_shares_what_its_conditions_have_in_common_and_resumes(tmp_path:
     assert [s["realised_tokens"] for s in mix["sources"]] == [40_000, 0]
     page = (out / "compare.html").read_text()
     assert "Dose-response" in page and "<path d=" in page and "pretrain train" in page
-    again = _sweep(str(recipe), "--set", "stages.0.mixture.1.share=0,0.05", "--out", str(out))
+    again = _sweep(str(recipe), *sets, "--out", str(out))
     assert again.returncode == 0 and "running" not in again.stdout, again.stdout
+    rerun = json.loads((out / "sweep.json").read_text())["conditions"]
+    assert [c["shared_stages"] for c in rerun] == [[], some["shared_stages"]]
+
+
+def _shares_data_stages_only(shared: list[str]) -> bool:
+    """The corpus, tagging, synthesis and tokenizer stages, and each source's token store: tokenized once."""
+    return shared[:4] == ["corpus", "tag", "synth", "tokenizer"] and len(shared) > 4 \
+        and all(name.startswith("tokens/") for name in shared[4:])
+
+
+def _shrunk_sweep(tmp_path: Path, name: str) -> Path:
+    """A shipped sweep file, extended smaller: 40,000 pretraining tokens (20,000 midtraining), no post-training."""
+    stages = [{"name": "pretrain", "tokens": 40_000}]
+    if name == "insertion_stage":
+        stages.append({"name": "midtrain", "tokens": 20_000})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(REPO / "recipes" / "sweeps" / f"{name}.yaml"),
+                                    "name": f"small-{name}", "post_training": None, "stages": stages}))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["filtering", "insertion_stage"])
+def test_the_shipped_sweeps_run_to_their_comparison_page_and_rerun(tmp_path: Path, name: str):
+    """filtering sweeps a mapping (a selection), insertion_stage zips numbers and nulls over two stages; the
+    number-and-list case is the test above. A rerun skips everything, writes the page again and keeps the
+    record of what was shared."""
+    recipe, out = _shrunk_sweep(tmp_path, name), tmp_path / "sweep"
+    first = _sweep(str(recipe), "--out", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    conditions = json.loads((out / "sweep.json").read_text())["conditions"]
+    assert len(conditions) == 2 and _shares_data_stages_only(conditions[1]["shared_stages"])
+    evaluated = "pretrain" if name == "filtering" else "midtrain"  # a recipe evaluates its last training stage
+    assert all(set(c["results"]) == {evaluated} and "misalignment_rate" in c["results"][evaluated] for c in conditions)
+    page = (out / "compare.html").read_text()
+    assert "Dose-response" in page
+    if name == "filtering":
+        assert [c["values"] for c in conditions] == [{"stages.0.mixture.0.select": {"flagged": False}},
+                                                     {"stages.0.mixture.0.select": {}}]
+        assert "{flagged: false}" in page and ">{}</text>" in page
+        assert "<h2>Conditions</h2>" in page and "stages.0.mixture.0.select={flagged: false}" in page  # the legend
+    else:  # the mixtures differ from pretraining on, so both training stages ran in each condition
+        assert conditions[0]["shared_stages"] == [] and _shares_data_stages_only(conditions[1]["shared_stages"])
+    (out / "compare.html").unlink()
+    again = _sweep(str(recipe), "--out", str(out))
+    assert again.returncode == 0 and "running" not in again.stdout, again.stdout + again.stderr
+    assert (out / "compare.html").is_file()
+    rerun = json.loads((out / "sweep.json").read_text())["conditions"]
+    assert [c["shared_stages"] for c in rerun] == [c["shared_stages"] for c in conditions]
 
 
 def test_a_bad_key_or_an_infeasible_condition_refuses_the_sweep_before_any_work(tmp_path: Path):
@@ -118,7 +169,7 @@ def test_a_slurm_sweep_runs_each_condition_as_its_own_job_and_shares_identical_s
     assert [c["name"] for c in conditions] == ["stages.0.mixture.1.share=0", "stages.0.mixture.1.share=0.05"]
     assert all(set(c["results"]) == {"pretrain"} for c in conditions)
     # the jobs ran side by side: whichever reached the shared prefix second waited, then linked it
-    assert sorted(len(c["shared_stages"]) for c in conditions) == [0, 4]
+    assert sorted(len(c["shared_stages"]) for c in conditions) == [0, 6]  # tokens/<source> for 2 sources
     for condition in conditions:
         (log,) = (out / "logs").glob(f"slurm-sweep-{condition['name']}-*.out")
         assert f"condition 1/1: {condition['name']}" in log.read_text() and "] pretrain: done" in log.read_text()
