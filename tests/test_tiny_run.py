@@ -45,8 +45,9 @@ def midtrain_stage(pretrain: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> dict:
-    """tiny.yaml plus a midtrain stage, checkpointing often: `run` killed in pretraining, `train --stage sft`
-    (which resumes pretraining) killed in SFT, `run` to the end, then `run` and `train --stage dpo` again."""
+    """tiny.yaml plus a midtrain stage, checkpointing often: `run` killed in pretraining, its last step checkpoint
+    damaged (4 KB flipped) and the run folder moved, `train --stage sft` (which resumes pretraining from the
+    checkpoint before) killed in SFT, `run` to the end, then `run` and `train --stage dpo` again."""
     root = tmp_path_factory.mktemp("tiny")
     recipe = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
     recipe["stages"][0]["tokens"] = 100_000  # a third of the demo's, to keep the test short
@@ -59,13 +60,18 @@ def tiny_run(tmp_path_factory) -> dict:
     with (root / "first.log").open("w") as log:
         first = subprocess.Popen([sys.executable, "-m", "alignmix", "run", str(recipe_file), "--out", str(out)],
                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        kill_when("pretrain/step-*/lit_model.pth", out, first)
+        kill_when("pretrain/step-00000010/lit_model.pth.sha256", out, first)  # two whole step checkpoints
     interrupted = json.loads((out / "manifest.json").read_text())
+    hashed = sorted(p.parent for p in out.glob("pretrain/step-*/lit_model.pth.sha256"))
+    weights = bytearray((hashed[-1] / "lit_model.pth").read_bytes())
+    weights[len(weights) // 2 : len(weights) // 2 + 4096] = bytes(4096)
+    (hashed[-1] / "lit_model.pth").write_bytes(bytes(weights))
+    out = out.rename(root / "moved")  # "rerun to continue" after a move: LitData's state re-anchored
     with (root / "second.log").open("w") as log:
         second = subprocess.Popen(
             [sys.executable, "-m", "alignmix", "train", str(recipe_file), "--stage", "sft", "--out", str(out)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        kill_when("sft/step-*/state.pth", out, second)
+        kill_when("sft/step-*/state.pth.sha256", out, second, timeout=900)  # a whole step state, after pretraining
     train_killed = json.loads((out / "manifest.json").read_text())
     third = alignmix("run", str(recipe_file), "--out", str(out))
     assert third.returncode == 0, third.stdout + third.stderr
@@ -77,7 +83,8 @@ def tiny_run(tmp_path_factory) -> dict:
     rerun = json.loads((out / "manifest.json").read_text())
     train_again = alignmix("train", str(recipe_file), "--stage", "dpo", "--out", str(out))
     assert train_again.returncode == 0, train_again.stdout + train_again.stderr
-    return {"out": out, "interrupted": interrupted, "train_killed": train_killed, "resumed": resumed,
+    return {"out": out, "interrupted": interrupted, "damaged_step": hashed[-1].name, "resumed_step": hashed[-2].name,
+            "second_log": " ".join((root / "second.log").read_text().split()), "train_killed": train_killed, "resumed": resumed,
             "rerun": rerun, "rerun_stdout": fourth.stdout, "rerun_imports": imported, "train_again": train_again.stdout}
 
 
@@ -86,7 +93,9 @@ def test_the_interrupted_training_stages_resumed_from_their_checkpoints(tiny_run
     killed = {s["name"]: s for s in tiny_run["train_killed"]["stages"]}
     assert "sft" not in killed and "dpo" not in killed  # `train --stage sft` runs only what sft needs
     assert killed["pretrain"]["status"] == "resumed"
-    assert killed["pretrain"]["counts"]["resumed_from"].startswith("step-")
+    assert killed["pretrain"]["counts"]["resumed_from"] == tiny_run["resumed_step"]  # the damaged one removed
+    assert f"{tiny_run['damaged_step']}: changed since it was written (its sha256 differs)" in tiny_run["second_log"]
+    assert "the run folder has moved; its data state now reads" in tiny_run["second_log"]
     assert "Resuming training from" in (tiny_run["out"] / "logs" / "pretrain.log").read_text()
     stages = {s["name"]: s for s in tiny_run["resumed"]["stages"]}
     assert stages["pretrain"]["status"] == stages["midtrain"]["status"] == "skipped"
