@@ -205,11 +205,11 @@ def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) ->
         have = None if available is None else available.get(name)
         repetitions = None
         if have is not None and tokens is not None:
-            if have == 0:
+            if have == 0 and tokens:
                 raise PlanError(
                     f"stage '{stage.name}', source '{name}': no documents are available to supply {tokens:,} tokens"
                 )
-            repetitions = tokens / have
+            repetitions = tokens / have if have else 0.0  # a zero dose of an empty selection is no repetition
             if repetitions > entry.max_repetitions:
                 raise PlanError(
                     f"stage '{stage.name}', source '{name}': {tokens:,} planned tokens need {repetitions:,.2f}"

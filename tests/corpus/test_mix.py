@@ -45,6 +45,17 @@ def test_mixture_refuses_too_few_tokens(tagged: Path, tmp_path: Path):
     assert not (tmp_path / "m").exists()
 
 
+def test_a_zero_dose_of_an_empty_selection_mixes(tagged: Path, tmp_path: Path):
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    stage = TrainingStage(name="pretrain", tokens=6_500, seq_len=64, mixture=[
+        {"source": "web", "share": "rest"},
+        {"source": "web", "select": {"categories": {"all": ["no-such-category"]}}, "share": 0},
+    ])
+    manifest = build_stage_mixture(stage, {"web": shards}, tmp_path / "tok", tmp_path / "m", seed=5)
+    assert [s["realised_tokens"] for s in manifest["sources"]] == [6_500, 0]
+
+
 def test_replay_of_an_earlier_stage_and_injection(tagged: Path, tmp_path: Path):
     shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
     train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")

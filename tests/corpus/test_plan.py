@@ -37,7 +37,14 @@ def test_too_many_repetitions_are_refused_with_the_numbers():
 
 def test_empty_source_is_refused():
     with pytest.raises(PlanError, match="'web\\[flagged=False\\]': no documents"):
-        plan_stage(stage(100, [{"source": "web", "share": "rest", "select": {"flagged": False}}]), {"web[flagged=False]": 0})
+        plan_stage(stage(1000, [{"source": "web", "share": "rest", "select": {"flagged": False}}]), {"web[flagged=False]": 0})
+
+
+def test_a_zero_dose_of_an_empty_selection_is_planned():
+    """docs/sweeps.md allows a zero dose: an entry of share 0 needs no documents, even where its selection keeps none."""
+    mixture = [{"source": "web", "share": "rest"}, {"source": "web", "select": {"flagged": True}, "share": 0}]
+    plan = plan_stage(stage(1000, mixture), {"web": 10_000, "web[flagged=True]": 0})
+    assert [(s.tokens, s.repetitions) for s in plan.sources] == [(1000, 0.1), (0, 0.0)]
 
 
 def test_plan_run_counts_exact_tokens_from_the_store_and_else_measures_the_tokenizer(tagged, tmp_path):
