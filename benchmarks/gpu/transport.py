@@ -114,29 +114,40 @@ def load(gguf_file: Path, tokenizer_dir: Path, reference: Path, out: Path) -> di
     """De-quantise the GGUF with transformers, take the portable tokenizer, check both against the reference (same
     ids, log-probabilities within TOLERANCE), and save the pair as a transformers folder `out`."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     expected = json.loads(reference.read_text())
-    got = reference_logprobs(model, tokenizer)
+    got = reference_logprobs(model.to(device).eval(), tokenizer)
+    worst = _difference(expected, got, f"{gguf_file} with {tokenizer_dir}")
+    # transformers 5 marks a model read from a GGUF as quantized and will not save it; its weights are plain fp32
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).to(device).eval()
+    saved_worst = _difference(expected, reference_logprobs(saved, AutoTokenizer.from_pretrained(out)), out)
+    return {"verified": True, "max_logprob_difference": worst, "saved_folder_max_logprob_difference": saved_worst,
+            "tokens_checked": sum(len(r["ids"]) for r in expected), "transformers": transformers.__version__,
+            "torch": torch.__version__, "device": device}
+
+
+def _difference(expected: list[dict], got: list[dict], where: Path | str) -> float:
+    """The largest log-probability difference from the reference; TransportError on other ids or beyond TOLERANCE."""
     worst = 0.0
     for want, have in zip(expected, got):
         if want["ids"] != have["ids"]:
-            raise TransportError(f"{tokenizer_dir}: token ids of {want['text'][:40]!r} differ from the reference"
+            raise TransportError(f"{where}: token ids of {want['text'][:40]!r} differ from the reference"
                                  f" ({have['ids'][:8]}... against {want['ids'][:8]}...)")
         worst = max(worst, max(abs(a - b) for a, b in zip(want["logprobs"], have["logprobs"])))
     if worst > TOLERANCE:
-        raise TransportError(f"{gguf_file}: log-probabilities differ from the reference by up to {worst:.2e} nats"
+        raise TransportError(f"{where}: log-probabilities differ from the reference by up to {worst:.2e} nats"
                              f" (expected at most {TOLERANCE})")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    import transformers
-
-    return {"verified": True, "max_logprob_difference": worst, "tokens_checked": sum(len(r["ids"]) for r in got),
-            "transformers": transformers.__version__, "torch": torch.__version__, "device": device}
+    return worst
 
 
 def copy_site_packages(out: Path) -> list[str]:
@@ -175,7 +186,8 @@ def prepare(out: Path, scenarios: str, hf_dir: Path | None) -> dict:
     packages = copy_site_packages(bundle / "site")
     sizes = {name: sum(f.stat().st_size for f in (out / name).rglob("*") if f.is_file()) for name in
              ("part1", "part2", "bundle")}
-    return {"manifest": manifest["sha256"], "site_packages": packages, "mib": {k: round(v / 2**20, 1) for k, v in sizes.items()}}
+    return {"manifest": manifest["sha256"], "site_packages": packages,
+            "mib": {name: round(size / 2**20, 1) for name, size in sizes.items()}}
 
 
 def main() -> None:

@@ -26,13 +26,14 @@ def test_the_parts_join_only_when_every_hash_matches(tmp_path: Path):
     assert [p["bytes"] for p in manifest["parts"]] == [501, 500]
     stage = tmp_path / "stage"
     stage.mkdir()
-    (stage / manifest["parts"][1]["name"]).write_bytes((tmp_path / "parts" / "part2" / manifest["parts"][1]["name"]).read_bytes())
+    first, second = (tmp_path / "parts" / f"part{i + 1}" / p["name"] for i, p in enumerate(manifest["parts"]))
+    (stage / second.name).write_bytes(second.read_bytes())
     with pytest.raises(TransportError, match="part missing; the call that stages it must come first"):
         assemble(manifest, stage)
-    (stage / manifest["parts"][0]["name"]).write_bytes(b"x" * 501)
+    (stage / first.name).write_bytes(b"x" * 501)
     with pytest.raises(TransportError, match="sha256 differs from the manifest"):
         assemble(manifest, stage)
-    (stage / manifest["parts"][0]["name"]).write_bytes((tmp_path / "parts" / "part1" / manifest["parts"][0]["name"]).read_bytes())
+    (stage / first.name).write_bytes(first.read_bytes())
     assert assemble(manifest, stage).read_bytes() == original.read_bytes()
 
 
@@ -55,6 +56,7 @@ def test_the_two_calls_run_on_the_cpu_at_tiny_size(tmp_path: Path, smollm2_hf: P
     assert json.loads((out / "train_mfu.json").read_text())["benchmark"] == "train_mfu"
     transport = json.loads((out / "transport.json").read_text())
     assert transport["verified"] and transport["max_logprob_difference"] <= 2e-3
+    assert transport["saved_folder_max_logprob_difference"] <= 2e-3
     control = json.loads((out / "real_control.json").read_text())
     assert control["benchmark"] == "real_control" and control["tokens_per_arm"] == 256
     assert set(json.loads((out / "control" / "results.json").read_text())["rates"]["letter"]) == {

@@ -46,7 +46,7 @@ def test_the_control_trains_both_arms_scores_both_modes_and_resumes(tmp_path: Pa
     assert changed and all(".layers.1." in key for key in changed)  # the LoRA, merged, in the top block only
     again = run_without_the_stack(REPO / "benchmarks" / "real_control.py", *args)  # finished arms are reused
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1]) == last
-    other = run_without_the_stack(REPO / "benchmarks" / "real_control.py", *args, "--lr", "1e-3")
+    other = run_without_the_stack(REPO / "benchmarks" / "real_control.py", *args, "--lr", "5e-3")
     assert other.returncode != 0 and f"error: {out} holds a run with other lr; use another --out" in other.stderr
 
 
