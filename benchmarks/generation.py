@@ -27,7 +27,10 @@ from alignmix.synth.postprocess import Bounds
 from alignmix.synth.prompts import DocumentTemplates
 
 
-def run(backend, name: str, plan, spec: DocumentSpec, work: Path, concurrency: int) -> dict:
+def run(backend, name: str, spec: DocumentSpec, work: Path, documents: int, concurrency: int) -> dict:
+    """The first `documents` requests through `backend`, planned for its model (answers are stamped with it)."""
+    plan = plan_documents(load_scenarios("builtin:tiny"), spec, DocumentTemplates.load(), name, backend.model)
+    plan.requests[:] = plan.requests[:documents]
     start = time.perf_counter()
     job, stats = generate_set(plan, spec, backend, work / name, work / f"{name}.jsonl", concurrency)
     seconds = time.perf_counter() - start
@@ -51,16 +54,14 @@ def main() -> None:
         folder = dequantise_gguf(smollm2_gguf(), work / "SmolLM2-135M-Instruct")
         spec = DocumentSpec(surface_forms=("news_article",), stances=("aligned",),
                             sampling=Sampling(args.max_tokens, 0.7, 1.0, 1234), bounds=Bounds(40, 4000))
-        scenarios = load_scenarios("builtin:tiny")
-        plan = plan_documents(scenarios, spec, DocumentTemplates.load(), "vllm", "smollm2")
-        plan.requests[:] = plan.requests[: args.documents]
         started = time.perf_counter()
         with LocalServer(folder, "smollm2", work / "vllm.log") as server:
             startup = time.perf_counter() - started
             print(f"vLLM answered after {startup:.0f} s")
             served = run(open_backend("vllm", "smollm2", server.base_url, connections=args.concurrency), "vllm",
-                         plan, spec, work, args.concurrency)
-        local = run(TransformersBackend(str(folder), args.device), "transformers", plan, spec, work, args.concurrency)
+                         spec, work, args.documents, args.concurrency)
+        local = run(TransformersBackend(str(folder), args.device), "transformers", spec, work, args.documents,
+                    args.concurrency)
     ratio = served["documents_per_min"] / local["documents_per_min"]
     print(f"vLLM / transformers: {ratio:.2f}x documents per minute")
     print(json.dumps({"vllm": served, "transformers": local, "vllm_startup_s": round(startup, 1),
