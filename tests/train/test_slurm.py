@@ -39,7 +39,8 @@ def test_a_cpu_training_stage_runs_as_a_slurm_job_and_equals_the_local_run(tmp_p
                       "mixing.tasks=2", "--out", str(tmp_path / "mixing-on-slurm"))
     assert array.returncode == 0, array.stdout + array.stderr
     run = tmp_path / "mixing-on-slurm"  # each source tokenized once, as a Slurm array; the chunks as another
-    assert {p.parent.parent.name for p in (run / "tokens").glob("*/logs/launch_script.slurm")} == {"web", "aligned_synthetic"}
+    arrays = (run / "tokens").glob("*/logs/launch_script.slurm")
+    assert {p.parent.parent.name for p in arrays} == {"web", "aligned_synthetic"}
     assert (run / "mix" / "pretrain" / "logs" / "chunks" / "launch_script.slurm").is_file()
     chunks = [json.loads((tmp_path / run / "mix" / "pretrain" / "mixture_manifest.json").read_text())["chunks"]
               for run in ("slurm", "local", "mixing-on-slurm")]
