@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from alignmix.report.charts import with_se
+from alignmix.report.charts import AGREED, with_se
 
 SUITES = {"em": "Emergent misalignment (free-form questions, LLM judge)",
           "personality": "Personality (TRAIT-style items, share of high-keyed choices)"}
@@ -36,6 +36,10 @@ def _signed(after: dict, before: dict) -> str:
     change = after["mean"] - before["mean"]
     se = ((after.get("se") or 0.0) ** 2 + (before.get("se") or 0.0) ** 2) ** 0.5
     return ("+" if change >= 0 else "") + with_se(change, se)
+
+
+SUITE_AGREED_NOTE = (f"{AGREED} ± 0.000: the standard error is 0 because every question (EM) or every prompt format"
+                     " (personality) gave the same score, not because it is unknown.")
 
 
 def suite_tamper_rows(results: dict[str, Path], tampering: dict[str, str], label: str = "") -> list[list[str]]:
@@ -88,6 +92,8 @@ def suites_section(suite_results: dict[str, dict[str, Path]], tampering: dict[st
             warnings = [f"{model}: {r['warning']}" for model, r in loaded.items() if r.get("warning")]
             parts.append("".join(f"<p class='warning'>{html.escape(w)}</p>" for w in warnings)
                          + "<ul class='note'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    if any(f"{AGREED}<" in part for part in parts):
+        parts.append(f"<p class='note'>{html.escape(SUITE_AGREED_NOTE)}</p>")
     return "".join(parts)
 
 

@@ -49,8 +49,8 @@ def test_the_report_section_and_the_sweep_plot_show_before_after_and_change(tmp_
         results[model] = out / "results.json"
     page = suites_section({"em": results}, {"narrow": "sft"})
     assert "Emergent misalignment" in page and "sft -&gt; narrow" in page
-    assert "<td>0.000</td><td>1.000</td><td>+1.000</td>" in page  # no SE: every question agrees
-    assert "judge judge EM rate 1.000, parse failures 0.0%" in page
+    assert "<td>0.000 ± 0.000*</td><td>1.000 ± 0.000*</td><td>+1.000 ± 0.000*</td>" in page  # every question agrees
+    assert "judge judge EM rate 1.000 ± 0.000*, parse failures 0.0%" in page and "standard error is 0 because" in page
     records = [{"run_dir": str(tmp_path / f"run-{m}"), "values": {"dose": d}, "results": {}}
                for m, d in (("sft", 0.0), ("narrow", 0.5))]
     plot = dose_response_svg(em_dose_records(records), "dose")
