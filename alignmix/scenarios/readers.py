@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -44,16 +45,18 @@ class RowContext:
         return f"{self.path}:{self.number}"
 
 
-class ScenarioFormat:
+class ScenarioFormat(ABC):
     """A file format: whether a row is in it, and the row as a Scenario (ScenarioError naming file and line)."""
 
     name: ClassVar[str]
 
+    @abstractmethod
     def matches(self, row: dict) -> bool:
-        raise NotImplementedError
+        """Whether the row has this format's keys."""
 
+    @abstractmethod
     def parse(self, row: dict, context: RowContext) -> Scenario:
-        raise NotImplementedError
+        """The row as a Scenario."""
 
 
 class ProjectFormat(ScenarioFormat):
