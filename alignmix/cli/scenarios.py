@@ -20,7 +20,8 @@ def scenarios_anthropic(
     from alignmix.scenarios.anthropic_set import write_anthropic_set
 
     counts = write_anthropic_set(data, out, per_split, seed)  # a ScenarioError is the CLI's one error line
-    console.print(f"wrote {out}: " + ", ".join(f"{key} {value}" for key, value in counts.items()), highlight=False)
+    console.print(f"wrote {out}: " + ", ".join(f"{key} {value}" for key, value in counts.items()), highlight=False,
+                  soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
