@@ -1,13 +1,13 @@
 """The recipe reference, generated from the schema: every key with its type, default, bounds and what it means.
 
 `alignmix recipe-reference > docs/recipe-reference.md` writes it; a test fails when the committed file differs.
-A key's text is its model's docstring (for a section) and the comment on the field's line in `recipe.py`.
+A key's text is its field's attribute docstring (a field a subclass redeclares without one keeps its parent's), or,
+for a section without one, the section model's own docstring.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 import types
 import typing
 from typing import Any
@@ -17,18 +17,18 @@ from pydantic.fields import FieldInfo
 
 from alignmix import recipe
 
-_COMMENT = re.compile(r"^\s+(\w+)\s*:.*?#\s*(.+?)\s*$")
+def _text(doc: str) -> str:
+    """A docstring as one line of a table cell (its first paragraph)."""
+    return inspect.cleandoc(doc).split("\n\n")[0].replace("\n", " ")
 
 
-def _field_comments(model: type[BaseModel]) -> dict[str, str]:
-    """The trailing comment of each field's line in the model's source."""
-    comments: dict[str, str] = {}
-    for cls in reversed(model.__mro__):
-        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == recipe.__name__:
-            for line in inspect.getsource(cls).splitlines():
-                if (match := _COMMENT.match(line)) and "noqa" not in match.group(2) and "type: ignore" not in match.group(2):
-                    comments[match.group(1)] = match.group(2)
-    return comments
+def _field_doc(model: type[BaseModel], name: str) -> str:
+    """A field's attribute docstring, from the nearest class in `model`'s MRO that documents it."""
+    for cls in model.__mro__:
+        info = cls.__dict__.get("__pydantic_fields__", {}).get(name)
+        if info is not None and info.description:
+            return _text(info.description)
+    return ""
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -83,14 +83,13 @@ def _default(info: FieldInfo) -> str:
 def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, bounds, meaning) for every key under `model`, depth first."""
     found = []
-    comments = _field_comments(model)
     for name, info in model.model_fields.items():
         key = f"{prefix}{info.alias or name}"
         nested = _models_in(info.annotation)
         is_list = typing.get_origin(info.annotation) is list or "list[" in str(info.annotation)
-        meaning = info.description or comments.get(name, "")
+        meaning = _field_doc(model, name)
         if nested and not meaning:  # the nested model's own docstring (not one it inherits)
-            meaning = inspect.cleandoc(nested[0].__dict__.get("__doc__") or "").split("\n\n")[0].replace("\n", " ")
+            meaning = _text(nested[0].__dict__.get("__doc__") or "")
         found.append((key, _type_name(info.annotation), _default(info), _bounds(info), meaning))
         for sub in nested:
             found += rows(sub, f"{key}[]." if is_list else f"{key}.")
@@ -102,7 +101,7 @@ def reference() -> str:
     lines = [
         "# Recipe reference",
         "",
-        "Generated from the schema in `alignmix/recipe.py` by `alignmix recipe-reference`; do not edit by hand",
+        "Generated from the schema in `alignmix/recipe/` by `alignmix recipe-reference`; do not edit by hand",
         "(a test compares this file with what the schema generates). `[]` marks a list of mappings.",
         "",
         "| key | type | default | bounds | meaning |",

@@ -1,4 +1,4 @@
-"""docs/recipe-reference.md is what the schema generates: a key added, renamed or re-documented in recipe.py
+"""docs/recipe-reference.md is what the schema generates: a key added, renamed or re-documented in alignmix/recipe/
 without regenerating the file (`alignmix recipe-reference > docs/recipe-reference.md`) fails here."""
 
 import subprocess
