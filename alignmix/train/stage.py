@@ -115,9 +115,10 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
                 tied_embeddings=start is not None and tied_embeddings(start), delivery=recipe.mixing.delivery,
             )
             counts = run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch, ctx.echo)
-            seen = write_exposure(ctx.output, files.data_dir, training_stage.train.micro_batch_size)  # type: ignore[union-attr]
+            seen = write_exposure(ctx.output, files.data_dir, training_stage.seq_len)
             if seen is not None:
-                counts["exposure"] = {k: seen[k] for k in ("samples_written", "samples_seen", "passes", "warning")}
+                counts["exposure"] = {k: seen[k] for k in ("samples_written", "samples_seen", "passes", "exact",
+                                                           "warning")}
                 if seen["warning"]:
                     ctx.echo(f"warning: stage '{training_stage.name}': {seen['warning']}")
             return counts
