@@ -6,7 +6,7 @@ upsampling and downsampling are one mechanism: an entry draws from its selection
 its planned tokens are met exactly (only the last document drawn is cut to fit), so a selection smaller than its
 budget is repeated (the repetitions recorded) and a larger one is sampled. The entries' pieces are shuffled
 together into the stage's mixture index (`alignmix.outputs.MixtureIndex`), from which chunk-writing tasks write
-the LitData chunks (`mix_engine`). No Python object per document is made here: the draw is numpy throughout.
+the LitData chunks (`mix_engine`), unless training streams the index (`mixing.delivery: stream`). No Python object per document is made here: the draw is numpy throughout.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from alignmix.corpus.selection_counts import Fields, selection_expression
 from alignmix.corpus.tokens import build_token_store
 from alignmix.hashing import derive_seed, file_sha256
 from alignmix.outputs import INDEX_COLUMNS, DiskFullError, MixtureIndex, TokenStore
-from alignmix.recipe import Executor, MixtureEntry, Selector, TrainingStage
+from alignmix.recipe import Delivery, Executor, MixtureEntry, Selector, TrainingStage
 from alignmix.scenarios.decontaminate import NgramGuard
 
 
@@ -208,11 +209,11 @@ def _origin(entry: MixtureEntry, replay_dirs: dict[str, Path]) -> dict:
 
 def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed: int,
               replay_dirs: dict[str, Path] | None = None, tasks: int = 1, stage_index: int = 0,
-              executor: Executor = "local", slurm: SlurmSettings | None = None) -> dict:
-    """Write `out_dir` (LitData chunks, mixture_index/ and mixture_manifest.json) atomically from the sources'
-    token stores (`stores`: every source the stage or a replayed stage draws from) and the replayed stages'
-    mixtures (`replay_dirs`: every stage replayed, directly or through another); returns the manifest.
-    `stage_index` (the stage's place in the recipe) names the recipe keys in errors."""
+              executor: Executor = "local", slurm: SlurmSettings | None = None, delivery: Delivery = "chunks") -> dict:
+    """Write `out_dir` (mixture_index/, mixture_manifest.json and, with `delivery` chunks, the LitData chunks)
+    atomically from the sources' token stores (`stores`: every source the stage or a replayed stage draws from)
+    and the replayed stages' mixtures (`replay_dirs`: every stage replayed, directly or through another); returns
+    the manifest. `stage_index` (the stage's place in the recipe) names the recipe keys in errors."""
     from alignmix.corpus.mix_engine import write_chunks
 
     replay_dirs = replay_dirs or {}
@@ -231,10 +232,11 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
     index = MixtureIndex.of(tmp_dir)
     try:
         stats = draw_index(stage, selections, origins, plan, seed, index)
-        write_chunks(index.folder, {k: str(Path(v).resolve()) for k, v in stores.items()},
-                     {k: str(Path(v).resolve()) for k, v in replay_dirs.items()}, stage.tokens, stage.block_size,
-                     tmp_dir, out_dir / ".chunks", tasks, executor, slurm or SlurmSettings(),
-                     f"alignmix-chunks-{stage.name}")
+        if delivery == "chunks":
+            write_chunks(index.folder, {k: str(Path(v).resolve()) for k, v in stores.items()},
+                         {k: str(Path(v).resolve()) for k, v in replay_dirs.items()}, stage.tokens,
+                         stage.block_size, tmp_dir, out_dir / ".chunks", tasks, executor, slurm or SlurmSettings(),
+                         f"alignmix-chunks-{stage.name}")
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"{tmp_dir}: no space left on the disk while writing the mixture") from exc
@@ -249,6 +251,9 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         "seq_len": stage.seq_len,
         "block_size": stage.block_size,
         "seed": seed,
+        "delivery": delivery,
+        "reads": {"token_stores": {k: os.path.relpath(Path(v).resolve(), out_dir.resolve()) for k, v in stores.items()},
+                  "mixtures": {k: os.path.relpath(Path(v).resolve(), out_dir.resolve()) for k, v in replay_dirs.items()}},
         "decontamination": None if not guards else {
             **guards[0], "documents_removed": sum(s.removed_by_decontamination for s in selections.values()),
         },
@@ -287,6 +292,7 @@ def build_stage_mixture(
     stage_index: int = 0,
     executor: Executor | None = None,
     slurm: SlurmSettings | None = None,
+    delivery: Delivery = "chunks",
 ) -> dict:
     """Tokenize the stage's sources into token stores beside `out_dir` (`<out_dir>.tokens/<source>/`, kept and
     reused by a rerun) and mix from them: `alignmix run` runs the two as separate stages, this is both at once
@@ -302,4 +308,4 @@ def build_stage_mixture(
         for origin in MixtureIndex.of(replayed).entries:
             if "source" in origin and origin["source"] not in stores:
                 stores[origin["source"]] = replayed.with_name(replayed.name + ".tokens") / origin["source"]
-    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm)
+    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm, delivery)

@@ -162,7 +162,8 @@ def tokens_stages(recipe: Recipe, base_dir: Path) -> list[Stage]:
 
 
 def mix_stages(recipe: Recipe) -> list[Stage]:
-    """One `mix/<stage>` per training stage: its mixture drawn from the token stores, written as chunks."""
+    """One `mix/<stage>` per training stage: its mixture drawn from the token stores, as an index (and chunks,
+    unless `mixing.delivery` is stream)."""
     stages = []
     for stage_index, training_stage in enumerate(recipe.stages):
         sources, replayed = _drawn_from(recipe, training_stage.name)
@@ -178,6 +179,7 @@ def mix_stages(recipe: Recipe) -> list[Stage]:
                     recipe.seed, replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
                     tasks=recipe.mixing.tasks, stage_index=stage_index, executor=recipe.mixing.executor,
                     slurm=SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
+                    delivery=recipe.mixing.delivery,
                 )
             counts: dict[str, Any] = {
                 s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}
@@ -187,7 +189,8 @@ def mix_stages(recipe: Recipe) -> list[Stage]:
                 counts["decontaminated_documents"] = manifest["decontamination"]["documents_removed"]
             return counts
 
-        settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "mix")}
+        settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "mix"),
+                    "delivery": recipe.mixing.delivery}
         depends = (*(f"tokens/{name}" for name in sorted(sources)), *(f"mix/{name}" for name in sorted(replayed)))
         stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
                             code_of("mix")))

@@ -104,6 +104,9 @@ class MixtureEntry(Strict):
         return self
 
 
+Delivery = Literal["chunks", "stream"]  # how a mixture reaches training (`mixing.delivery`)
+
+
 class Mixing(Strict):
     """How mixtures are built: `tasks` tokenize a source's shards in parallel, as processes here (`executor:
     local`) or as datatrove tasks on a Ray cluster or a Slurm array (`ray`, `slurm`). The chunks and the
@@ -120,6 +123,9 @@ class Mixing(Strict):
     """With executor slurm: the time limit per task."""
     cpus_per_task: Annotated[PositiveInt, Field(json_schema_extra=NOT_IN_KEY)] = 1
     """With executor slurm: CPUs per task."""
+    delivery: Delivery = "chunks"
+    """chunks: write LitData chunks (for plain `litgpt pretrain --data LitData`); stream: write none, training reads
+    the mixture index and token stores in order (alignmix.train.data.MixtureData)."""
 
 
 class Decontamination(Strict):

@@ -112,17 +112,19 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
             files = StageFiles(
                 data_dir=ctx.inputs[f"mix/{training_stage.name}"], tokenizer_dir=ctx.inputs["tokenizer"],
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
-                tied_embeddings=start is not None and tied_embeddings(start),
+                tied_embeddings=start is not None and tied_embeddings(start), delivery=recipe.mixing.delivery,
             )
             counts = run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch, ctx.echo)
-            seen = write_exposure(ctx.output, files.data_dir, training_stage.train.micro_batch_size)  # type: ignore[union-attr]
+            seen = write_exposure(ctx.output, files.data_dir, training_stage.seq_len)
             if seen is not None:
-                counts["exposure"] = {k: seen[k] for k in ("samples_written", "samples_seen", "passes", "warning")}
+                counts["exposure"] = {k: seen[k] for k in ("samples_written", "samples_seen", "passes", "exact",
+                                                           "warning")}
                 if seen["warning"]:
                     ctx.echo(f"warning: stage '{training_stage.name}': {seen['warning']}")
             return counts
 
-        settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "train")}
+        settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "train"),
+                    "delivery": recipe.mixing.delivery}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
         stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
         previous = training_stage.name
