@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     PositiveInt,
     ValidationError,
@@ -108,19 +109,59 @@ def _resolve_scenarios(spec: str, info: ValidationInfo) -> str:
 ScenarioSpec = Annotated[str, BeforeValidator(_from_writing_file), AfterValidator(_resolve_scenarios)]
 
 
-def _check_share(value: Any) -> float | str:
-    if value in ("rest", "natural"):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
-        return float(value)  # 0 keeps the entry in the plan with no tokens (a sweep's zero dose)
-    raise ValueError(f"expected a fraction in [0, 1], 'rest' or 'natural', got {value!r}")
-
-
-Share = Annotated[float | Literal["rest", "natural"], PlainValidator(_check_share)]
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf and .nan: never a setting
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+class ShareSchedule(Strict):
+    """A share that changes over the stage: piecewise-linear through `[fraction of the stage's tokens, share]`
+    points, from fraction 0 to 1; two points at one fraction make a step."""
+
+    schedule: list[tuple[float, float]]  # [fraction of the stage, share] points; fractions from 0 to 1, not decreasing
+
+    def __str__(self) -> str:
+        return " ".join(f"{f:g}:{s:g}" for f, s in self.schedule)
+
+
+def _check_schedule(value: dict) -> ShareSchedule:
+    """A `{schedule: [[fraction, share], ...]}` mapping, checked point by point (errors name the point)."""
+    if set(value) != {"schedule"} or not isinstance(value["schedule"], list):
+        raise ValueError(f"expected {{schedule: [[fraction, share], ...]}}, got {value!r}")
+    points = value["schedule"]
+    for n, point in enumerate(points):
+        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(map(_is_fraction, point))):
+            raise KeyedError(f"schedule.{n}", f"expected a [fraction, share] pair of numbers in [0, 1], got {point!r}")
+        if n and point[0] < points[n - 1][0]:
+            raise KeyedError(f"schedule.{n}", f"fractions must not decrease: {point[0]:g} comes after {points[n - 1][0]:g}")
+        if n > 1 and point[0] == points[n - 2][0]:
+            raise KeyedError(f"schedule.{n}", f"at most two points at fraction {point[0]:g} (a step)")
+    if len(points) < 2 or points[0][0] != 0 or points[-1][0] != 1:
+        raise KeyedError("schedule", "expected points covering the stage: the first at fraction 0, the last at 1,"
+                                     f" got {points!r}")
+    return ShareSchedule(schedule=[(float(f), float(s)) for f, s in points])
+
+
+def _check_share(value: Any) -> float | str | ShareSchedule:
+    if value in ("rest", "natural") or isinstance(value, ShareSchedule):
+        return value
+    if _is_fraction(value):
+        return float(value)  # 0 keeps the entry in the plan with no tokens (a sweep's zero dose)
+    if isinstance(value, dict):
+        return _check_schedule(value)
+    raise ValueError(f"expected a fraction in [0, 1], 'rest', 'natural' or {{schedule: [[fraction, share], ...]}},"
+                     f" got {value!r}")
+
+
+def _dump_share(value: float | str | ShareSchedule) -> float | str | dict:
+    return {"schedule": [list(point) for point in value.schedule]} if isinstance(value, ShareSchedule) else value
+
+
+Share = Annotated[float | Literal["rest", "natural"] | ShareSchedule, PlainValidator(_check_share),
+                  PlainSerializer(_dump_share)]
 
 
 DEDUP_THRESHOLD = 0.8  # MinHash Jaccard similarity above which a synthetic document duplicates an earlier one
@@ -391,7 +432,7 @@ class MixtureEntry(Strict):
     source: Identifier | None = None  # a corpus source or synthetic set name
     replay: Identifier | None = None  # an earlier stage's name: draws blocks from its written mixture
     select: Selector = Selector()
-    share: Share | None = None  # fraction of the stage's tokens, `rest` (what is left) or `natural` (split by size)
+    share: Share | None = None  # fraction of the stage's tokens, `rest`, `natural` (split by size) or a schedule
     tokens: PositiveInt | None = None  # absolute token count (instead of `share`)
     temperature: Annotated[float, Field(gt=0.0)] | None = None  # natural shares ~ available^(1/T)
     max_repetitions: Annotated[float, Field(gt=0.0)] = 1.0  # most planned / available tokens; more fails the plan
@@ -406,7 +447,7 @@ class MixtureEntry(Strict):
         if self.replay is not None and self.select != Selector():
             raise ValueError("a `replay` entry takes no `select`: it replays the earlier stage's mixture as written")
         if (self.share is None) == (self.tokens is None):
-            raise ValueError("give exactly one of `share` (a fraction or 'rest') or `tokens`")
+            raise ValueError("give exactly one of `share` (a fraction, 'rest', 'natural' or a schedule) or `tokens`")
         return self
 
 
@@ -665,6 +706,9 @@ class Mixing(Strict):
                       json_schema_extra=NOT_IN_KEY)
     cpus_per_task: PositiveInt = Field(1, description="With executor slurm: CPUs per task.",
                                        json_schema_extra=NOT_IN_KEY)
+    delivery: Literal["chunks", "stream"] = Field(
+        "chunks", description="chunks: write LitData chunks for litgpt's LitData module (which reshuffles them);"
+        " stream: training reads the mixture index in its order (needed by share schedules).")
 
 
 class Decontamination(Strict):
@@ -743,6 +787,10 @@ class Recipe(Strict):
                 raise KeyedError(f"stages.{i}.mixture",
                                  "two entries draw from the same source with the same select; merge them into one entry")
             for j, entry in enumerate(stage.mixture):
+                if isinstance(entry.share, ShareSchedule) and self.mixing.delivery == "chunks":
+                    raise KeyedError(f"stages.{i}.mixture.{j}.share",
+                                     "schedules need mixing.delivery: stream (LitData's loader reshuffles chunks, so"
+                                     " the schedule's order would not survive training)")
                 if entry.source is not None and entry.source not in known:
                     raise KeyedError(f"stages.{i}.mixture.{j}.source",
                                      f"unknown source '{entry.source}'; expected one of: {', '.join(sorted(known))}")
