@@ -121,7 +121,7 @@ class ShareSchedule(Strict):
     """A share that changes over the stage: piecewise-linear through `[fraction of the stage's tokens, share]`
     points, from fraction 0 to 1; two points at one fraction make a step."""
 
-    schedule: list[tuple[float, float]]  # [fraction of the stage, share] points; fractions from 0 to 1, not decreasing
+    schedule: list[tuple[float, float]]  # [fraction of the stage, share] points, 0 to 1; a step: two at one fraction
 
     def __str__(self) -> str:
         return " ".join(f"{f:g}:{s:g}" for f, s in self.schedule)

@@ -98,20 +98,20 @@ def _targets(stage: TrainingStage, names: list[str], edges: list[int], weights: 
     fractions = {i: exact(mixture[i].share) if mixture[i].tokens is None else Fraction(mixture[i].tokens, 1)
                  / (left_total or 1) for i in fixed}  # type: ignore[arg-type]
     covered = sum(fractions.values())
+    if covered > 1 + Fraction(1, 10**9):
+        parts = ", ".join(f"{names[i]} {mixture[i].share if mixture[i].tokens is None else f'{mixture[i].tokens:,} tokens'}"
+                          for i in fixed)
+        raise ScheduleError(f"stage '{stage.name}': the entries without a schedule take {float(covered):.4f} of the"
+                            f" {float(left_total):,.0f} tokens the schedules leave ({parts}); they must not exceed 1")
     if fixed and not left and abs(covered - 1) > Fraction(1, 10**9):
         raise ScheduleError(f"stage '{stage.name}': the entries without a schedule cover {float(covered):.4f} of what"
                             " the schedules leave and none takes share 'rest' or 'natural'; make them add up to 1"
                             " or give one entry `share: rest`")
     scale = 1 / covered if fixed and not left else Fraction(1)  # without a `rest`, the fixed shares fill it exactly
-    for w, (row, free) in enumerate(zip(rows, leftover)):
+    for row, free in zip(rows, leftover):
         for i in fixed:
             row[i] = free * fractions[i] * scale
-        remainder = free - sum(row[i] for i in fixed)
-        if left and remainder < 0:
-            raise ScheduleError(f"{_window_name(stage, edges, w)}: nothing is left for the"
-                                f" {'rest' if len(left) == 1 else 'natural'} entries: the schedules take"
-                                f" {float(sum(row[i] for i in scheduled)):,.1f} of its {edges[w + 1] - edges[w]:,}"
-                                f" tokens and the fixed entries {float(free - remainder):,.1f}")
+        remainder = free - sum(row[i] for i in fixed)  # not negative: the fixed entries cover at most 1 of it
         for i, share in zip(left, _split(remainder, [1.0] if mixture[left[0]].share == "rest" else weights, left)):
             row[i] = share
     return rows
