@@ -5,7 +5,8 @@ numpy arrays of the documents it keeps; contaminated documents are left out. Fil
 upsampling and downsampling are one mechanism: an entry draws from its selection in seeded shuffled passes until
 its planned tokens are met exactly (only the last document drawn is cut to fit), so a selection smaller than its
 budget is repeated (the repetitions recorded) and a larger one is sampled. The entries' pieces are shuffled
-together into the stage's mixture index (`alignmix.outputs.MixtureIndex`), from which chunk-writing tasks write
+together into the stage's mixture index (`alignmix.outputs.MixtureIndex`); a stage with a share schedule is drawn
+and shuffled window by window, as `corpus.schedule` plans it. From the index chunk-writing tasks write
 the LitData chunks (`mix_engine`). No Python object per document is made here: the draw is numpy throughout.
 """
 
@@ -134,7 +135,8 @@ def draw_windows(lengths: np.ndarray, budgets: list[int], rng: np.random.Generat
         pieces = 0
         while budget > 0:
             if at == len(order):  # a new pass
-                order = rng.permutation(len(lengths)).astype(np.uint32)
+                order = np.arange(len(lengths), dtype=np.uint32)
+                rng.shuffle(order)
                 ends, at = np.cumsum(lengths[order], dtype=np.int64), 0
             done = int(ends[at - 1]) if at else 0
             stop = min(int(np.searchsorted(ends, done + budget)) + 1, len(order))
@@ -159,8 +161,13 @@ def stream_order(counts: list[list[int]], rng: np.random.Generator) -> np.ndarra
     """The stream's rows as positions in draw order (entry by entry, each entry's pieces window by window, as
     `counts[entry][window]`): window by window, each window's pieces of every entry shuffled together."""
     pieces = sum(map(sum, counts))
+    dtype = np.uint32 if pieces < 2**32 else np.uint64
+    if all(len(c) == 1 for c in counts):  # no windows: every piece shuffled, with no copy beside the order
+        order = np.arange(pieces, dtype=dtype)
+        rng.shuffle(order)
+        return order
     starts = np.cumsum([0] + [sum(c) for c in counts[:-1]])
-    order = np.empty(pieces, dtype=np.uint32 if pieces < 2**32 else np.uint64)
+    order = np.empty(pieces, dtype=dtype)
     at = 0
     for window in range(len(counts[0]) if counts else 0):
         first = at
@@ -168,7 +175,7 @@ def stream_order(counts: list[list[int]], rng: np.random.Generator) -> np.ndarra
             low = start + sum(c[:window])
             order[at : at + c[window]] = np.arange(low, low + c[window], dtype=order.dtype)
             at += c[window]
-        rng.shuffle(order[first:at])  # in place: one window is today's single shuffle of every piece
+        rng.shuffle(order[first:at])
     return order
 
 
