@@ -17,7 +17,9 @@ number) and `take` (tokens taken from the document's start). `entries.json` name
 `{"name", "source"}` or `{"name", "replay", "block_size"}`. The manifest's `reads` names, relative to the mixture
 folder, the token stores and replayed mixtures the index points into (`StreamReader.of` finds them there).
 Sample p of a mixture is tokens [p * block_size, (p + 1) * block_size) of its stream, for p < tokens // block_size:
-what the chunks hold, and what training streams without them.
+what the chunks hold, and what training streams without them. A stage with a share schedule is laid out in
+`WINDOWS` windows of its token stream (`window_edges`): no piece crosses an edge, and each window's pieces are
+shuffled among themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ MANIFEST_FILE = "mixture_manifest.json"
 INDEX_COLUMNS: dict[str, type] = {"entry": np.uint16, "shard": np.uint32, "document": np.uint32, "take": np.uint32}
 META_PREFIX = "metadata."
 TOKEN_DTYPE = np.int32  # a sample's token type, in the chunks and streamed (what litgpt's TokensLoader reads)
+WINDOWS = 100  # windows per scheduled stage: hundredths of its token stream
 
 
 class DiskFullError(AlignmixError):
@@ -51,6 +54,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
         if vocab_size <= np.iinfo(dtype).max + 1:
             return np.dtype(dtype)
     return np.dtype(np.uint64)
+
+
+def window_edges(tokens: int, windows: int = WINDOWS) -> list[int]:
+    """The stream positions that cut a stage of `tokens` tokens into `windows` windows: w * tokens // windows."""
+    return [w * tokens // windows for w in range(windows + 1)]
 
 
 def preallocated_npy(path: Path, dtype: np.dtype | type, length: int) -> None:
@@ -145,6 +153,30 @@ class MixtureIndex:
 
     def write_entries(self, entries: list[dict]) -> None:
         (self.folder / "entries.json").write_text(json.dumps(entries, indent=2))
+
+    def tokens_by_window(self, edges: list[int], block: int = 1 << 24) -> np.ndarray:
+        """Tokens per window (between consecutive stream positions `edges`) and entry, exact, from the `entry` and
+        `take` columns read `block` rows at a time: int64 [windows, entries]."""
+        entry, take = self.column("entry"), self.column("take")
+        bounds = np.asarray(edges, dtype=np.int64)
+        windows, entries = len(edges) - 1, len(self.entries)
+        counts = np.zeros((windows, entries), np.int64)
+        offset = 0
+        for low in range(0, len(take), block):
+            ends = offset + np.cumsum(take[low : low + block], dtype=np.int64)
+            starts = ends - take[low : low + block]
+            first = np.searchsorted(bounds, starts, side="right") - 1
+            last = np.searchsorted(bounds, ends - 1, side="right") - 1
+            rows = entry[low : low + block].astype(np.int64)
+            inside = (first == last) & (first >= 0) & (first < windows)
+            counts += np.bincount(first[inside] * entries + rows[inside], weights=take[low : low + block][inside],
+                                  minlength=windows * entries).astype(np.int64).reshape(windows, entries)
+            for k in np.flatnonzero(~inside):  # a piece across an edge (or past the last): at most one per edge
+                for w in range(max(int(first[k]), 0), min(int(last[k]), windows - 1) + 1):
+                    part = min(int(ends[k]), int(bounds[w + 1])) - max(int(starts[k]), int(bounds[w]))
+                    counts[w, rows[k]] += max(part, 0)
+            offset = int(ends[-1])
+        return counts
 
 
 class StreamReader:

@@ -106,7 +106,8 @@ def test_bad_share_gets_one_message():
     with pytest.raises(RecipeError) as error:
         parse_recipe(data)
     assert str(error.value).count("\n") == 1
-    assert "key 'stages.0.mixture.0.share': expected a fraction in [0, 1], 'rest' or 'natural', got 'most'" in str(error.value)
+    assert ("key 'stages.0.mixture.0.share': expected a fraction in [0, 1], 'rest', 'natural' or"
+            " {schedule: [[fraction, share], ...]}, got 'most'") in str(error.value)
 
 
 def test_misspelt_litgpt_config_field_is_refused_before_work(tmp_path: Path):

@@ -99,6 +99,30 @@ def test_the_shipped_sweeps_run_to_their_comparison_page_and_rerun(tmp_path: Pat
     assert [c["shared_stages"] for c in rerun] == [c["shared_stages"] for c in conditions]
 
 
+@pytest.mark.slow
+def test_the_insertion_window_sweep_runs_to_its_dose_response_page(tmp_path: Path):
+    """Aligned documents in the last 10%, 25%, 50% or all of a 40,000-token pretraining stage: 2,000 tokens in
+    each condition, none before its window (counted from each condition's mixture index), and the comparison page
+    labels the schedules briefly. Its schedules need streaming delivery (`alignmix.train.data`)."""
+    import numpy as np
+
+    pytest.importorskip("alignmix.train.data", reason="streaming delivery (alignmix.train.data) is not in this tree")
+    from alignmix.outputs import MixtureIndex, window_edges
+
+    recipe, out = _shrunk_sweep(tmp_path, "insertion_window"), tmp_path / "sweep"
+    result = _sweep(str(recipe), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    conditions = json.loads((out / "sweep.json").read_text())["conditions"]
+    assert len(conditions) == 4 and all(_shares_data_stages_only(c["shared_stages"]) for c in conditions[1:])
+    for condition, first in zip(conditions, (90, 75, 50, 0)):
+        counts = MixtureIndex.of(Path(condition["run_dir"]) / "mix" / "pretrain").tokens_by_window(window_edges(40_000))
+        assert counts[:, 1].sum() == 2_000 and counts[:first, 1].sum() == 0 and np.all(counts[first:, 1] > 0)
+        assert "Share of each source against tokens into the stage" in (Path(condition["run_dir"]) / "report.html"
+                                                                       ).read_text()
+    page = (out / "compare.html").read_text()
+    assert "Dose-response" in page and all(label in page for label in ("0.5, last 10%", "0.05 throughout"))
+
+
 def test_a_bad_key_or_an_infeasible_condition_refuses_the_sweep_before_any_work(tmp_path: Path):
     recipe, out = _recipe(tmp_path), tmp_path / "sweep"
     bad = _sweep(str(recipe), "--set", "stages.0.tokns=1,2", "--out", str(out))
@@ -111,8 +135,9 @@ def test_a_bad_key_or_an_infeasible_condition_refuses_the_sweep_before_any_work(
     assert nothing.returncode == 2 and "nothing to sweep" in nothing.stderr
 
 
-@pytest.mark.parametrize("name", ["synthetic_share", "filtering", "insertion_stage", "paper/synthetic_share",
-                                  "paper/filtering", "paper/insertion_stage"])
+@pytest.mark.parametrize("name", ["synthetic_share", "filtering", "insertion_stage", "insertion_window",
+                                  "paper/synthetic_share", "paper/filtering", "paper/insertion_stage",
+                                  "paper/insertion_window"])
 def test_the_shipped_sweeps_validate_and_plan_every_condition(name: str):
     from alignmix.cli.sweep import _check
     from alignmix.recipe import load_recipe
@@ -123,12 +148,19 @@ def test_the_shipped_sweeps_validate_and_plan_every_condition(name: str):
     conditions = expand(dict(recipe.sweep.set), recipe.sweep.mode)
     # the paper-scale files plan from `assumed` statistics; running them needs your data
     prepared = prepare(path, conditions, lambda r: _check(r, path.parent, runnable=not name.startswith("paper/")))
-    assert len(prepared) == {"synthetic_share": 4, "filtering": 2, "insertion_stage": 2}[name.removeprefix("paper/")]
+    assert len(prepared) == {"synthetic_share": 4, "filtering": 2, "insertion_stage": 2,
+                             "insertion_window": 4}[name.removeprefix("paper/")]
     if name.endswith("insertion_stage"):  # the same synthetic tokens in every condition
         source = "synthetic_aligned" if name.startswith("paper/") else "aligned_synthetic"
         totals = {sum(next(e for e in s.mixture if e.source == source).tokens or 0 for s in r.stages)
                   for _, r in prepared}
         assert totals == {5_500_000_000 if name.startswith("paper/") else 15_000}
+    if name.endswith("insertion_window"):  # the same synthetic tokens in every condition, none before its window
+        from alignmix.corpus.plan import assumed_available, plan_stage
+
+        plans = [plan_stage(r.stages[0], assumed_available(r, r.stages[0])) for _, r in prepared]
+        assert {p.sources[1].tokens for p in plans} == {5_000_000_000 if name.startswith("paper/") else 15_000}
+        assert [next(w for w, window in enumerate(p.windows) if window.tokens[1]) for p in plans] == [90, 75, 50, 0]
 
 
 def test_sweep_plan_prints_every_conditions_plan_and_runs_nothing(tmp_path: Path):

@@ -18,7 +18,8 @@ from alignmix.cli.common import (
     load_recipe_or_fail,
     run_recipe,
 )
-from alignmix.corpus.plan import CHARS_PER_TOKEN
+from alignmix.corpus.plan import CHARS_PER_TOKEN, StagePlan
+from alignmix.corpus.schedule import WindowPlan
 from alignmix.errors import AlignmixError
 
 
@@ -95,6 +96,34 @@ def plan(
                 table.add_row(escape(s.source), escape(s.selection), f"{s.tokens:,}", f"{100 * s.share:.2f}%", have,
                               reps)
         console.print(table)
+        if p.windows:
+            console.print(window_table(p))
+
+
+def window_table(p: StagePlan) -> Table:
+    """A scheduled stage's windows, runs of windows with the same shares on one row: their tokens per source."""
+    table = Table(title=f"{p.name}: tokens per window ({len(p.windows)} windows of the stage's token stream)")
+    for column in ("windows", "of the stage", "tokens", *(s.name for s in p.sources)):
+        table.add_column(escape(column), justify="right", overflow="fold")
+    runs: list[list[WindowPlan]] = []
+    for window in p.windows:
+        if runs and runs[-1][-1].shares == window.shares:
+            runs[-1].append(window)
+        else:
+            runs.append([window])
+    first = 0
+    for run in runs:
+        start, end = run[0].start, run[-1].end
+        cells = []
+        for i in range(len(p.sources)):
+            counts = [w.tokens[i] for w in run]
+            total = "natural" if None in counts else f"{sum(counts):,}"  # type: ignore[arg-type]
+            cells.append(f"{total} ({100 * run[0].shares[i]:.2f}%)")
+        numbers = f"{first}" if len(run) == 1 else f"{first}-{first + len(run) - 1}"
+        table.add_row(numbers, f"{100 * start / p.tokens:.0f}%-{100 * end / p.tokens:.0f}%",
+                      f"{end - start:,}", *cells)
+        first += len(run)
+    return table
 
 
 def recipe_reference() -> None:

@@ -5,8 +5,10 @@ numpy arrays of the documents it keeps; contaminated documents are left out. Fil
 upsampling and downsampling are one mechanism: an entry draws from its selection in seeded shuffled passes until
 its planned tokens are met exactly (only the last document drawn is cut to fit), so a selection smaller than its
 budget is repeated (the repetitions recorded) and a larger one is sampled. The entries' pieces are shuffled
-together into the stage's mixture index (`alignmix.outputs.MixtureIndex`), from which chunk-writing tasks write
-the LitData chunks (`mix_engine`), unless training streams the index (`mixing.delivery: stream`). No Python object per document is made here: the draw is numpy throughout.
+together into the stage's mixture index (`alignmix.outputs.MixtureIndex`); a stage with a share schedule is drawn
+and shuffled window by window, as `corpus.schedule` plans it. From the index chunk-writing tasks write the LitData
+chunks (`mix_engine`), unless training streams the index (`mixing.delivery: stream`). No Python object per
+document is made here: the draw is numpy throughout.
 """
 
 from __future__ import annotations
@@ -123,6 +125,62 @@ def draw(lengths: np.ndarray, budget: int, rng: np.random.Generator) -> tuple[np
     return units, takes, uses
 
 
+def draw_windows(lengths: np.ndarray, budgets: list[int], rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(units, tokens taken, uses per unit, pieces per window) for a scheduled entry: one stream of shuffled
+    passes over the units, each window taking the next units until its budget exactly (its last piece cut short;
+    pieces are document prefixes, so a cut document is not continued in the next window)."""
+    units, takes, counts = [], [], []
+    uses = np.zeros(len(lengths), np.uint32)
+    order, ends, at = np.zeros(0, np.uint32), np.zeros(0, np.int64), 0
+    for budget in budgets:
+        pieces = 0
+        while budget > 0:
+            if at == len(order):  # a new pass
+                order = np.arange(len(lengths), dtype=np.uint32)
+                rng.shuffle(order)
+                ends, at = np.cumsum(lengths[order], dtype=np.int64), 0
+            done = int(ends[at - 1]) if at else 0
+            stop = min(int(np.searchsorted(ends, done + budget)) + 1, len(order))
+            taken = order[at:stop]
+            part = lengths[taken].copy()
+            budget -= int(ends[stop - 1]) - done
+            if budget < 0:
+                part[-1] = int(part[-1]) + budget
+                budget = 0
+            uses[taken] += 1
+            units.append(taken)
+            takes.append(part)
+            pieces += len(taken)
+            at = stop
+        counts.append(pieces)
+    if not units:
+        return np.zeros(0, np.uint32), np.zeros(0, np.uint32), uses, counts
+    return np.concatenate(units), np.concatenate(takes), uses, counts
+
+
+def stream_order(counts: list[list[int]], rng: np.random.Generator) -> np.ndarray:
+    """The stream's rows as positions in draw order (entry by entry, each entry's pieces window by window, as
+    `counts[entry][window]`): window by window, each window's pieces of every entry shuffled together."""
+    pieces = sum(map(sum, counts))
+    dtype = np.uint32 if pieces < 2**32 else np.uint64
+    if all(len(c) == 1 for c in counts):  # no windows: every piece shuffled, with no copy beside the order
+        order = np.arange(pieces, dtype=dtype)
+        rng.shuffle(order)
+        return order
+    starts = np.cumsum([0] + [sum(c) for c in counts[:-1]])
+    order = np.empty(pieces, dtype=dtype)
+    at = 0
+    for window in range(len(counts[0]) if counts else 0):
+        first = at
+        for start, c in zip(starts, counts):
+            low = start + sum(c[:window])
+            order[at : at + c[window]] = np.arange(low, low + c[window], dtype=order.dtype)
+            at += c[window]
+        rng.shuffle(order[first:at])
+    return order
+
+
 DIGEST_BLOCK = 1 << 20  # units per step of the digest's in-place compaction
 
 
@@ -153,14 +211,22 @@ class MixtureStats:
 
 def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: list[dict], plan: StagePlan,
                seed: int, index: MixtureIndex) -> dict[str, MixtureStats]:
-    """Draw every entry's pieces and write them, shuffled together, as the stage's mixture index; returns each
-    entry's figures, counted by document place (two documents sharing an id are two documents)."""
+    """Draw every entry's pieces and write them, shuffled together (a scheduled stage's window by window), as
+    the stage's mixture index; returns each entry's figures, counted by document place (two documents sharing an
+    id are two documents)."""
     drawn: list[tuple[np.ndarray, np.ndarray]] = []
+    counts: list[list[int]] = []
     stats: dict[str, MixtureStats] = {}
-    for source_plan in plan.sources:
+    for number, source_plan in enumerate(plan.sources):
         selection = selections[source_plan.name]
-        units, takes, uses = draw(selection.lengths, source_plan.tokens or 0,
-                                  np.random.default_rng(derive_seed(seed, stage.name, source_plan.name)))
+        rng = np.random.default_rng(derive_seed(seed, stage.name, source_plan.name))
+        if plan.windows:
+            units, takes, uses, pieces = draw_windows(selection.lengths, [w.tokens[number] or 0 for w in plan.windows],
+                                                      rng)
+        else:
+            units, takes, uses = draw(selection.lengths, source_plan.tokens or 0, rng)
+            pieces = [len(units)]
+        counts.append(pieces)
         stats[source_plan.name] = MixtureStats(
             realised_tokens=int(takes.sum(dtype=np.int64)), documents_used=int(np.count_nonzero(uses)),
             max_document_repetitions=int(uses.max(initial=0)),
@@ -171,8 +237,7 @@ def draw_index(stage: TrainingStage, selections: dict[str, Selection], origins: 
         drawn.append((units, takes))
     names = [o["name"] for o in origins]
     pieces = sum(len(units) for units, _ in drawn)
-    order = np.arange(pieces, dtype=np.uint32 if pieces < 2**32 else np.uint64)
-    np.random.default_rng(derive_seed(seed, stage.name, "shuffle")).shuffle(order)
+    order = stream_order(counts, np.random.default_rng(derive_seed(seed, stage.name, "shuffle")))
     index.allocate(pieces)
     for name, dtype in INDEX_COLUMNS.items():
         whole = np.empty(pieces, dtype=dtype)  # in draw order, then written shuffled into the preallocated file
@@ -271,6 +336,8 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
             }
             for source_plan in plan.sources
         ],
+        **({"windows": [{"start": w.start, "end": w.end, "tokens": w.tokens} for w in plan.windows]}
+           if plan.windows else {}),
         "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
         "mixture_index": {name: file_sha256(index.folder / f"{name}.npy") for name in INDEX_COLUMNS},
     }

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alignmix.corpus.select import label, normalised
 from alignmix.errors import AlignmixError
-from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, TrainingStage
+from alignmix.recipe import AssumedStatistics, MixtureEntry, Recipe, ShareSchedule, TrainingStage
+
+if TYPE_CHECKING:
+    from alignmix.corpus.schedule import WindowPlan
 
 CHARS_PER_TOKEN = 4.0  # a rule of thumb for English BPE text, used only where no tokenizer exists yet
 
@@ -34,11 +38,12 @@ class StagePlan:
     tokens: int
     seq_len: int
     sources: list[SourcePlan]
+    windows: list[WindowPlan] = field(default_factory=list)  # a scheduled stage's windows (`corpus.schedule`)
 
     def as_dict(self) -> dict:
         """The `alignmix plan --json` shape: name, tokens, seq_len, sources [{name, tokens, share, repetitions,
-        selection}]."""
-        return {
+        selection}], and for a scheduled stage windows [{start, end, tokens (per source)}]."""
+        planned = {
             "name": self.name, "tokens": self.tokens, "seq_len": self.seq_len,
             "sources": [
                 {"name": s.name, "tokens": s.tokens, "share": s.share, "repetitions": s.repetitions,
@@ -46,6 +51,9 @@ class StagePlan:
                 for s in self.sources
             ],
         }
+        if self.windows:
+            planned["windows"] = [{"start": w.start, "end": w.end, "tokens": w.tokens} for w in self.windows]
+        return planned
 
 
 def entry_name(entry: MixtureEntry) -> str:
@@ -197,10 +205,30 @@ def planned_tokens(stage: TrainingStage, available: dict[str, int] | None = None
     return [next(split) if e.share == "natural" else t for e, t in zip(stage.mixture, tokens)]
 
 
+def scheduled_tokens(stage: TrainingStage, available: dict[str, int] | None) -> tuple[list[int | None],
+                                                                                    list[WindowPlan]]:
+    """A stage with a share schedule: tokens per entry (the sums of its windows) and the windows."""
+    from alignmix.corpus.schedule import plan_windows
+
+    natural = [e for e in stage.mixture if e.share == "natural"]
+    weights = natural_weights(natural, available or {}) if natural else None
+    if weights is not None and natural and sum(weights) == 0:
+        raise PlanError(f"stage '{stage.name}': the 'natural' entries have no available tokens to split by")
+    windows = plan_windows(stage, [entry_name(e) for e in stage.mixture], weights)
+    columns = [[w.tokens[i] for w in windows] for i in range(len(stage.mixture))]
+    return [None if None in column else sum(column) for column in columns], windows  # type: ignore[misc]
+
+
 def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) -> StagePlan:
-    """Plan a stage; entries with known `available` tokens are checked against their `max_repetitions`."""
+    """Plan a stage (with windows where an entry's share is a schedule); entries with known `available` tokens
+    are checked against their `max_repetitions`."""
+    windows: list[WindowPlan] = []
+    if any(isinstance(e.share, ShareSchedule) for e in stage.mixture):
+        planned, windows = scheduled_tokens(stage, available)
+    else:
+        planned = planned_tokens(stage, available)
     sources = []
-    for entry, tokens in zip(stage.mixture, planned_tokens(stage, available)):
+    for entry, tokens in zip(stage.mixture, planned):
         name = entry_name(entry)
         have = None if available is None else available.get(name)
         repetitions = None
@@ -219,4 +247,4 @@ def plan_stage(stage: TrainingStage, available: dict[str, int] | None = None) ->
         share = None if tokens is None else tokens / stage.tokens
         selection = "" if entry.replay is not None else label(entry.select)
         sources.append(SourcePlan(name, origin, tokens, share, have, repetitions, selection))
-    return StagePlan(stage.name, stage.tokens, stage.seq_len, sources)
+    return StagePlan(stage.name, stage.tokens, stage.seq_len, sources, windows)

@@ -53,6 +53,7 @@ from alignmix.recipe.mixing import (
     Scalar,
     Selector,
     Share,
+    ShareSchedule,
     TermSet,
 )
 from alignmix.recipe.training import (
@@ -142,6 +143,7 @@ __all__ = [
     "Scoring",
     "Selector",
     "Share",
+    "ShareSchedule",
     "Stance",
     "Strict",
     "Suite",

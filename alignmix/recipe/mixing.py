@@ -4,21 +4,62 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainValidator, PositiveInt, model_validator
+from pydantic import Field, PlainSerializer, PlainValidator, PositiveInt, model_validator
 
-from alignmix.recipe.base import NOT_IN_KEY, Identifier, Strict
+from alignmix.recipe.base import NOT_IN_KEY, Identifier, KeyedError, Strict
 from alignmix.recipe.corpus import Executor, Stance
 from alignmix.recipe.paths import ScenarioSpec
 
-def _check_share(value: Any) -> float | str:
-    if value in ("rest", "natural"):
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+class ShareSchedule(Strict):
+    """A share that changes over the stage: piecewise-linear through `[fraction of the stage's tokens, share]`
+    points, from fraction 0 to 1; two points at one fraction make a step."""
+
+    schedule: list[tuple[float, float]]
+    """[fraction of the stage, share] points, 0 to 1; a step: two at one fraction"""
+
+    def __str__(self) -> str:
+        return " ".join(f"{f:g}:{s:g}" for f, s in self.schedule)
+
+
+def _check_schedule(value: dict) -> ShareSchedule:
+    """A `{schedule: [[fraction, share], ...]}` mapping, checked point by point (errors name the point)."""
+    if set(value) != {"schedule"} or not isinstance(value["schedule"], list):
+        raise ValueError(f"expected {{schedule: [[fraction, share], ...]}}, got {value!r}")
+    points = value["schedule"]
+    for n, point in enumerate(points):
+        if not (isinstance(point, (list, tuple)) and len(point) == 2 and all(map(_is_fraction, point))):
+            raise KeyedError(f"schedule.{n}", f"expected a [fraction, share] pair of numbers in [0, 1], got {point!r}")
+        if n and point[0] < points[n - 1][0]:
+            raise KeyedError(f"schedule.{n}", f"fractions must not decrease: {point[0]:g} comes after {points[n - 1][0]:g}")
+        if n > 1 and point[0] == points[n - 2][0]:
+            raise KeyedError(f"schedule.{n}", f"at most two points at fraction {point[0]:g} (a step)")
+    if len(points) < 2 or points[0][0] != 0 or points[-1][0] != 1:
+        raise KeyedError("schedule", "expected points covering the stage: the first at fraction 0, the last at 1,"
+                                     f" got {points!r}")
+    return ShareSchedule(schedule=[(float(f), float(s)) for f, s in points])
+
+
+def _check_share(value: Any) -> float | str | ShareSchedule:
+    if value in ("rest", "natural") or isinstance(value, ShareSchedule):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+    if _is_fraction(value):
         return float(value)  # 0 keeps the entry in the plan with no tokens (a sweep's zero dose)
-    raise ValueError(f"expected a fraction in [0, 1], 'rest' or 'natural', got {value!r}")
+    if isinstance(value, dict):
+        return _check_schedule(value)
+    raise ValueError(f"expected a fraction in [0, 1], 'rest', 'natural' or {{schedule: [[fraction, share], ...]}},"
+                     f" got {value!r}")
 
 
-Share = Annotated[float | Literal["rest", "natural"], PlainValidator(_check_share)]
+def _dump_share(value: float | str | ShareSchedule) -> float | str | dict:
+    return {"schedule": [list(point) for point in value.schedule]} if isinstance(value, ShareSchedule) else value
+
+
+Share = Annotated[float | Literal["rest", "natural"] | ShareSchedule, PlainValidator(_check_share),
+                  PlainSerializer(_dump_share)]
 
 
 class TermSet(Strict):
@@ -81,7 +122,7 @@ class MixtureEntry(Strict):
     """an earlier stage's name: draws blocks from its written mixture"""
     select: Selector = Selector()
     share: Share | None = None
-    """fraction of the stage's tokens, `rest` (what is left) or `natural` (split by size)"""
+    """fraction of the stage's tokens, `rest`, `natural` (split by size) or a schedule"""
     tokens: PositiveInt | None = None
     """absolute token count (instead of `share`)"""
     temperature: Annotated[float, Field(gt=0.0)] | None = None
@@ -100,7 +141,7 @@ class MixtureEntry(Strict):
         if self.replay is not None and self.select != Selector():
             raise ValueError("a `replay` entry takes no `select`: it replays the earlier stage's mixture as written")
         if (self.share is None) == (self.tokens is None):
-            raise ValueError("give exactly one of `share` (a fraction or 'rest') or `tokens`")
+            raise ValueError("give exactly one of `share` (a fraction, 'rest', 'natural' or a schedule) or `tokens`")
         return self
 
 
@@ -125,7 +166,7 @@ class Mixing(Strict):
     """With executor slurm: CPUs per task."""
     delivery: Delivery = "chunks"
     """chunks: write LitData chunks (for plain `litgpt pretrain --data LitData`); stream: write none, training reads
-    the mixture index and token stores in order (alignmix.train.data.MixtureData)."""
+    the mixture index and token stores in order (alignmix.train.data.MixtureData; needed by share schedules)."""
 
 
 class Decontamination(Strict):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from alignmix.recipe.base import Identifier, KeyedError, RecipeError, Strict
 from alignmix.recipe.corpus import AssumedStatistics, Corpus, Synth, Tagging
 from alignmix.recipe.evaluation import EvalSettings
-from alignmix.recipe.mixing import Decontamination, Mixing
+from alignmix.recipe.mixing import Decontamination, Mixing, ShareSchedule
 from alignmix.recipe.training import BaseModelSpec, PostTraining, TamperStage, TokenizerSpec, TrainingStage
 
 class ReportSettings(Strict):
@@ -82,6 +82,10 @@ class Recipe(Strict):
                 raise KeyedError(f"stages.{i}.mixture",
                                  "two entries draw from the same source with the same select; merge them into one entry")
             for j, entry in enumerate(stage.mixture):
+                if isinstance(entry.share, ShareSchedule) and self.mixing.delivery == "chunks":
+                    raise KeyedError(f"stages.{i}.mixture.{j}.share",
+                                     "schedules need mixing.delivery: stream (LitData's loader reshuffles chunks, so"
+                                     " the schedule's order would not survive training)")
                 if entry.source is not None and entry.source not in known:
                     raise KeyedError(f"stages.{i}.mixture.{j}.source",
                                      f"unknown source '{entry.source}'; expected one of: {', '.join(sorted(known))}")

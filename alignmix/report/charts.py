@@ -148,3 +148,30 @@ def loss_curve(points: dict[str, list[tuple[float, float]]], width: int = 560, h
         parts.append(f'<rect x="{width - right + 10}" y="{top + 14 * n}" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{width - right + 24}" y="{top + 14 * n + 9}" font-size="11">{html.escape(name)}</text>')
     return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}</svg>'
+
+
+def share_curve(edges: list[int], shares: dict[str, list[float]], width: int = 560, height: int = 200) -> str:
+    """Each source's share of every window (between consecutive stream positions `edges`) against the tokens into
+    the stage, as steps, one line per source."""
+    left, top, bottom, right = 52, 10, 34, 170
+    plot_w, span = width - left - right, (edges[-1] - edges[0]) or 1
+    x = lambda v: left + plot_w * (v - edges[0]) / span
+    y = lambda v: top + height * (1 - v)
+    parts = [f'<line x1="{left}" y1="{y(0)}" x2="{left + plot_w}" y2="{y(0)}" stroke="#888"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{y(0)}" stroke="#888"/>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{left}" y1="{y(tick)}" x2="{left + plot_w}" y2="{y(tick)}" stroke="#eee"/>'
+                     f'<text x="{left - 4}" y="{y(tick) + 4}" font-size="10" text-anchor="end">{tick:.2f}</text>')
+    for value in (edges[0], edges[-1]):
+        parts.append(f'<text x="{x(value):.1f}" y="{y(0) + 14}" font-size="10" text-anchor="middle">{value:,}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{y(0) + 28}" font-size="11" text-anchor="middle">'
+                 'tokens into the stage (stream order)</text>')
+    for n, (name, values) in enumerate(shares.items()):
+        colour = PALETTE[n % len(PALETTE)]
+        steps = " ".join(f"{'M' if w == 0 else 'L'}{x(edges[w]):.1f},{y(v):.1f} L{x(edges[w + 1]):.1f},{y(v):.1f}"
+                         for w, v in enumerate(values))
+        parts.append(f'<path d="{steps}" fill="none" stroke="{colour}" stroke-width="1.5">'
+                     f'<title>{html.escape(name)}: share of each window</title></path>'
+                     f'<rect x="{left + plot_w + 10}" y="{top + 14 * n}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{left + plot_w + 24}" y="{top + 14 * n + 9}" font-size="11">{html.escape(name)}</text>')
+    return responsive_svg(width, top + height + bottom, "".join(parts))

@@ -13,8 +13,22 @@ from alignmix.report.charts import PALETTE
 
 
 def value_label(value: Any) -> str:
-    """A swept value as the recipe writes it: `0.01`, `[none, hhh]`, `{flagged: false}`, `{}`."""
+    """A swept value as the recipe writes it: `0.01`, `[none, hhh]`, `{flagged: false}`, `{}`; a share schedule
+    briefly (`schedule_label`)."""
+    if isinstance(value, dict) and set(value) == {"schedule"} and isinstance(value["schedule"], list):
+        return schedule_label(value["schedule"])
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def schedule_label(points: list[list[float]]) -> str:
+    """A share schedule in a few words: `0.05 throughout`, `0.5, last 10%` (none before a step to a constant
+    share), else its points as `fraction:share`."""
+    shares = [s for _, s in points]
+    if len(set(shares)) == 1:
+        return f"{shares[0]:g} throughout"
+    if len(points) == 4 and shares[:2] == [0, 0] and shares[2] == shares[3] and points[1][0] == points[2][0]:
+        return f"{shares[2]:g}, last {1 - points[1][0]:.0%}"
+    return " ".join(f"{f:g}:{s:g}" for f, s in points)
 
 
 def condition_names(records: list[dict], longest: int = 18) -> dict[str, tuple[str, str]]:

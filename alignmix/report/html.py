@@ -1,7 +1,7 @@
 """One self-contained HTML page per run: corpus statistics, synthetic sets, mixtures, training and eval results.
 
-The report reads only the files the stages wrote (stats.json, mixture_manifest.json, metrics.csv,
-results.json), so it can be rebuilt from any run folder.
+The report reads only the files the stages wrote (stats.json, mixture_manifest.json and the mixture index,
+metrics.csv, results.json), so it can be rebuilt from any run folder.
 """
 
 from __future__ import annotations
@@ -10,10 +10,20 @@ import csv
 import html
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from alignmix.jsonl import read_json
-from alignmix.report.charts import bar_chart, error_bar_chart, loss_curve, se_note, stacked_bar, with_se
+from alignmix.outputs import MixtureIndex, window_edges
+from alignmix.report.charts import (
+    bar_chart,
+    error_bar_chart,
+    loss_curve,
+    se_note,
+    share_curve,
+    stacked_bar,
+    with_se,
+)
 from alignmix.report.suites import suites_section
 
 STYLE = """
@@ -134,6 +144,7 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
         ]
         parts.append(f"<h3>{html.escape(stage)}: {manifest['tokens']:,} tokens at context {manifest['seq_len']:,}</h3>")
         parts.append(stacked_bar({s["name"]: s["realised_tokens"] for s in manifest["sources"]}))
+        parts.append(share_section(path.parent, manifest))
         if exposure:
             parts.append(f"<p>Training read {exposure['samples_seen']:,} of the {exposure['samples_written']:,} samples"
                          f" written ({exposure['passes']:.4f} passes).</p>")
@@ -144,6 +155,22 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
              "documents used"], rows,
         ))
     return "".join(parts)
+
+
+def share_section(mixture_dir: Path, manifest: dict) -> str:
+    """Each source's share against tokens into the stage, per hundredth of the stream, counted from the mixture
+    index (a scheduled stage's windows exactly; an unscheduled stage is shuffled as one block, so its lines show
+    how evenly the shuffle spread each source)."""
+    index = MixtureIndex.of(mixture_dir)
+    if not (index.folder / "take.npy").is_file():
+        return ""
+    edges = window_edges(manifest["tokens"])
+    counts = index.tokens_by_window(edges)
+    sizes = np.maximum(np.diff(edges), 1)
+    shares = {origin["name"]: (counts[:, e] / sizes).tolist() for e, origin in enumerate(index.entries)}
+    kind = "planned windows" if manifest.get("windows") else "hundredths of the stream"
+    return f"<p>Share of each source against tokens into the stage ({kind}, from the mixture index):</p>" + \
+        share_curve(edges, shares)
 
 
 LOSS_COLUMNS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"))

@@ -39,3 +39,31 @@ def test_a_rate_whose_formats_all_agreed_shows_its_zero_se_and_says_why(tmp_path
     page = eval_section(tmp_path / "results.json", "pretrain")
     assert "Misalignment rate: 0.500 ± 0.000*" in page and "<td>0.500 ± 0.000*</td>" in page
     assert "every prompt format gave the same rate" in page
+
+
+def test_the_share_of_each_source_is_plotted_against_tokens_into_the_stage(tmp_path: Path):
+    """From the mixture index, exactly: 1,000 tokens in windows of 10; web alone up to 900, then half aligned.
+    One web piece (870 to 905) crosses four window edges, and its tokens are counted on each side of them."""
+    import re
+
+    import numpy as np
+
+    from alignmix.outputs import MixtureIndex, window_edges
+    from alignmix.report.html import share_section
+
+    entry = [0] * 87 + [0] + [1, 0] * 9 + [1]  # 87 web pieces of 10, a web piece of 35, then aligned and web by 5
+    take = [10] * 87 + [35] + [5] * 19
+    index = MixtureIndex.of(tmp_path)
+    index.allocate(len(take))
+    for name, values in (("entry", entry), ("shard", [0] * len(take)), ("document", range(len(take))), ("take", take)):
+        column = index.writable(name)
+        column[:] = np.asarray(list(values))
+        column.flush()
+    index.write_entries([{"name": "web", "source": "web"}, {"name": "aligned", "source": "syn"}])
+    assert index.tokens_by_window(window_edges(1_000)).tolist() == [[10, 0]] * 90 + [[5, 5]] * 10
+    section = share_section(tmp_path, {"tokens": 1_000})
+    assert "hundredths of the stream" in section and "<title>aligned: share of each window</title>" in section
+    web, aligned = re.findall(r'<path d="(M[^"]+)"', section)
+    heights = lambda path: [float(y) for y in re.findall(r",([\d.]+)", path)]  # noqa: E731
+    assert set(heights(web)[:180]) == {10.0} and set(heights(aligned)[:180]) == {210.0}  # shares 1 and 0
+    assert set(heights(web)[180:]) == set(heights(aligned)[180:]) == {110.0}  # then 0.5 each
