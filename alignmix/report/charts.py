@@ -150,9 +150,10 @@ def loss_curve(points: dict[str, list[tuple[float, float]]], width: int = 560, h
     return f'<svg width="{width}" height="{top + height + bottom}">{"".join(parts)}</svg>'
 
 
-def share_curve(edges: list[int], shares: dict[str, list[float]], width: int = 560, height: int = 200) -> str:
+def share_curve(edges: list[int], shares: dict[str, list[float]], seen: int | None = None, width: int = 560,
+                height: int = 200) -> str:
     """Each source's share of every window (between consecutive stream positions `edges`) against the tokens into
-    the stage, as steps, one line per source."""
+    the stage, as steps, one line per source; `seen` marks how far into the stream training read."""
     left, top, bottom, right = 52, 10, 34, 170
     plot_w, span = width - left - right, (edges[-1] - edges[0]) or 1
     x = lambda v: left + plot_w * (v - edges[0]) / span
@@ -166,6 +167,10 @@ def share_curve(edges: list[int], shares: dict[str, list[float]], width: int = 5
         parts.append(f'<text x="{x(value):.1f}" y="{y(0) + 14}" font-size="10" text-anchor="middle">{value:,}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{y(0) + 28}" font-size="11" text-anchor="middle">'
                  'tokens into the stage (stream order)</text>')
+    if seen is not None:
+        at = x(min(max(seen, edges[0]), edges[-1]))
+        parts.append(f'<line x1="{at:.1f}" y1="{top}" x2="{at:.1f}" y2="{y(0)}" stroke="#222" stroke-dasharray="4 3">'
+                     f'<title>training read the first {seen:,} tokens</title></line>')
     for n, (name, values) in enumerate(shares.items()):
         colour = PALETTE[n % len(PALETTE)]
         steps = " ".join(f"{'M' if w == 0 else 'L'}{x(edges[w]):.1f},{y(v):.1f} L{x(edges[w + 1]):.1f},{y(v):.1f}"

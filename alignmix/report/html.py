@@ -144,7 +144,7 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
         ]
         parts.append(f"<h3>{html.escape(stage)}: {manifest['tokens']:,} tokens at context {manifest['seq_len']:,}</h3>")
         parts.append(stacked_bar({s["name"]: s["realised_tokens"] for s in manifest["sources"]}))
-        parts.append(share_section(path.parent, manifest))
+        parts.append(share_section(path.parent, manifest, exposure))
         if exposure:
             parts.append(f"<p>Training read {exposure['samples_seen']:,} of the {exposure['samples_written']:,} samples"
                          f" written ({exposure['passes']:.4f} passes).</p>")
@@ -157,10 +157,11 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
     return "".join(parts)
 
 
-def share_section(mixture_dir: Path, manifest: dict) -> str:
+def share_section(mixture_dir: Path, manifest: dict, exposure: dict | None = None) -> str:
     """Each source's share against tokens into the stage, per hundredth of the stream, counted from the mixture
     index (a scheduled stage's windows exactly; an unscheduled stage is shuffled as one block, so its lines show
-    how evenly the shuffle spread each source)."""
+    how evenly the shuffle spread each source). A streamed stage's exposure marks the tokens training read (the
+    stream's first ones; LitData reads chunks in an order not recorded, so chunks get no mark)."""
     index = MixtureIndex.of(mixture_dir)
     if not (index.folder / "take.npy").is_file():
         return ""
@@ -169,8 +170,10 @@ def share_section(mixture_dir: Path, manifest: dict) -> str:
     sizes = np.maximum(np.diff(edges), 1)
     shares = {origin["name"]: (counts[:, e] / sizes).tolist() for e, origin in enumerate(index.entries)}
     kind = "planned windows" if manifest.get("windows") else "hundredths of the stream"
-    return f"<p>Share of each source against tokens into the stage ({kind}, from the mixture index):</p>" + \
-        share_curve(edges, shares)
+    streamed = exposure is not None and exposure.get("delivery") == "stream"
+    seen = f"; dashed: the {exposure['tokens_seen']:,} tokens training read" if streamed else ""  # type: ignore[index]
+    return (f"<p>Share of each source against tokens into the stage ({kind}, from the mixture index{seen}):</p>"
+            + share_curve(edges, shares, exposure["tokens_seen"] if streamed else None))  # type: ignore[index]
 
 
 LOSS_COLUMNS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"))

@@ -67,3 +67,6 @@ def test_the_share_of_each_source_is_plotted_against_tokens_into_the_stage(tmp_p
     heights = lambda path: [float(y) for y in re.findall(r",([\d.]+)", path)]  # noqa: E731
     assert set(heights(web)[:180]) == {10.0} and set(heights(aligned)[:180]) == {210.0}  # shares 1 and 0
     assert set(heights(web)[180:]) == set(heights(aligned)[180:]) == {110.0}  # then 0.5 each
+    streamed = share_section(tmp_path, {"tokens": 1_000}, {"delivery": "stream", "tokens_seen": 950})
+    assert "dashed: the 950 tokens training read" in streamed and "training read the first 950 tokens" in streamed
+    assert "training read" not in share_section(tmp_path, {"tokens": 1_000}, {"delivery": "chunks", "tokens_seen": 9})
