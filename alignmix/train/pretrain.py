@@ -34,6 +34,23 @@ def record_step_checkpoint_hashes() -> None:
     litgpt.pretrain.save_checkpoint = save_checkpoint
 
 
+def data_parallel_on_cpu() -> None:
+    """Where there is no GPU, make litgpt's pretrain train on several CPU processes (nodes, devices) with DDP
+    over gloo: litgpt shards the model with FSDP whenever it trains on more than one device, and Lightning runs
+    FSDP on GPUs only. A GPU machine keeps litgpt's FSDP."""
+    import litgpt.pretrain
+    from lightning.fabric.strategies import DDPStrategy
+
+    if torch.cuda.is_available():
+        return
+
+    class DDPOverGloo:  # stands where litgpt calls FSDPStrategy(...); not a class its isinstance checks match
+        def __new__(cls, **_fsdp_options: Any) -> DDPStrategy:  # type: ignore[misc]
+            return DDPStrategy(process_group_backend="gloo")
+
+    litgpt.pretrain.FSDPStrategy = DDPOverGloo
+
+
 def usable_step_checkpoint(out_dir: Path, echo: Callable[[str], None]) -> Path | None:
     """The latest step checkpoint whose weights match the sha256 recorded when they were written (later ones are
     removed, saying why); one whose weights hold NaN or infinite values is refused."""
@@ -136,5 +153,6 @@ if __name__ == "__main__":  # `litgpt pretrain --config FILE` that records each 
     from litgpt.__main__ import main as litgpt_main
 
     record_step_checkpoint_hashes()
+    data_parallel_on_cpu()
     sys.argv = ["litgpt", "pretrain", *sys.argv[1:]]
     litgpt_main()
