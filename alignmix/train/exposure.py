@@ -19,13 +19,17 @@ from loguru import logger
 
 
 def samples_seen(stage_dir: Path) -> int | None:
-    """The samples litgpt's training loop consumed, from its CSV metrics (None when it logged none)."""
+    """The samples litgpt's training loop consumed on all its processes, from its CSV metrics (None when it logged
+    none): litgpt's `samples` counts one process's, so they are scaled by the processes (`total_tokens / tokens`,
+    1 on one device)."""
     seen = None
     for metrics in sorted(stage_dir.glob("logs/csv/version_*/metrics.csv")):
         with metrics.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 if row.get("samples"):
-                    seen = max(seen or 0, int(float(row["samples"])))
+                    tokens, total = float(row.get("tokens") or 0), float(row.get("total_tokens") or 0)
+                    processes = round(total / tokens) if tokens and total else 1
+                    seen = max(seen or 0, int(float(row["samples"])) * processes)
     return seen
 
 

@@ -49,3 +49,12 @@ def test_reading_more_samples_than_written_is_a_warning_naming_the_numbers(tmp_p
 def test_no_metrics_no_exposure(tmp_path: Path):
     stage, mix = _stage(tmp_path)
     assert write_exposure(stage, mix, micro_batch_size=8) is None and not (stage / "exposure.json").exists()
+
+
+def test_samples_of_several_processes_are_counted_for_all(tmp_path: Path):
+    """litgpt's `samples` counts one process's; `total_tokens / tokens` is the number of processes (2 here)."""
+    stage, mix = _stage(tmp_path)
+    csv = stage / "logs" / "csv" / "version_0" / "metrics.csv"
+    csv.parent.mkdir(parents=True)
+    csv.write_text("iter,samples,tokens,total_tokens\n1,8,1024,2048\n145,1160,148480,296960\n")
+    assert write_exposure(stage, mix, micro_batch_size=8)["samples_seen"] == 2_320
