@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -49,6 +50,13 @@ def data_parallel_on_cpu() -> None:
             return DDPStrategy(process_group_backend="gloo")
 
     litgpt.pretrain.FSDPStrategy = DDPOverGloo
+
+
+def quiet_unless_first_task() -> None:
+    """Under srun, send the stdout of every task but the first to /dev/null: litgpt prints on each node's first
+    process, so a job of N nodes would repeat every line N times in the stage log (stderr, errors, stays)."""
+    if int(os.environ.get("SLURM_PROCID", "0")) > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
 
 
 def usable_step_checkpoint(out_dir: Path, echo: Callable[[str], None]) -> Path | None:
@@ -154,5 +162,6 @@ if __name__ == "__main__":  # `litgpt pretrain --config FILE` that records each 
 
     record_step_checkpoint_hashes()
     data_parallel_on_cpu()
+    quiet_unless_first_task()
     sys.argv = ["litgpt", "pretrain", *sys.argv[1:]]
     litgpt_main()
