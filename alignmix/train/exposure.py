@@ -158,6 +158,10 @@ def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.Data
             per_entry[row["name"]] = {"tokens": row["tokens"], "documents": row["documents"], "times": row["times"]}
         documents = with_ids(documents_seen(mixture_dir, ranges), mixture_dir)
     exact = ranges is not None
+    sources = manifest["sources"]
+    if manifest.get("continued"):  # the earlier plan's entries the changed one dropped were read too
+        sources = sources + [s for s in manifest["continued"]["earlier"]["sources"]
+                             if s["name"] not in {n["name"] for n in sources}]
     record = {
         "stage": manifest["stage"],
         "delivery": manifest.get("delivery", "chunks"),
@@ -187,7 +191,7 @@ def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.Data
                 "max_document_repetitions_seen": per_entry.get(source["name"], {}).get("times", 0) if exact
                 else round(source["max_document_repetitions"] * passes, 3),
             }
-            for source in manifest["sources"]
+            for source in sources
         ],
     }
     return record, documents
