@@ -75,8 +75,8 @@ def read_pieces(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
         parts.append(pl.DataFrame({
             "piece": rows, "times": np.full(len(rows), times, np.int64),
             "first": np.maximum(starts[a:b], low) - starts[a:b], "last": np.minimum(ends[a:b], high) - starts[a:b]}))
-    pieces = pl.concat(parts).filter(pl.col("last") > pl.col("first")) if parts else pl.DataFrame(schema={"piece": pl.Int64, "times": pl.Int64,
-                                                                 "first": pl.Int64, "last": pl.Int64})
+    schema = {"piece": pl.Int64, "times": pl.Int64, "first": pl.Int64, "last": pl.Int64}
+    pieces = pl.concat(parts).filter(pl.col("last") > pl.col("first")) if parts else pl.DataFrame(schema=schema)
     rows = pieces["piece"].to_numpy()
     return pieces.with_columns(**{name: np.asarray(index.column(name))[rows] for name in ("entry", "shard", "document")})
 
@@ -131,6 +131,19 @@ def read_ranges(manifest: dict[str, Any], seen: Consumed) -> Ranges | None:
     return None
 
 
+def seen_per_entry(mixture_dir: Path, ranges: Ranges) -> dict[str, dict[str, int]]:
+    """Per entry name: the `tokens` read, the `documents` (places; a replayed entry's blocks) read and the most
+    `times` one of them was read."""
+    names = pl.DataFrame({"name": [origin["name"] for origin in MixtureIndex.of(mixture_dir).entries]}
+                         ).with_row_index("entry")
+    pieces = read_pieces(mixture_dir, ranges).with_columns(
+        pl.col("entry").cast(pl.UInt32), tokens=(pl.col("last") - pl.col("first")) * pl.col("times")
+    ).join(names, on="entry", how="left")
+    by_document = pieces.group_by("name", "shard", "document").agg(pl.sum("times"), pl.sum("tokens"))
+    totals = by_document.group_by("name").agg(pl.sum("tokens"), pl.len().alias("documents"), pl.max("times"))
+    return {row.pop("name"): row for row in totals.iter_rows(named=True)}
+
+
 def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.DataFrame | None]:
     """The exposure record of a stage and, where exact, its documents seen (see the module docstring)."""
     manifest = json.loads((mixture_dir / MANIFEST_FILE).read_text())
@@ -145,19 +158,9 @@ def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.Data
                    f" {abs(mismatch):,} samples {what}, more than one micro-batch over all ranks"
                    f" ({seen.micro_batch * seen.world})")
     ranges = read_ranges(manifest, seen)
-    per_entry: dict[str, dict[str, int]] = {}
-    documents = None
-    if ranges is not None:
-        names = [origin["name"] for origin in MixtureIndex.of(mixture_dir).entries]
-        pieces = read_pieces(mixture_dir, ranges).with_columns(
-            name=pl.col("entry").map_elements(names.__getitem__, return_dtype=pl.String),
-            tokens=(pl.col("last") - pl.col("first")) * pl.col("times"))
-        by_document = pieces.group_by("name", "entry", "shard", "document").agg(pl.sum("times"), pl.sum("tokens"))
-        for row in by_document.group_by("name").agg(pl.sum("tokens"), pl.len().alias("documents"),
-                                                     pl.max("times")).iter_rows(named=True):
-            per_entry[row["name"]] = {"tokens": row["tokens"], "documents": row["documents"], "times": row["times"]}
-        documents = with_ids(documents_seen(mixture_dir, ranges), mixture_dir)
     exact = ranges is not None
+    per_entry = seen_per_entry(mixture_dir, ranges) if exact else {}
+    documents = with_ids(documents_seen(mixture_dir, ranges), mixture_dir) if exact else None
     sources = manifest["sources"]
     if manifest.get("continued"):  # the earlier plan's entries the changed one dropped were read too
         sources = sources + [s for s in manifest["continued"]["earlier"]["sources"]
