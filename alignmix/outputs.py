@@ -14,7 +14,10 @@ Mixture index (`mix/<stage>/mixture_index/`, beside `mixture_manifest.json` and 
 piece, in stream order, as `.npy` arrays: `entry` (the stage's mixture entry), `shard` and `document` (the
 document's place in the entry's token store; for a replay entry shard 0 and the earlier mixture's block
 number) and `take` (tokens taken from the document's start). `entries.json` names each entry's origin:
-`{"name", "source"}` or `{"name", "replay", "block_size"}`.
+`{"name", "source"}` or `{"name", "replay", "block_size"}`. The manifest's `reads` names, relative to the mixture
+folder, the token stores and replayed mixtures the index points into (`StreamReader.of` finds them there).
+Sample p of a mixture is tokens [p * block_size, (p + 1) * block_size) of its stream, for p < tokens // block_size:
+what the chunks hold, and what training streams without them.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ import numpy as np
 import polars as pl
 
 from alignmix.errors import AlignmixError
+from alignmix.hashing import file_sha256
 
 STORE_FILE = "store.json"
 INDEX_DIR = "mixture_index"
+MANIFEST_FILE = "mixture_manifest.json"
 INDEX_COLUMNS: dict[str, type] = {"entry": np.uint16, "shard": np.uint32, "document": np.uint32, "take": np.uint32}
 META_PREFIX = "metadata."
+TOKEN_DTYPE = np.int32  # a sample's token type, in the chunks and streamed (what litgpt's TokensLoader reads)
 
 
 class DiskFullError(AlignmixError):
@@ -140,3 +146,92 @@ class MixtureIndex:
 
     def write_entries(self, entries: list[dict]) -> None:
         (self.folder / "entries.json").write_text(json.dumps(entries, indent=2))
+
+
+class StreamReader:
+    """A mixture's token stream, read from its index: `read(low, high)` gives tokens [low, high)."""
+
+    @classmethod
+    def of(cls, mixture_dir: Path) -> StreamReader:
+        """The stream of a written mixture folder, reading the stores and mixtures its manifest names."""
+        reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]
+        return cls(MixtureIndex.of(mixture_dir).folder,
+                   *({name: str((mixture_dir / rel).resolve()) for name, rel in reads[kind].items()}
+                     for kind in ("token_stores", "mixtures")))
+
+    def __init__(self, index_dir: Path, stores: dict[str, str], mixtures: dict[str, str]):
+        index = MixtureIndex(index_dir)
+        self.entry, self.shard, self.document = index.column("entry"), index.column("shard"), index.column("document")
+        self.take = index.column("take")
+        self.ends = np.cumsum(self.take, dtype=np.int64)
+        self.stores, self.mixtures, self.origins = stores, mixtures, index.entries
+        self._shards: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._replays: dict[str, StreamReader] = {}
+
+    def _piece(self, entry: int, shard: int, document: int, take: int) -> np.ndarray:
+        origin = self.origins[entry]
+        if "replay" in origin:
+            name = origin["replay"]
+            if name not in self._replays:
+                self._replays[name] = StreamReader(MixtureIndex.of(Path(self.mixtures[name])).folder, self.stores,
+                                                   self.mixtures)
+            start = document * origin["block_size"]
+            return self._replays[name].read(start, start + take)
+        key = (origin["source"], shard)
+        if key not in self._shards:
+            store = TokenStore(Path(self.stores[origin["source"]]))
+            self._shards[key] = store.tokens(shard), store.offsets(shard)
+        tokens, offsets = self._shards[key]
+        start = int(offsets[document])
+        return tokens[start : start + take]
+
+    def read(self, low: int, high: int) -> np.ndarray:
+        out = np.empty(high - low, dtype=TOKEN_DTYPE)
+        piece = int(np.searchsorted(self.ends, low, side="right"))
+        while piece < len(self.ends) and self.ends[piece] - self.take[piece] < high:
+            start = int(self.ends[piece] - self.take[piece])
+            a, b = max(low, start), min(high, int(self.ends[piece]))
+            tokens = self._piece(int(self.entry[piece]), int(self.shard[piece]), int(self.document[piece]),
+                                 int(self.take[piece]))
+            out[a - low : b - low] = tokens[a - start : b - start]
+            piece += 1
+        return out
+
+
+CONTINUATIONS_DIR = "continuations"
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A training stage continued with a changed mixture (`alignmix train --from-step`), kept in
+    `RUN/continuations/<stage>/`: `continuation.json` ({"stage", "from_step", "samples"}: the step and the
+    samples the earlier run had consumed there), `mixture/` (the earlier mixture's index and manifest) and
+    `step/` (the earlier run's step checkpoint). The stage's mixture keeps the earlier stream's first `samples`
+    samples and re-plans the rest; training resumes from the checkpoint."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, run_dir: Path, stage: str) -> Continuation:
+        return cls(run_dir / CONTINUATIONS_DIR / stage)
+
+    @property
+    def record(self) -> dict:
+        return json.loads((self.folder / "continuation.json").read_text())
+
+    @property
+    def mixture(self) -> Path:
+        return self.folder / "mixture"
+
+    @property
+    def step(self) -> Path:
+        return self.folder / "step"
+
+    def exists(self) -> bool:
+        return (self.folder / "continuation.json").is_file()
+
+    def digest(self) -> dict[str, str]:
+        """sha256 of the earlier mixture's manifest and of the checkpoint's weights (as recorded when they were
+        written): what a stage key names."""
+        return {"mixture_manifest": file_sha256(self.mixture / MANIFEST_FILE),
+                "checkpoint": (self.step / "lit_model.pth.sha256").read_text().strip()}

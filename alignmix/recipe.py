@@ -652,6 +652,9 @@ class EvalSettings(Strict):
         return self
 
 
+Delivery = Literal["chunks", "stream"]  # how a mixture reaches training (`mixing.delivery`)
+
+
 class Mixing(Strict):
     """How mixtures are built: `tasks` tokenize a source's shards in parallel, as processes here (`executor:
     local`) or as datatrove tasks on a Ray cluster or a Slurm array (`ray`, `slurm`). The chunks and the
@@ -665,6 +668,9 @@ class Mixing(Strict):
                       json_schema_extra=NOT_IN_KEY)
     cpus_per_task: PositiveInt = Field(1, description="With executor slurm: CPUs per task.",
                                        json_schema_extra=NOT_IN_KEY)
+    delivery: Delivery = Field(
+        "chunks", description="chunks: write LitData chunks (for plain `litgpt pretrain --data LitData`); stream: write"
+        " none, training reads the mixture index and token stores in order (alignmix.train.data.MixtureData).")
 
 
 class Decontamination(Strict):

@@ -28,53 +28,10 @@ from datatrove.pipeline.base import PipelineStep
 
 from alignmix.corpus.engines import SlurmSettings, clear_unless_planned_as, run_pipeline
 from alignmix.hashing import file_sha256
-from alignmix.outputs import INDEX_COLUMNS, MixtureIndex, TokenStore
+from alignmix.outputs import INDEX_COLUMNS, MixtureIndex, StreamReader
 from alignmix.recipe import Executor
 
-TOKEN_DTYPE = np.int32  # the chunks' token type (what litgpt's TokensLoader reads)
 ITEM_BLOCKS, CHUNK_BLOCKS = 256, 1024  # blocks per LitData item and per chunk file
-
-
-class StreamReader:
-    """A mixture's token stream, read from its index: `read(low, high)` gives tokens [low, high)."""
-
-    def __init__(self, index_dir: Path, stores: dict[str, str], mixtures: dict[str, str]):
-        index = MixtureIndex(index_dir)
-        self.entry, self.shard, self.document = index.column("entry"), index.column("shard"), index.column("document")
-        self.take = index.column("take")
-        self.ends = np.cumsum(self.take, dtype=np.int64)
-        self.stores, self.mixtures, self.origins = stores, mixtures, index.entries
-        self._shards: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._replays: dict[str, StreamReader] = {}
-
-    def _piece(self, entry: int, shard: int, document: int, take: int) -> np.ndarray:
-        origin = self.origins[entry]
-        if "replay" in origin:
-            name = origin["replay"]
-            if name not in self._replays:
-                self._replays[name] = StreamReader(MixtureIndex.of(Path(self.mixtures[name])).folder, self.stores,
-                                                   self.mixtures)
-            start = document * origin["block_size"]
-            return self._replays[name].read(start, start + take)
-        key = (origin["source"], shard)
-        if key not in self._shards:
-            store = TokenStore(Path(self.stores[origin["source"]]))
-            self._shards[key] = store.tokens(shard), store.offsets(shard)
-        tokens, offsets = self._shards[key]
-        start = int(offsets[document])
-        return tokens[start : start + take]
-
-    def read(self, low: int, high: int) -> np.ndarray:
-        out = np.empty(high - low, dtype=TOKEN_DTYPE)
-        piece = int(np.searchsorted(self.ends, low, side="right"))
-        while piece < len(self.ends) and self.ends[piece] - self.take[piece] < high:
-            start = int(self.ends[piece] - self.take[piece])
-            a, b = max(low, start), min(high, int(self.ends[piece]))
-            tokens = self._piece(int(self.entry[piece]), int(self.shard[piece]), int(self.document[piece]),
-                                 int(self.take[piece]))
-            out[a - low : b - low] = tokens[a - start : b - start]
-            piece += 1
-        return out
 
 
 class WriteChunks(PipelineStep):

@@ -1,81 +1,214 @@
-"""What a training stage's model actually saw of its mixture: `RUN/STAGE/exposure.json`.
+"""What a training stage's model actually saw of its mixture: `RUN/STAGE/exposure.json` and, where it is known
+exactly, `RUN/STAGE/documents_seen.parquet` (document id, source, times seen, tokens seen).
 
-The mixture stage writes `tokens // block_size` samples of `block_size = seq_len + 1` tokens; litgpt reads them
-in a shuffled order for its `max_tokens` and starts another pass over them when it asks for more samples than
-were written. The samples it consumed come from litgpt's own metrics (`samples` in `logs/csv/*/metrics.csv`,
-the latest over a resumed run's versions). Per source, the tokens seen are the written tokens scaled by the
-passes made: the written chunks are one seeded shuffle of the whole mixture, so every source is spread evenly
-over them; the share of a partial pass is an estimate, whole passes are exact.
+The mixture holds N = tokens // block_size samples (`block_size = seq_len + 1`). The samples litgpt consumed, c
+over all ranks, come from its CSV metrics (`total_tokens // seq_len` of the latest row over a resumed run's
+versions; the world size W and micro-batch mb from the same row).
+- Streamed (`mixing.delivery: stream`, `MixtureData`): training read samples 0, 1, ... in index order, in passes
+  of P = N // (W * mb) * W * mb samples, so it read samples [0, P) c // P times and [0, c % P) once more: the
+  tokens and documents of every piece of the index in those ranges are exact, mid-pass included.
+- Chunks (`LitData`): litgpt reads the chunks in LitData's shuffled order, which is not recorded. Whole passes
+  (c a multiple of N) are exact; within a partial pass each source's tokens are its written tokens x c / N, an
+  estimate (the chunks are one seeded shuffle of the whole mixture, so every source is spread evenly over them),
+  and no documents_seen.parquet is written.
+A replayed entry's blocks are followed into the replayed mixture's index, so its documents are listed too.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 from loguru import logger
 
+from alignmix.outputs import MANIFEST_FILE, MixtureIndex, TokenStore
 
-def samples_seen(stage_dir: Path) -> int | None:
-    """The samples litgpt's training loop consumed on all its processes, from its CSV metrics (None when it logged
-    none): litgpt's `samples` counts one process's, so they are scaled by the processes (`total_tokens / tokens`,
-    1 on one device)."""
-    seen = None
+DOCUMENTS_SEEN = "documents_seen.parquet"
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """What litgpt's training loop consumed: samples over all ranks, the world size and the micro-batch."""
+
+    samples: int
+    world: int
+    micro_batch: int
+
+
+def consumed(stage_dir: Path, seq_len: int) -> Consumed | None:
+    """The latest row of litgpt's CSV metrics over a resumed run's versions (None when it logged none)."""
+    latest: dict[str, str] | None = None
     for metrics in sorted(stage_dir.glob("logs/csv/version_*/metrics.csv")):
         with metrics.open(newline="") as handle:
             for row in csv.DictReader(handle):
-                if row.get("samples"):
-                    tokens, total = float(row.get("tokens") or 0), float(row.get("total_tokens") or 0)
-                    processes = round(total / tokens) if tokens and total else 1
-                    seen = max(seen or 0, int(float(row["samples"])) * processes)
-    return seen
+                if row.get("samples") and (latest is None or float(row["samples"]) >= float(latest["samples"])):
+                    latest = row
+    if latest is None:
+        return None
+    per_rank = int(float(latest["samples"]))
+    total = int(float(latest["total_tokens"])) // seq_len if latest.get("total_tokens") else per_rank
+    iters = int(float(latest["iter"])) if latest.get("iter") else 0
+    return Consumed(total, max(total // per_rank, 1) if per_rank else 1, per_rank // iters if iters else 1)
 
 
-def exposure(mixture_manifest: dict[str, Any], seen: int, micro_batch_size: int) -> dict[str, Any]:
-    """The exposure record of a stage: written and seen samples and tokens, passes, and per source."""
-    block = mixture_manifest["block_size"]
-    written = mixture_manifest["tokens"] // block
-    passes = seen / written if written else 0.0
-    mismatch = seen - written
+Ranges = list[tuple[int, int, int]]  # token ranges [low, high) of a mixture's stream, each read `times` times
+
+
+def read_pieces(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
+    """One row per index piece and range that overlap: `entry`, `shard`, `document`, `times`, and the piece's
+    tokens read, [`first`, `last`) from its start."""
+    index = MixtureIndex.of(mixture_dir)
+    take = np.asarray(index.column("take"), dtype=np.int64)
+    ends = np.cumsum(take)
+    starts = ends - take
+    parts = []
+    for low, high, times in ranges:
+        if high <= low or times <= 0:
+            continue
+        a, b = int(np.searchsorted(ends, low, side="right")), int(np.searchsorted(starts, high, side="left"))
+        rows = np.arange(a, b)
+        parts.append(pl.DataFrame({
+            "piece": rows, "times": np.full(len(rows), times, np.int64),
+            "first": np.maximum(starts[a:b], low) - starts[a:b], "last": np.minimum(ends[a:b], high) - starts[a:b]}))
+    schema = {"piece": pl.Int64, "times": pl.Int64, "first": pl.Int64, "last": pl.Int64}
+    pieces = pl.concat(parts).filter(pl.col("last") > pl.col("first")) if parts else pl.DataFrame(schema=schema)
+    rows = pieces["piece"].to_numpy()
+    return pieces.with_columns(**{name: np.asarray(index.column(name))[rows] for name in ("entry", "shard", "document")})
+
+
+def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
+    """Per document read in `ranges` of the mixture's stream (a replayed block's, in the replayed mixture):
+    `source`, `shard`, `document`, `times` (pieces of it read) and `tokens`."""
+    pieces = read_pieces(mixture_dir, ranges)
+    reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]
+    frames = []
+    for number, origin in enumerate(MixtureIndex.of(mixture_dir).entries):
+        mine = pieces.filter(pl.col("entry") == number)
+        if mine.is_empty():
+            continue
+        if "source" in origin:
+            frames.append(mine.select(pl.lit(origin["source"]).alias("source"), "shard", "document", "times",
+                                      ((pl.col("last") - pl.col("first")) * pl.col("times")).alias("tokens")))
+            continue
+        block_start = mine["document"].to_numpy().astype(np.int64) * origin["block_size"]
+        nested = [(int(s + f), int(s + la), int(n)) for s, f, la, n in
+                  zip(block_start, mine["first"].to_numpy(), mine["last"].to_numpy(), mine["times"].to_numpy())]
+        frames.append(documents_seen((mixture_dir / reads["mixtures"][origin["replay"]]).resolve(), nested))
+    schema = {"source": pl.String, "shard": pl.UInt32, "document": pl.UInt32, "times": pl.Int64, "tokens": pl.Int64}
+    found = pl.concat([f.cast(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)
+    return found.group_by("source", "shard", "document").agg(pl.sum("times"), pl.sum("tokens"))
+
+
+def with_ids(seen: pl.DataFrame, mixture_dir: Path) -> pl.DataFrame:
+    """`seen` with each document's id from its token store, as documents_seen.parquet holds it."""
+    reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]["token_stores"]
+    frames = []
+    for source in seen["source"].unique().sort():
+        store = TokenStore((mixture_dir / reads[source]).resolve())
+        ids = store.table().select("id", "shard", "document").collect()
+        frames.append(seen.filter(pl.col("source") == source).join(ids, on=["shard", "document"], how="left"))
+    if not frames:
+        return seen.with_columns(id=pl.lit(None, pl.String)).select("id", "source", "shard", "document", "times", "tokens")
+    return pl.concat(frames).select("id", "source", "shard", "document", pl.col("times").alias("times_seen"),
+                                    pl.col("tokens").alias("tokens_seen")).sort("source", "shard", "document")
+
+
+def read_ranges(manifest: dict[str, Any], seen: Consumed) -> Ranges | None:
+    """The token ranges of the mixture's stream that training read, with their repeats; None where the order
+    is not known (chunks, within a partial pass)."""
+    block, written = manifest["block_size"], manifest["tokens"] // manifest["block_size"]
+    if manifest.get("delivery") == "stream":
+        per_pass = written // (seen.world * seen.micro_batch) * seen.world * seen.micro_batch
+        passes, rest = divmod(seen.samples, per_pass) if per_pass else (0, 0)
+        return [(0, per_pass * block, passes), (0, rest * block, 1)]
+    if written and seen.samples % written == 0:
+        return [(0, written * block, seen.samples // written)]
+    return None
+
+
+def seen_per_entry(mixture_dir: Path, ranges: Ranges) -> dict[str, dict[str, int]]:
+    """Per entry name: the `tokens` read, the `documents` (places; a replayed entry's blocks) read and the most
+    `times` one of them was read."""
+    names = pl.DataFrame({"name": [origin["name"] for origin in MixtureIndex.of(mixture_dir).entries]}
+                         ).with_row_index("entry")
+    pieces = read_pieces(mixture_dir, ranges).with_columns(
+        pl.col("entry").cast(pl.UInt32), tokens=(pl.col("last") - pl.col("first")) * pl.col("times")
+    ).join(names, on="entry", how="left")
+    by_document = pieces.group_by("name", "shard", "document").agg(pl.sum("times"), pl.sum("tokens"))
+    totals = by_document.group_by("name").agg(pl.sum("tokens"), pl.len().alias("documents"), pl.max("times"))
+    return {row.pop("name"): row for row in totals.iter_rows(named=True)}
+
+
+def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.DataFrame | None]:
+    """The exposure record of a stage and, where exact, its documents seen (see the module docstring)."""
+    manifest = json.loads((mixture_dir / MANIFEST_FILE).read_text())
+    block = manifest["block_size"]
+    written = manifest["tokens"] // block
+    passes = seen.samples / written if written else 0.0
+    mismatch = seen.samples - written
     warning = None
-    if abs(mismatch) > micro_batch_size:
+    if abs(mismatch) > seen.micro_batch * seen.world:
         what = "read again (a second pass over the first ones)" if mismatch > 0 else "never read"
-        warning = (f"litgpt consumed {seen:,} samples of {block:,} tokens but the mixture wrote {written:,}:"
-                   f" {abs(mismatch):,} samples {what}, more than one micro-batch ({micro_batch_size})")
-    return {
-        "stage": mixture_manifest["stage"],
+        warning = (f"litgpt consumed {seen.samples:,} samples of {block:,} tokens but the mixture wrote {written:,}:"
+                   f" {abs(mismatch):,} samples {what}, more than one micro-batch over all ranks"
+                   f" ({seen.micro_batch * seen.world})")
+    ranges = read_ranges(manifest, seen)
+    exact = ranges is not None
+    per_entry = seen_per_entry(mixture_dir, ranges) if exact else {}
+    documents = with_ids(documents_seen(mixture_dir, ranges), mixture_dir) if exact else None
+    sources = manifest["sources"]
+    if manifest.get("continued"):  # the earlier plan's entries the changed one dropped were read too
+        sources = sources + [s for s in manifest["continued"]["earlier"]["sources"]
+                             if s["name"] not in {n["name"] for n in sources}]
+    record = {
+        "stage": manifest["stage"],
+        "delivery": manifest.get("delivery", "chunks"),
         "block_size": block,
         "samples_written": written,
-        "samples_seen": seen,
+        "samples_seen": seen.samples,
         "passes": round(passes, 6),
         "tokens_written": written * block,
-        "tokens_seen": seen * block,
+        "tokens_seen": seen.samples * block,
+        "exact": exact,
         "warning": warning,
-        "method": "samples seen from litgpt's metrics; per source, written tokens x passes (an estimate within"
-                  " a partial pass: the chunks are one seeded shuffle of the whole mixture)",
+        "method": ("exact: the samples litgpt consumed (its metrics) read in index order from the mixture index"
+                   if manifest.get("delivery") == "stream" else
+                   "exact: whole passes over the chunks, counted from the mixture index" if exact else
+                   "estimate: per source, written tokens x passes; LitData read the chunks in a shuffled order that"
+                   " is not recorded, so within a partial pass which samples were read is unknown"),
         "sources": [
             {
                 "name": source["name"],
                 "selection": source.get("selection"),
                 "planned_tokens": source["tokens"],
                 "written_tokens": source["realised_tokens"],
-                "seen_tokens": round(source["realised_tokens"] * passes),
+                "seen_tokens": per_entry.get(source["name"], {}).get("tokens", 0) if exact
+                else round(source["realised_tokens"] * passes),
                 "documents_used": source["documents_used"],
-                "max_document_repetitions_seen": round(source["max_document_repetitions"] * passes, 3),
+                "documents_seen": per_entry.get(source["name"], {}).get("documents", 0) if exact else None,
+                "max_document_repetitions_seen": per_entry.get(source["name"], {}).get("times", 0) if exact
+                else round(source["max_document_repetitions"] * passes, 3),
             }
-            for source in mixture_manifest["sources"]
+            for source in sources
         ],
     }
+    return record, documents
 
 
-def write_exposure(stage_dir: Path, mixture_dir: Path, micro_batch_size: int) -> dict[str, Any] | None:
-    """Write `stage_dir/exposure.json` (logging its warning, if any) and return it; None without litgpt metrics."""
-    seen = samples_seen(stage_dir)
+def write_exposure(stage_dir: Path, mixture_dir: Path, seq_len: int) -> dict[str, Any] | None:
+    """Write `stage_dir/exposure.json` (logging its warning, if any), and documents_seen.parquet where exact;
+    returns the record; None without litgpt metrics."""
+    seen = consumed(stage_dir, seq_len)
     if seen is None:
         return None
-    record = exposure(json.loads((mixture_dir / "mixture_manifest.json").read_text()), seen, micro_batch_size)
+    record, documents = exposure(mixture_dir, seen)
+    if documents is not None:
+        documents.write_parquet(stage_dir / DOCUMENTS_SEEN)
     (stage_dir / "exposure.json").write_text(json.dumps(record, indent=2))
     if record["warning"]:
         logger.warning(f"stage '{record['stage']}': {record['warning']}")

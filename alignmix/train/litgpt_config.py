@@ -9,7 +9,7 @@ from typing import Any
 
 from alignmix.checkpoints.litgpt_configs import config_dict, config_fields, config_names
 from alignmix.errors import AlignmixError
-from alignmix.recipe import ModelSpec, TrainingStage
+from alignmix.recipe import Delivery, ModelSpec, TrainingStage
 from alignmix.train.launch import LOCAL, Launch
 
 
@@ -64,6 +64,16 @@ class StageFiles:
     vocab_size: int
     initial_checkpoint_dir: Path | None
     tied_embeddings: bool = False  # the starting model ties its input and output embeddings (e.g. SmolLM2)
+    delivery: Delivery = "chunks"  # how the mixture reaches litgpt: its LitData chunks, or streamed (MixtureData)
+
+
+def data_config(files: StageFiles, seed: int) -> dict[str, Any]:
+    """litgpt's `data` for the stage: LitData on the mixture's chunks, or MixtureData streaming its index."""
+    if files.delivery == "stream":
+        return {"class_path": "alignmix.train.data.MixtureData",
+                "init_args": {"mixture": str(files.data_dir), "num_workers": 0}}
+    return {"class_path": "litgpt.data.LitData",
+            "init_args": {"data_path": str(files.data_dir), "seed": seed, "num_workers": 0}}
 
 
 def pretrain_config(
@@ -85,10 +95,7 @@ def pretrain_config(
         "initial_checkpoint_dir": None if resume or files.initial_checkpoint_dir is None
         else str(files.initial_checkpoint_dir),
         "resume": str(resume / "lit_model.pth") if resume else False,
-        "data": {
-            "class_path": "litgpt.data.LitData",
-            "init_args": {"data_path": str(files.data_dir), "seed": seed, "num_workers": 0},
-        },
+        "data": data_config(files, seed),
         "train": {
             "save_interval": settings.save_interval,
             "log_interval": 1,
