@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A two-node Slurm cluster on this machine for the tests: munge, slurmctld and two slurmd (nodes n1 and n2) on
 # loopback, CPU only, one partition `debug`. Both slurmd run on this host, each with its own node name (`-N`),
-# port, spool folder, pid file and log, as Slurm allows for one host (NodeHostname shared, NodeAddr 127.0.0.1);
+# port, spool folder, pid file and log, as a Slurm built with --enable-multiple-slurmd allows (Debian's is:
+# `scontrol show config` says MULTIPLE_SLURMD = Yes), on one host (NodeHostname shared, NodeAddr 127.0.0.1);
 # n1 and n2 resolve to 127.0.0.1 through /etc/hosts, as a cluster's node names resolve, so that a job's first
 # node can serve as the rendezvous address (Lightning's SLURM environment). Each node has every CPU of the
 # machine (oversubscribed), so a one-node job gets as many CPUs as before and a job of one task on each of two
@@ -84,7 +85,9 @@ start() {
     if cluster_up; then echo "slurm: nodes ${NODES[*]} up, partition debug"; return; fi
     sleep 1
   done
-  echo "error: slurm: the nodes did not come up; see /var/log/slurm/ ($(sinfo -h -N -o '%N %T' 2>&1 | xargs))" >&2
+  echo "error: slurm: the nodes did not come up; see /var/log/slurm/ ($(sinfo -h -N -o '%N %T' 2>&1 | xargs));" \
+    "two slurmd on one host need a Slurm built with --enable-multiple-slurmd" \
+    "($(scontrol show config 2>/dev/null | grep -E '^MULTIPLE_SLURMD' | xargs || echo 'MULTIPLE_SLURMD unknown'))" >&2
   exit 1
 }
 
