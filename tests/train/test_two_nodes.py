@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ def _two_nodes_missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_two_nodes_missing() is not None, reason=str(_two_nodes_missing()))]
+TWO_NODES_MISSING = _two_nodes_missing()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(TWO_NODES_MISSING is not None, reason=str(TWO_NODES_MISSING))]
 
 STEPS, GLOBAL_BATCH, PAUSE_AFTER_STEP = 19, 16, 8
 # Loaded by every Python process of the two-node jobs (a sitecustomize on PYTHONPATH). When litgpt's pretrain module
@@ -111,7 +113,7 @@ def _assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
         torch.testing.assert_close(tensor, b[name], atol=2e-4, rtol=1e-4)
 
 
-def _wait_for(condition, seconds: float, what: str) -> None:
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s waiting for {what}"
