@@ -78,7 +78,7 @@ class MixtureLoader(DataLoader):
     """A rank's loader of a pass over the mixture, continuing where its state says (see the module docstring)."""
 
     def __init__(self, dataset: MixtureSamples, num_workers: int):
-        super().__init__(dataset, batch_size=None, num_workers=num_workers)
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         self.passes = 0
         self.batches = 0  # micro-batches handed out in the current pass
 
