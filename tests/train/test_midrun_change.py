@@ -162,3 +162,23 @@ def test_a_rerun_skips_and_a_chunked_or_missing_step_is_refused(runs: dict):
     assert code == 2 and "error: --from-step: a mid-run change needs mixing.delivery: stream" in said
     code, said = train(runs["root"] / "changed.yaml", "--from-step", "6")
     assert code == 2 and "no step-00000006 in" in said and "step-00000004, step-00000008, step-00000012" in said
+
+
+def test_from_step_names_a_whole_step_checkpoint_or_the_last(tmp_path: Path):
+    from alignmix.train.continuation import ContinuationError, step_checkpoint
+    from alignmix.train.step_checkpoints import write_sha256
+
+    for step in (4, 8):
+        (tmp_path / f"step-{step:08d}").mkdir()
+        torch.save({"iter_num": step}, tmp_path / f"step-{step:08d}" / "lit_model.pth")
+        write_sha256(tmp_path / f"step-{step:08d}" / "lit_model.pth")
+    (tmp_path / "step-00000012").mkdir()  # killed before its weights were whole
+    torch.save({"iter_num": 12}, tmp_path / "step-00000012" / "lit_model.pth")
+    assert step_checkpoint(tmp_path, "4", print) == tmp_path / "step-00000004"
+    with pytest.raises(ContinuationError, match="step-00000012/lit_model.pth is not whole"):
+        step_checkpoint(tmp_path, "12", print)
+    assert step_checkpoint(tmp_path, "last", print) == tmp_path / "step-00000008"  # step 12 removed, saying why
+    with pytest.raises(ContinuationError, match="no step-00000006 in .*: step-00000004, step-00000008$"):
+        step_checkpoint(tmp_path, "6", print)
+    with pytest.raises(ContinuationError, match="'six' is neither a step number nor 'last'"):
+        step_checkpoint(tmp_path, "six", print)
