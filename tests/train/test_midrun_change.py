@@ -70,6 +70,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_a_streamed_stage_writes_no_chunks_and_its_exposure_is_exact(runs: dict):
     mixture, exposure = runs["before"]["mixture"], runs["before"]["exposure"]
     assert mixture["delivery"] == "stream" and mixture["chunks"] == {}
+    assert sorted(p.name for p in (runs["out"] / "mix" / "pretrain").iterdir()) == ["mixture_index",
+                                                                                    "mixture_manifest.json"]
     config = yaml.safe_load((runs["out"] / "pretrain" / "pretrain.yaml").read_text())
     assert config["data"]["class_path"] == "alignmix.train.data.MixtureData"
     assert exposure["exact"] and exposure["samples_seen"] == exposure["samples_written"] == 48
