@@ -22,7 +22,7 @@ from alignmix.cli.common import (
 )
 from alignmix.errors import AlignmixError
 from alignmix.recipe import Recipe
-from alignmix.run import Stage
+from alignmix.run import Stage, run_folder_lock
 
 
 def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
@@ -74,14 +74,14 @@ def train(
     if stage not in trainable:
         fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name
+    if from_step is not None and not dry_run:  # kept in the run folder, where a Slurm job's `train` finds it too
+        _keep_for_continuation(recipe, run_dir, stage, from_step)
     if launcher == "slurm":
         _slurm(recipe_file, overrides or [], stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run, wait,
                cpus_per_task)
         return
     if dry_run:
         fail("--dry-run applies to --launcher slurm")
-    if from_step is not None:
-        _keep_for_continuation(recipe, run_dir, stage, from_step)
     launch = launch_for(launcher, nodes, gpus_per_node)
     manifest = run_recipe(recipe, recipe_file, run_dir, launch, lambda stages: _with_dependencies(stages, stage))
     record = next(s for s in manifest["stages"] if s["name"] == stage)
@@ -97,7 +97,8 @@ def _keep_for_continuation(recipe: Recipe, run_dir: Path, stage: str, from_step:
         fail("--from-step: a mid-run change needs mixing.delivery: stream (with chunks, LitData's shuffled order hides"
              " which samples training read)")
     try:
-        keep_for_continuation(run_dir, stage, from_step, lambda line: console.print(line, highlight=False))
+        with run_folder_lock(run_dir):
+            keep_for_continuation(run_dir, stage, from_step, lambda line: console.print(line, highlight=False))
     except AlignmixError as exc:
         fail(str(exc))
 

@@ -6,7 +6,8 @@ upsampling and downsampling are one mechanism: an entry draws from its selection
 its planned tokens are met exactly (only the last document drawn is cut to fit), so a selection smaller than its
 budget is repeated (the repetitions recorded) and a larger one is sampled. The entries' pieces are shuffled
 together into the stage's mixture index (`alignmix.outputs.MixtureIndex`), from which chunk-writing tasks write
-the LitData chunks (`mix_engine`), unless training streams the index (`mixing.delivery: stream`). No Python object per document is made here: the draw is numpy throughout.
+the LitData chunks (`mix_engine`), unless training streams the index (`mixing.delivery: stream`). No Python
+object per document is made here: the draw is numpy throughout.
 """
 
 from __future__ import annotations
@@ -321,4 +322,5 @@ def build_stage_mixture(
         for origin in MixtureIndex.of(replayed).entries:
             if "source" in origin and origin["source"] not in stores:
                 stores[origin["source"]] = replayed.with_name(replayed.name + ".tokens") / origin["source"]
-    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm, delivery)
+    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm,
+                     delivery)

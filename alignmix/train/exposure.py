@@ -78,7 +78,8 @@ def read_pieces(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
     schema = {"piece": pl.Int64, "times": pl.Int64, "first": pl.Int64, "last": pl.Int64}
     pieces = pl.concat(parts).filter(pl.col("last") > pl.col("first")) if parts else pl.DataFrame(schema=schema)
     rows = pieces["piece"].to_numpy()
-    return pieces.with_columns(**{name: np.asarray(index.column(name))[rows] for name in ("entry", "shard", "document")})
+    return pieces.with_columns(**{name: np.asarray(index.column(name))[rows]
+                                  for name in ("entry", "shard", "document")})
 
 
 def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
@@ -105,17 +106,16 @@ def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
 
 
 def with_ids(seen: pl.DataFrame, mixture_dir: Path) -> pl.DataFrame:
-    """`seen` with each document's id from its token store, as documents_seen.parquet holds it."""
+    """`seen` with each document's id from its token store, as documents_seen.parquet holds it: `id`, `source`,
+    `shard`, `document`, `times_seen`, `tokens_seen`."""
     reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]["token_stores"]
-    frames = []
-    for source in seen["source"].unique().sort():
-        store = TokenStore((mixture_dir / reads[source]).resolve())
-        ids = store.table().select("id", "shard", "document").collect()
-        frames.append(seen.filter(pl.col("source") == source).join(ids, on=["shard", "document"], how="left"))
-    if not frames:
-        return seen.with_columns(id=pl.lit(None, pl.String)).select("id", "source", "shard", "document", "times", "tokens")
-    return pl.concat(frames).select("id", "source", "shard", "document", pl.col("times").alias("times_seen"),
-                                    pl.col("tokens").alias("tokens_seen")).sort("source", "shard", "document")
+    frames = [seen.filter(pl.col("source") == source).join(
+                  TokenStore((mixture_dir / reads[source]).resolve()).table().select("id", "shard", "document").collect(),
+                  on=["shard", "document"], how="left")
+              for source in seen["source"].unique().sort()]
+    found = pl.concat(frames) if frames else seen.with_columns(id=pl.lit(None, pl.String))
+    return found.select("id", "source", "shard", "document", pl.col("times").alias("times_seen"),
+                        pl.col("tokens").alias("tokens_seen")).sort("source", "shard", "document")
 
 
 def read_ranges(manifest: dict[str, Any], seen: Consumed) -> Ranges | None:

@@ -91,7 +91,8 @@ def check_contexts(recipe: Recipe, stages: list[TrainingStage]) -> None:
                               f" of model '{config['name']}' ({config['block_size']:,}); lower max_seq_length")
 
 
-def training_stages(recipe: Recipe, launch: Launch, continuations: dict[str, Continuation] | None = None) -> list[Stage]:
+def training_stages(recipe: Recipe, launch: Launch,
+                    continuations: dict[str, Continuation] | None = None) -> list[Stage]:
     """One stage per training stage of the recipe; one in `continuations` (its mixture changed mid-run) resumes from
     the earlier run's step checkpoint, which its key names."""
     stages: list[Stage] = []

@@ -4,7 +4,9 @@ the keys, the mixture manifest and the run manifest."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +56,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
               "mixture": json.loads((out / "mix" / "pretrain" / "mixture_manifest.json").read_text()),
               "exposure": json.loads((out / "pretrain" / "exposure.json").read_text()),
               "stream": StreamReader.of(out / "mix" / "pretrain").read(0, 65 * 48)}
+    shutil.copytree(out / "mix" / "pretrain", out / "mix" / "earlier")  # for litgpt alone, below
+    shutil.copytree(out / "pretrain", root / "straight", ignore=shutil.ignore_patterns("final"))
     changed = json.loads(json.dumps(RECIPE))
     changed["stages"][0]["mixture"].append(CHANGED)
     (root / "changed.yaml").write_text(yaml.safe_dump(changed))
@@ -66,12 +70,35 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_a_streamed_stage_writes_no_chunks_and_its_exposure_is_exact(runs: dict):
     mixture, exposure = runs["before"]["mixture"], runs["before"]["exposure"]
     assert mixture["delivery"] == "stream" and mixture["chunks"] == {}
+    assert sorted(p.name for p in (runs["out"] / "mix" / "pretrain").iterdir()) == ["mixture_index",
+                                                                                    "mixture_manifest.json"]
     config = yaml.safe_load((runs["out"] / "pretrain" / "pretrain.yaml").read_text())
     assert config["data"]["class_path"] == "alignmix.train.data.MixtureData"
     assert exposure["exact"] and exposure["samples_seen"] == exposure["samples_written"] == 48
     assert exposure["sources"][0]["seen_tokens"] == 48 * 65
     stages = {s["name"]: s for s in runs["before"]["manifest"]["stages"]}
     assert stages["mix/pretrain"]["settings"]["delivery"] == stages["pretrain"]["settings"]["delivery"] == "stream"
+
+
+def losses(stage_dir: Path) -> dict[int, str]:
+    """The loss litgpt logged at each iteration, over a stage folder's CSV logs."""
+    return {int(row["iter"]): row["loss"] for metrics in sorted(stage_dir.glob("logs/csv/version_*/metrics.csv"))
+            for row in csv.DictReader(metrics.open()) if row.get("loss")}
+
+
+def test_litgpt_pretrain_alone_streams_the_mixture_and_resumes_at_the_exact_sample(runs: dict):
+    """`litgpt pretrain --data alignmix.train.data.MixtureData --data.mixture MIX`, resumed from step 4 of the
+    straight run in another folder, logs the straight run's losses for steps 5 to 12."""
+    straight, resumed = runs["root"] / "straight", runs["root"] / "resumed"
+    shutil.copytree(straight / "step-00000004", resumed / "step-00000004")
+    result = subprocess.run(
+        [sys.executable, "-m", "litgpt", "pretrain", "--config", str(straight / "pretrain.yaml"), "--out_dir",
+         str(resumed), "--resume", str(resumed / "step-00000004" / "lit_model.pth"),
+         "--data", "alignmix.train.data.MixtureData", "--data.mixture", str(runs["out"] / "mix" / "earlier")],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    again = losses(resumed)
+    assert sorted(again) == list(range(5, 13)) and again == {i: v for i, v in losses(straight).items() if i > 4}
 
 
 def test_the_changed_mixture_keeps_the_first_steps_samples_and_re_plans_the_rest(runs: dict):
@@ -137,3 +164,23 @@ def test_a_rerun_skips_and_a_chunked_or_missing_step_is_refused(runs: dict):
     assert code == 2 and "error: --from-step: a mid-run change needs mixing.delivery: stream" in said
     code, said = train(runs["root"] / "changed.yaml", "--from-step", "6")
     assert code == 2 and "no step-00000006 in" in said and "step-00000004, step-00000008, step-00000012" in said
+
+
+def test_from_step_names_a_whole_step_checkpoint_or_the_last(tmp_path: Path):
+    from alignmix.train.continuation import ContinuationError, step_checkpoint
+    from alignmix.train.step_checkpoints import write_sha256
+
+    for step in (4, 8):
+        (tmp_path / f"step-{step:08d}").mkdir()
+        torch.save({"iter_num": step}, tmp_path / f"step-{step:08d}" / "lit_model.pth")
+        write_sha256(tmp_path / f"step-{step:08d}" / "lit_model.pth")
+    (tmp_path / "step-00000012").mkdir()  # killed before its weights were whole
+    torch.save({"iter_num": 12}, tmp_path / "step-00000012" / "lit_model.pth")
+    assert step_checkpoint(tmp_path, "4", print) == tmp_path / "step-00000004"
+    with pytest.raises(ContinuationError, match="step-00000012/lit_model.pth is not whole"):
+        step_checkpoint(tmp_path, "12", print)
+    assert step_checkpoint(tmp_path, "last", print) == tmp_path / "step-00000008"  # step 12 removed, saying why
+    with pytest.raises(ContinuationError, match="no step-00000006 in .*: step-00000004, step-00000008$"):
+        step_checkpoint(tmp_path, "6", print)
+    with pytest.raises(ContinuationError, match="'six' is neither a step number nor 'last'"):
+        step_checkpoint(tmp_path, "six", print)
