@@ -45,7 +45,9 @@ def data_parallel_on_cpu() -> None:
     if torch.cuda.is_available():
         return
 
-    class DDPOverGloo:  # stands where litgpt calls FSDPStrategy(...); not a class its isinstance checks match
+    # Stands where litgpt calls FSDPStrategy(...). Its isinstance(strategy, FSDPStrategy) checks then fail, as they
+    # should: litgpt initialises the weights itself, as on one device, instead of leaving that to FSDP.
+    class DDPOverGloo:
         def __new__(cls, **_fsdp_options: Any) -> DDPStrategy:  # type: ignore[misc]
             return DDPStrategy(process_group_backend="gloo")
 
