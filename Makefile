@@ -30,7 +30,7 @@ test: install
 clean:
 	rm -rf runs .pytest_cache
 
-# A one-node Slurm cluster on this machine (Debian's slurm-wlm and munge) for the tests marked slurm.
+# A two-node Slurm cluster on this machine (Debian's slurm-wlm and munge) for the tests marked slurm.
 slurm:
 	bash scripts/slurm.sh start
 

@@ -44,8 +44,10 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base 
     "tokenizer": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.progress"),
     "tokens": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.outputs", *_SCENARIOS),
     "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", "alignmix.outputs", *_SCENARIOS),
-    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
-    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
+    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",
+              *_SCENARIOS),
+    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",
+                   *_SCENARIOS),
     "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
     "report": ("alignmix.report",),
 }

@@ -15,6 +15,7 @@ from alignmix.corpus.stage import (
 )
 from alignmix.eval.stage import eval_stage
 from alignmix.eval.suite_stages import suite_stages
+from alignmix.outputs import Continuation
 from alignmix.recipe import POST_TRAINING, Recipe, RecipeError
 from alignmix.report.stage import report_stage
 from alignmix.run import Stage
@@ -50,8 +51,10 @@ def _post_training_wanted(recipe: Recipe) -> bool:
     return recipe.post_training is not None and any(getattr(recipe.post_training, k) for k in POST_TRAINING)
 
 
-def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[Stage]:
-    """The recipe's stages in dependency order; `launch` says how training processes start (local or srun)."""
+def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL,
+                continuations: dict[str, Continuation] | None = None) -> list[Stage]:
+    """The recipe's stages in dependency order; `launch` says how training processes start (local or srun);
+    `continuations` are the training stages whose mixture changed mid-run (`alignmix train --from-step`)."""
     names = [s.name for s in recipe.stages] + [t.name for t in recipe.tamper]
     clashing = sorted(RESERVED_NAMES & set(names))
     if clashing:
@@ -63,8 +66,8 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
     synth = synth_stage(recipe, base_dir)
     stages += [s for s in (corpus, tag_stage(recipe, corpus is not None), synth) if s is not None]
     stages.append(tokenizer_stage(recipe, ("tag", "synth") if synth else ("tag",)))
-    stages += tokens_stages(recipe, base_dir) + mix_stages(recipe)
-    training = training_stages(recipe, launch)
+    stages += tokens_stages(recipe, base_dir) + mix_stages(recipe, continuations)
+    training = training_stages(recipe, launch, continuations)
     stages += training
     if training:
         post_training = post_training_stages(recipe, training[-1].name, base_dir, launch)
@@ -78,3 +81,9 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL) -> list[
             stages += suite_stages(recipe, model, chat)
     stages.append(report_stage(recipe, stages))
     return stages
+
+
+def continuations_in(recipe: Recipe, run_dir: Path) -> dict[str, Continuation]:
+    """The recipe's training stages that `alignmix train --from-step` continued in `run_dir` with a changed mixture."""
+    found = {s.name: Continuation.of(run_dir, s.name) for s in recipe.stages}
+    return {name: continuation for name, continuation in found.items() if continuation.exists()}

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from alignmix.errors import AlignmixError
+from alignmix.hashing import file_sha256
 
 STORE_FILE = "store.json"
 INDEX_DIR = "mixture_index"
@@ -227,3 +228,42 @@ class StreamReader:
             out[a - low : b - low] = tokens[a - start : b - start]
             piece += 1
         return out
+
+
+CONTINUATIONS_DIR = "continuations"
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A training stage continued with a changed mixture (`alignmix train --from-step`), kept in
+    `RUN/continuations/<stage>/`: `continuation.json` ({"stage", "from_step", "samples"}: the step and the
+    samples the earlier run had consumed there), `mixture/` (the earlier mixture's index and manifest) and
+    `step/` (the earlier run's step checkpoint). The stage's mixture keeps the earlier stream's first `samples`
+    samples and re-plans the rest; training resumes from the checkpoint."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, run_dir: Path, stage: str) -> Continuation:
+        return cls(run_dir / CONTINUATIONS_DIR / stage)
+
+    @property
+    def record(self) -> dict:
+        return json.loads((self.folder / "continuation.json").read_text())
+
+    @property
+    def mixture(self) -> Path:
+        return self.folder / "mixture"
+
+    @property
+    def step(self) -> Path:
+        return self.folder / "step"
+
+    def exists(self) -> bool:
+        return (self.folder / "continuation.json").is_file()
+
+    def digest(self) -> dict[str, str]:
+        """sha256 of the earlier mixture's manifest and of the checkpoint's weights (as recorded when they were
+        written): what a stage key names."""
+        return {"mixture_manifest": file_sha256(self.mixture / MANIFEST_FILE),
+                "checkpoint": (self.step / "lit_model.pth.sha256").read_text().strip()}

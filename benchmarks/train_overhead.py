@@ -14,6 +14,14 @@ Both run with OMP_NUM_THREADS=1 (torch's spinning threads make timings on a busy
 The ratio is of the median wall times (robust to other work on a shared machine); the ratio of summed wall
 times and of summed CPU times (user + system of the child processes) are printed too.
 Run: .venv/bin/python benchmarks/train_overhead.py
+
+With `--stream`: streaming against litgpt's own LitData module. The tiny recipe's pretraining stage (STREAM_TOKENS
+tokens) is mixed once (chunks and index) and trained once to write its config; then, alternating the order,
+`litgpt pretrain --config` with `data: litgpt.data.LitData` on the chunks and with `data:
+alignmix.train.data.MixtureData` on the same mixture's index (the same samples; LitData shuffles them, MixtureData
+reads them in index order), same model and steps. The ratio is LitData's median wall time over MixtureData's (a
+throughput ratio: >= 1 means streaming is as fast); the loaders alone (one pass, no model) are timed too.
+Run: .venv/bin/python benchmarks/train_overhead.py --stream
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (100_000, 1_000_000)
 BASE_TOKENS = 20_000
+STREAM_TOKENS = 300_000
 SHARED_TOKENIZER = REPO.parent / "shared" / "data" / "gpt-neox-20b-tokenizer" / "20B_tokenizer.json"
 
 
@@ -101,6 +110,57 @@ def pythia_shaped_base(out_dir: Path) -> Path:
     return out_dir / "pythia-14m"
 
 
+def loader_seconds(data: dict, micro_batch: int, seq_len: int) -> tuple[float, int]:
+    """Wall seconds of one pass of a data module's train loader, with no model, and the batches read."""
+    from jsonargparse import ArgumentParser
+    from litgpt.data import DataModule
+
+    parser = ArgumentParser()
+    parser.add_argument("--data", type=DataModule)
+    module = parser.instantiate_classes(parser.parse_object({"data": data})).data
+    module.connect(batch_size=micro_batch, max_seq_length=seq_len)
+    module.setup()
+    start = time.perf_counter()
+    batches = sum(1 for _ in module.train_dataloader())
+    return time.perf_counter() - start, batches
+
+
+def stream_compare(root: Path, recipe: dict) -> dict:
+    """LitData on the chunks against MixtureData on the index of one mixture: median wall time of the same
+    litgpt pretrain config, alternating, and one pass of each loader alone."""
+    recipe["stages"][0]["tokens"] = STREAM_TOKENS
+    recipe_file = root / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe))
+    run_dir = root / "run"
+    print(f"building the mixture and a first training run in {run_dir} ...", flush=True)
+    timed([sys.executable, "-m", "alignmix", "train", str(recipe_file), "--stage", "pretrain", "--out", str(run_dir)])
+    config = yaml.safe_load((run_dir / "pretrain" / "pretrain.yaml").read_text())
+    mixture = str(run_dir / "mix" / "pretrain")
+    data = {"litdata": config["data"],
+            "stream": {"class_path": "alignmix.train.data.MixtureData", "init_args": {"mixture": mixture,
+                                                                                     "num_workers": 0}}}
+    train = config["train"]
+    for which, module in data.items():
+        seconds, batches = loader_seconds(module, train["micro_batch_size"], train["max_seq_length"])
+        print(f"  {which} loader alone: {batches} batches in {seconds:.3f} s", flush=True)
+    wall: dict[str, list[float]] = {"litdata": [], "stream": []}
+    for round_number, order in enumerate((("litdata", "stream"), ("stream", "litdata"), ("litdata", "stream"))):
+        for which in order:
+            config_file = root / f"{which}-{round_number}.yaml"
+            config_file.write_text(yaml.safe_dump({**config, "data": data[which], "out_dir": str(root / config_file.stem)},
+                                                  sort_keys=False))
+            seconds = timed([sys.executable, "-m", "litgpt", "pretrain", "--config", str(config_file)])[0]
+            wall[which].append(seconds)
+            print(f"  {which}: {seconds:.2f} s wall", flush=True)
+    ratio = round(statistics.median(wall["litdata"]) / statistics.median(wall["stream"]), 3)
+    print(f"median wall: LitData {statistics.median(wall['litdata']):.2f} s, MixtureData"
+          f" {statistics.median(wall['stream']):.2f} s (3 runs each, {STREAM_TOKENS:,} tokens): ratio {ratio:.3f}")
+    shutil.rmtree(root)
+    return {"benchmark": "train_overhead_stream", "ratio": ratio, "target": ">= 0.98",
+            "ratio_is": "LitData's median wall time over MixtureData's, same config, samples, model and steps",
+            "baseline": "litgpt pretrain with litgpt.data.LitData on the mixture's chunks", "met": ratio >= 0.98}
+
+
 def main() -> None:
     recipe = yaml.safe_load((REPO / "recipes" / "tiny.yaml").read_text())
     recipe["stages"][0]["train"]["save_interval"] = 10_000
@@ -108,6 +168,9 @@ def main() -> None:
         entry["max_repetitions"] = 8
     recipe.pop("post_training")
     recipe.pop("eval")
+    if "--stream" in sys.argv[1:]:
+        print(json.dumps(stream_compare(Path(tempfile.mkdtemp(prefix="train_overhead_stream_")), recipe)))
+        return
     sizes: dict[str, dict[str, float]] = {}
     for tokens in SIZES:
         recipe["stages"][0]["tokens"] = tokens

@@ -95,14 +95,14 @@ def run_recipe(
     """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; any alignmix
     error ends the command with one message."""
     from alignmix.corpus.stage import check_run_outside_inputs
-    from alignmix.graph import build_graph, check_runnable
+    from alignmix.graph import build_graph, check_runnable, continuations_in
     from alignmix.run import Runner
     from alignmix.train.launch import LOCAL
 
     try:
         check_run_outside_inputs(recipe, run_dir)
         check_runnable(recipe)
-        stages = build_graph(recipe, recipe_file.parent, launch or LOCAL)
+        stages = build_graph(recipe, recipe_file.parent, launch or LOCAL, continuations_in(recipe, run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         info = {
             "recipe": recipe.name,

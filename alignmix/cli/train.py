@@ -20,7 +20,9 @@ from alignmix.cli.common import (
     load_recipe_or_fail,
     run_recipe,
 )
-from alignmix.run import Stage
+from alignmix.errors import AlignmixError
+from alignmix.recipe import Recipe
+from alignmix.run import Stage, run_folder_lock
 
 
 def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
@@ -53,6 +55,10 @@ def train(
     cpus_per_task: CpusPerTaskOpt = 8,
     wait: Annotated[bool, typer.Option("--wait", help="With --launcher slurm: block until the job ends (sbatch --wait)"
                                                       " and exit with its status.")] = False,
+    from_step: Annotated[str | None, typer.Option(
+        "--from-step", help="A streamed pretraining stage whose mixture changed: keep the samples its step checkpoint N"
+                            " (or 'last') had read, re-plan the rest, and continue training from that checkpoint.")
+    ] = None,
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
     recipe = load_recipe_or_fail(recipe_file, overrides)
@@ -68,6 +74,8 @@ def train(
     if stage not in trainable:
         fail(f"--stage: '{stage}' is not a training stage of {recipe_file}; expected one of: {', '.join(trainable)}")
     run_dir = out or Path("runs") / recipe.name
+    if from_step is not None and not dry_run:  # kept in the run folder, where a Slurm job's `train` finds it too
+        _keep_for_continuation(recipe, run_dir, stage, from_step)
     if launcher == "slurm":
         _slurm(recipe_file, overrides or [], stage, run_dir, nodes, gpus_per_node, partition, time_limit, dry_run, wait,
                cpus_per_task)
@@ -78,6 +86,21 @@ def train(
     manifest = run_recipe(recipe, recipe_file, run_dir, launch, lambda stages: _with_dependencies(stages, stage))
     record = next(s for s in manifest["stages"] if s["name"] == stage)
     console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
+
+
+def _keep_for_continuation(recipe: Recipe, run_dir: Path, stage: str, from_step: str) -> None:
+    from alignmix.train.continuation import keep_for_continuation
+
+    if stage not in [s.name for s in recipe.stages]:
+        fail(f"--from-step: '{stage}' is not a pretraining stage; a mid-run change re-plans a stage's mixture")
+    if recipe.mixing.delivery != "stream":
+        fail("--from-step: a mid-run change needs mixing.delivery: stream (with chunks, LitData's shuffled order hides"
+             " which samples training read)")
+    try:
+        with run_folder_lock(run_dir):
+            keep_for_continuation(run_dir, stage, from_step, lambda line: console.print(line, highlight=False))
+    except AlignmixError as exc:
+        fail(str(exc))
 
 
 def _slurm(recipe_file: Path, overrides: list[str], stage: str, run_dir: Path, nodes: int | None, gpus_per_node: int | None,

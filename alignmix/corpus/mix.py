@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from alignmix.corpus.continued import continued_manifest, prepend_kept, remaining, rest_seed
 from alignmix.corpus.engines import SlurmSettings
 from alignmix.corpus.plan import PlanError, StagePlan, entry_name, plan_stage
 from alignmix.corpus.select import named_fields, normalised
 from alignmix.corpus.selection_counts import Fields, selection_expression
 from alignmix.corpus.tokens import build_token_store
 from alignmix.hashing import derive_seed, file_sha256
-from alignmix.outputs import INDEX_COLUMNS, DiskFullError, MixtureIndex, TokenStore
+from alignmix.outputs import INDEX_COLUMNS, Continuation, DiskFullError, MixtureIndex, TokenStore
 from alignmix.recipe import Delivery, Executor, MixtureEntry, Selector, TrainingStage
 from alignmix.scenarios.decontaminate import NgramGuard
 
@@ -274,11 +275,13 @@ def _origin(entry: MixtureEntry, replay_dirs: dict[str, Path]) -> dict:
 
 def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed: int,
               replay_dirs: dict[str, Path] | None = None, tasks: int = 1, stage_index: int = 0,
-              executor: Executor = "local", slurm: SlurmSettings | None = None, delivery: Delivery = "chunks") -> dict:
+              executor: Executor = "local", slurm: SlurmSettings | None = None, delivery: Delivery = "chunks",
+              continued: Continuation | None = None) -> dict:
     """Write `out_dir` (mixture_index/, mixture_manifest.json and, with `delivery` chunks, the LitData chunks)
     atomically from the sources' token stores (`stores`: every source the stage or a replayed stage draws from)
     and the replayed stages' mixtures (`replay_dirs`: every stage replayed, directly or through another); returns
-    the manifest. `stage_index` (the stage's place in the recipe) names the recipe keys in errors."""
+    the manifest. `stage_index` (the stage's place in the recipe) names the recipe keys in errors. `continued`
+    (a mid-run change, streamed only) keeps the earlier mixture's consumed samples and re-plans the rest."""
     from alignmix.corpus.mix_engine import write_chunks
 
     replay_dirs = replay_dirs or {}
@@ -289,14 +292,20 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         else:
             selections[entry_name(entry)] = select_documents(
                 TokenStore(stores[entry.source or ""]), entry.select, f"stages.{stage_index}.mixture.{position}.select")
-    plan = plan_stage(stage, {name: int(s.lengths.sum(dtype=np.int64)) for name, s in selections.items()})
+    planned, kept_tokens, draw_seed = stage, 0, seed
+    if continued is not None:
+        planned, kept_tokens = remaining(stage, continued)
+        draw_seed = rest_seed(seed, stage, continued)
+    plan = plan_stage(planned, {name: int(s.lengths.sum(dtype=np.int64)) for name, s in selections.items()})
     origins = [_origin(e, replay_dirs) for e in stage.mixture]
     tmp_dir = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     index = MixtureIndex.of(tmp_dir)
     try:
-        stats = draw_index(stage, selections, origins, plan, seed, index)
+        stats = draw_index(stage, selections, origins, plan, draw_seed, index)
+        if continued is not None:
+            prepend_kept(index, continued, kept_tokens)
         if delivery == "chunks":
             write_chunks(index.folder, {k: str(Path(v).resolve()) for k, v in stores.items()},
                          {k: str(Path(v).resolve()) for k, v in replay_dirs.items()}, stage.tokens,
@@ -310,6 +319,8 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
                                                                              if e.source is not None})}
     chosen_by = {entry_name(e): None if e.replay is not None else normalised(e.select) for e in stage.mixture}
     guards = [s["decontamination"] for s in summaries.values() if s.get("decontamination")]
+    earlier = continued_manifest(continued, kept_tokens) if continued is not None else None
+    earlier_reads = earlier.pop("reads") if earlier is not None else {}
     manifest = {
         "stage": stage.name,
         "tokens": stage.tokens,
@@ -317,8 +328,9 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         "block_size": stage.block_size,
         "seed": seed,
         "delivery": delivery,
-        "reads": {"token_stores": {k: os.path.relpath(Path(v).resolve(), out_dir.resolve()) for k, v in stores.items()},
-                  "mixtures": {k: os.path.relpath(Path(v).resolve(), out_dir.resolve()) for k, v in replay_dirs.items()}},
+        "reads": {kind: {**earlier_reads.get(kind, {}), **{k: os.path.relpath(Path(v).resolve(), out_dir.resolve())
+                                                            for k, v in dirs.items()}}
+                  for kind, dirs in (("token_stores", stores), ("mixtures", replay_dirs))},
         "decontamination": None if not guards else {
             **guards[0], "documents_removed": sum(s.removed_by_decontamination for s in selections.values()),
         },
@@ -338,6 +350,7 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         ],
         **({"windows": [{"start": w.start, "end": w.end, "tokens": w.tokens} for w in plan.windows]}
            if plan.windows else {}),
+        "continued": earlier,
         "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
         "mixture_index": {name: file_sha256(index.folder / f"{name}.npy") for name in INDEX_COLUMNS},
     }
@@ -375,4 +388,5 @@ def build_stage_mixture(
         for origin in MixtureIndex.of(replayed).entries:
             if "source" in origin and origin["source"] not in stores:
                 stores[origin["source"]] = replayed.with_name(replayed.name + ".tokens") / origin["source"]
-    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm, delivery)
+    return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm,
+                     delivery)

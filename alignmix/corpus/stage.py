@@ -9,6 +9,7 @@ from typing import Any
 from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.code_version import code_of
 from alignmix.hashing import file_sha256, files_identity
+from alignmix.outputs import Continuation
 from alignmix.recipe import Recipe, RecipeError, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios.recipe_sets import held_out_identity, held_out_items
@@ -161,15 +162,17 @@ def tokens_stages(recipe: Recipe, base_dir: Path) -> list[Stage]:
     return stages
 
 
-def mix_stages(recipe: Recipe) -> list[Stage]:
+def mix_stages(recipe: Recipe, continuations: dict[str, Continuation] | None = None) -> list[Stage]:
     """One `mix/<stage>` per training stage: its mixture drawn from the token stores, as an index (and chunks,
-    unless `mixing.delivery` is stream)."""
+    unless `mixing.delivery` is stream); a stage in `continuations` (changed mid-run) keeps its earlier mixture's
+    consumed samples, which its key names."""
     stages = []
     for stage_index, training_stage in enumerate(recipe.stages):
         sources, replayed = _drawn_from(recipe, training_stage.name)
+        continued = (continuations or {}).get(training_stage.name)
 
         def action(ctx: StageContext, training_stage=training_stage, sources=sources, replayed=replayed,
-                   stage_index=stage_index) -> dict[str, Any]:
+                   stage_index=stage_index, continued=continued) -> dict[str, Any]:
             from alignmix.corpus.engines import SlurmSettings
             from alignmix.corpus.mix import mix_stage
 
@@ -179,7 +182,7 @@ def mix_stages(recipe: Recipe) -> list[Stage]:
                     recipe.seed, replay_dirs={name: ctx.inputs[f"mix/{name}"] for name in replayed},
                     tasks=recipe.mixing.tasks, stage_index=stage_index, executor=recipe.mixing.executor,
                     slurm=SlurmSettings(recipe.mixing.partition, recipe.mixing.time, recipe.mixing.cpus_per_task),
-                    delivery=recipe.mixing.delivery,
+                    delivery=recipe.mixing.delivery, continued=continued,
                 )
             counts: dict[str, Any] = {
                 s["name"]: {"planned": s["tokens"], "realised": s["realised_tokens"], "repetitions": s["repetitions"]}
@@ -187,10 +190,16 @@ def mix_stages(recipe: Recipe) -> list[Stage]:
             }
             if manifest["decontamination"]:
                 counts["decontaminated_documents"] = manifest["decontamination"]["documents_removed"]
+            if manifest["continued"]:
+                earlier = manifest["continued"]
+                counts["continued"] = {"from_step": earlier["from_step"], "samples_kept": earlier["samples_kept"],
+                                       "earlier": {s["name"]: s["tokens"] for s in earlier["earlier"]["sources"]}}
             return counts
 
         settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "mix"),
                     "delivery": recipe.mixing.delivery}
+        if continued is not None:
+            settings["continues"] = {**continued.record, "earlier_mixture": continued.digest()}
         depends = (*(f"tokens/{name}" for name in sorted(sources)), *(f"mix/{name}" for name in sorted(replayed)))
         stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
                             code_of("mix")))

@@ -50,7 +50,8 @@ class MixtureSamples(IterableDataset):
     """One rank's micro-batches of a mixture, from micro-batch `start` to the end of a pass."""
 
     def __init__(self, mixture: Path, block_size: int, micro_batch: int, rank: int, world: int):
-        self.mixture, self.block_size, self.micro_batch, self.rank, self.world = mixture, block_size, micro_batch, rank, world
+        self.mixture, self.block_size, self.micro_batch = mixture, block_size, micro_batch
+        self.rank, self.world = rank, world
         self.samples = json.loads((mixture / MANIFEST_FILE).read_text())["tokens"] // block_size
         self.start = 0
         self._reader: StreamReader | None = None
@@ -77,7 +78,7 @@ class MixtureLoader(DataLoader):
     """A rank's loader of a pass over the mixture, continuing where its state says (see the module docstring)."""
 
     def __init__(self, dataset: MixtureSamples, num_workers: int):
-        super().__init__(dataset, batch_size=None, num_workers=num_workers)
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         self.passes = 0
         self.batches = 0  # micro-batches handed out in the current pass
 
@@ -123,7 +124,8 @@ class MixtureData(DataModule):
     def __post_init__(self) -> None:
         super().__init__()
 
-    def connect(self, tokenizer: Tokenizer | None = None, batch_size: int = 1, max_seq_length: int | None = None) -> None:
+    def connect(self, tokenizer: Tokenizer | None = None, batch_size: int = 1,
+                max_seq_length: int | None = None) -> None:
         self.batch_size = batch_size
         self.block_size = (max_seq_length or 2048) + 1  # the next token as well
 

@@ -75,10 +75,11 @@ def read_pieces(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
         parts.append(pl.DataFrame({
             "piece": rows, "times": np.full(len(rows), times, np.int64),
             "first": np.maximum(starts[a:b], low) - starts[a:b], "last": np.minimum(ends[a:b], high) - starts[a:b]}))
-    pieces = pl.concat(parts).filter(pl.col("last") > pl.col("first")) if parts else pl.DataFrame(schema={"piece": pl.Int64, "times": pl.Int64,
-                                                                 "first": pl.Int64, "last": pl.Int64})
+    schema = {"piece": pl.Int64, "times": pl.Int64, "first": pl.Int64, "last": pl.Int64}
+    pieces = pl.concat(parts).filter(pl.col("last") > pl.col("first")) if parts else pl.DataFrame(schema=schema)
     rows = pieces["piece"].to_numpy()
-    return pieces.with_columns(**{name: np.asarray(index.column(name))[rows] for name in ("entry", "shard", "document")})
+    return pieces.with_columns(**{name: np.asarray(index.column(name))[rows]
+                                  for name in ("entry", "shard", "document")})
 
 
 def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
@@ -105,17 +106,16 @@ def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
 
 
 def with_ids(seen: pl.DataFrame, mixture_dir: Path) -> pl.DataFrame:
-    """`seen` with each document's id from its token store, as documents_seen.parquet holds it."""
+    """`seen` with each document's id from its token store, as documents_seen.parquet holds it: `id`, `source`,
+    `shard`, `document`, `times_seen`, `tokens_seen`."""
     reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]["token_stores"]
-    frames = []
-    for source in seen["source"].unique().sort():
-        store = TokenStore((mixture_dir / reads[source]).resolve())
-        ids = store.table().select("id", "shard", "document").collect()
-        frames.append(seen.filter(pl.col("source") == source).join(ids, on=["shard", "document"], how="left"))
-    if not frames:
-        return seen.with_columns(id=pl.lit(None, pl.String)).select("id", "source", "shard", "document", "times", "tokens")
-    return pl.concat(frames).select("id", "source", "shard", "document", pl.col("times").alias("times_seen"),
-                                    pl.col("tokens").alias("tokens_seen")).sort("source", "shard", "document")
+    frames = [seen.filter(pl.col("source") == source).join(
+                  TokenStore((mixture_dir / reads[source]).resolve()).table().select("id", "shard", "document").collect(),
+                  on=["shard", "document"], how="left")
+              for source in seen["source"].unique().sort()]
+    found = pl.concat(frames) if frames else seen.with_columns(id=pl.lit(None, pl.String))
+    return found.select("id", "source", "shard", "document", pl.col("times").alias("times_seen"),
+                        pl.col("tokens").alias("tokens_seen")).sort("source", "shard", "document")
 
 
 def read_ranges(manifest: dict[str, Any], seen: Consumed) -> Ranges | None:
@@ -129,6 +129,19 @@ def read_ranges(manifest: dict[str, Any], seen: Consumed) -> Ranges | None:
     if written and seen.samples % written == 0:
         return [(0, written * block, seen.samples // written)]
     return None
+
+
+def seen_per_entry(mixture_dir: Path, ranges: Ranges) -> dict[str, dict[str, int]]:
+    """Per entry name: the `tokens` read, the `documents` (places; a replayed entry's blocks) read and the most
+    `times` one of them was read."""
+    names = pl.DataFrame({"name": [origin["name"] for origin in MixtureIndex.of(mixture_dir).entries]}
+                         ).with_row_index("entry")
+    pieces = read_pieces(mixture_dir, ranges).with_columns(
+        pl.col("entry").cast(pl.UInt32), tokens=(pl.col("last") - pl.col("first")) * pl.col("times")
+    ).join(names, on="entry", how="left")
+    by_document = pieces.group_by("name", "shard", "document").agg(pl.sum("times"), pl.sum("tokens"))
+    totals = by_document.group_by("name").agg(pl.sum("tokens"), pl.len().alias("documents"), pl.max("times"))
+    return {row.pop("name"): row for row in totals.iter_rows(named=True)}
 
 
 def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.DataFrame | None]:
@@ -145,19 +158,13 @@ def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.Data
                    f" {abs(mismatch):,} samples {what}, more than one micro-batch over all ranks"
                    f" ({seen.micro_batch * seen.world})")
     ranges = read_ranges(manifest, seen)
-    per_entry: dict[str, dict[str, int]] = {}
-    documents = None
-    if ranges is not None:
-        names = [origin["name"] for origin in MixtureIndex.of(mixture_dir).entries]
-        pieces = read_pieces(mixture_dir, ranges).with_columns(
-            name=pl.col("entry").map_elements(names.__getitem__, return_dtype=pl.String),
-            tokens=(pl.col("last") - pl.col("first")) * pl.col("times"))
-        by_document = pieces.group_by("name", "entry", "shard", "document").agg(pl.sum("times"), pl.sum("tokens"))
-        for row in by_document.group_by("name").agg(pl.sum("tokens"), pl.len().alias("documents"),
-                                                     pl.max("times")).iter_rows(named=True):
-            per_entry[row["name"]] = {"tokens": row["tokens"], "documents": row["documents"], "times": row["times"]}
-        documents = with_ids(documents_seen(mixture_dir, ranges), mixture_dir)
     exact = ranges is not None
+    per_entry = seen_per_entry(mixture_dir, ranges) if exact else {}
+    documents = with_ids(documents_seen(mixture_dir, ranges), mixture_dir) if exact else None
+    sources = manifest["sources"]
+    if manifest.get("continued"):  # the earlier plan's entries the changed one dropped were read too
+        sources = sources + [s for s in manifest["continued"]["earlier"]["sources"]
+                             if s["name"] not in {n["name"] for n in sources}]
     record = {
         "stage": manifest["stage"],
         "delivery": manifest.get("delivery", "chunks"),
@@ -187,7 +194,7 @@ def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.Data
                 "max_document_repetitions_seen": per_entry.get(source["name"], {}).get("times", 0) if exact
                 else round(source["max_document_repetitions"] * passes, 3),
             }
-            for source in manifest["sources"]
+            for source in sources
         ],
     }
     return record, documents

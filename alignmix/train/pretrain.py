@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -32,6 +33,32 @@ def record_step_checkpoint_hashes() -> None:
 
     save_checkpoint.records_sha256 = True  # type: ignore[attr-defined]
     litgpt.pretrain.save_checkpoint = save_checkpoint
+
+
+def data_parallel_on_cpu() -> None:
+    """Where there is no GPU, make litgpt's pretrain train on several CPU processes (nodes, devices) with DDP
+    over gloo: litgpt shards the model with FSDP whenever it trains on more than one device, and Lightning runs
+    FSDP on GPUs only. A GPU machine keeps litgpt's FSDP."""
+    import litgpt.pretrain
+    from lightning.fabric.strategies import DDPStrategy
+
+    if torch.cuda.is_available():
+        return
+
+    # Stands where litgpt calls FSDPStrategy(...). Its isinstance(strategy, FSDPStrategy) checks then fail, as they
+    # should: litgpt initialises the weights itself, as on one device, instead of leaving that to FSDP.
+    class DDPOverGloo:
+        def __new__(cls, **_fsdp_options: Any) -> DDPStrategy:  # type: ignore[misc]
+            return DDPStrategy(process_group_backend="gloo")
+
+    litgpt.pretrain.FSDPStrategy = DDPOverGloo
+
+
+def quiet_unless_first_task() -> None:
+    """Under srun, send the stdout of every task but the first to /dev/null: litgpt prints on each node's first
+    process, so a job of N nodes would repeat every line N times in the stage log (stderr, errors, stays)."""
+    if int(os.environ.get("SLURM_PROCID", "0")) > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
 
 
 def usable_step_checkpoint(out_dir: Path, echo: Callable[[str], None]) -> Path | None:
@@ -136,5 +163,7 @@ if __name__ == "__main__":  # `litgpt pretrain --config FILE` that records each 
     from litgpt.__main__ import main as litgpt_main
 
     record_step_checkpoint_hashes()
+    data_parallel_on_cpu()
+    quiet_unless_first_task()
     sys.argv = ["litgpt", "pretrain", *sys.argv[1:]]
     litgpt_main()

@@ -3,11 +3,14 @@ models that run before any work."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from alignmix.code_version import code_of
 from alignmix.hashing import files_identity
+from alignmix.outputs import Continuation
 from alignmix.recipe import POST_TRAINING, ModelSpec, Recipe, RecipeError, TrainingStage, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import training_split
@@ -88,7 +91,10 @@ def check_contexts(recipe: Recipe, stages: list[TrainingStage]) -> None:
                               f" of model '{config['name']}' ({config['block_size']:,}); lower max_seq_length")
 
 
-def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
+def training_stages(recipe: Recipe, launch: Launch,
+                    continuations: dict[str, Continuation] | None = None) -> list[Stage]:
+    """One stage per training stage of the recipe; one in `continuations` (its mixture changed mid-run) resumes from
+    the earlier run's step checkpoint, which its key names."""
     stages: list[Stage] = []
     previous: str | None = "base" if recipe.base_model is not None else None
     training_stages = with_base_architecture(recipe)
@@ -97,7 +103,10 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
         if training_stage.train is None:
             continue
 
-        def action(ctx: StageContext, training_stage=training_stage, previous=previous) -> dict[str, Any]:
+        continued = (continuations or {}).get(training_stage.name)
+
+        def action(ctx: StageContext, training_stage=training_stage, previous=previous,
+                   continued=continued) -> dict[str, Any]:
             from alignmix.checkpoints.base import tied_embeddings
             from alignmix.checkpoints.tokenizer import load_tokenizer
             from alignmix.train.exposure import write_exposure
@@ -114,6 +123,10 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
                 tied_embeddings=start is not None and tied_embeddings(start), delivery=recipe.mixing.delivery,
             )
+            if continued is not None and not any(ctx.output.glob("step-*")):
+                step = ctx.output / f"step-{continued.record['from_step']:08d}"
+                shutil.copytree(continued.step, step, copy_function=os.link)
+                ctx.echo(f"  continuing from {step.name} of the earlier mixture, on the changed one")
             counts = run_pretrain(training_stage, files, recipe.seed, ctx.log_file, launch, ctx.echo)
             seen = write_exposure(ctx.output, files.data_dir, training_stage.seq_len)
             if seen is not None:
@@ -125,6 +138,8 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
 
         settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "train"),
                     "delivery": recipe.mixing.delivery}
+        if continued is not None:
+            settings["continues"] = {**continued.record, **continued.digest()}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
         stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
         previous = training_stage.name

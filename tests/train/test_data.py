@@ -1,16 +1,13 @@
 """MixtureData: the mixture streamed from its index and token stores is the chunks' samples in order, sharded so
-that each step reads the same samples whatever the world size, and resumed at the exact sample by litgpt."""
+that each step reads the same samples whatever the world size, and resumed at the exact sample (litgpt's own
+resume through it: tests/train/test_midrun_change.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 
 from alignmix.corpus.mix import build_stage_mixture
 from alignmix.corpus.tokenizer import train_bpe
@@ -94,49 +91,3 @@ def test_a_mixture_of_another_sample_length_is_refused(mixtures: Path):
     data.connect(batch_size=4, max_seq_length=128)
     with pytest.raises(MixtureDataError, match=r"samples of 65 tokens \(seq_len 64\).*set train.max_seq_length to 64"):
         data.setup()
-
-
-def litgpt_pretrain(mixtures: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    config = {
-        "model_name": "tiny", "out_dir": str(out), "tokenizer_dir": str(mixtures / "tok"), "logger_name": "csv",
-        "model_config": {"name": "tiny", "block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 32,
-                         "vocab_size": 300, "padded_vocab_size": 320, "intermediate_size": 64,
-                         "norm_class_name": "LayerNorm", "mlp_class_name": "GptNeoxMLP"},
-        "train": {"max_tokens": 8 * 4 * 64, "global_batch_size": 4, "micro_batch_size": 2, "max_seq_length": 64,
-                  "save_interval": 4, "lr_warmup_steps": 1},
-        "eval": {"interval": 1000, "max_iters": 1, "final_validation": False},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [sys.executable, "-m", "litgpt", "pretrain", "--config", str(out / "config.yaml"),
-         "--data", "alignmix.train.data.MixtureData", "--data.mixture", str(mixtures / "stream"), *extra],
-        capture_output=True, text=True,
-    )
-
-
-@pytest.mark.slow  # two litgpt runs (the loader's own resume is tested above)
-def test_litgpt_pretrain_streams_the_mixture_and_resumes_at_the_exact_sample(mixtures: Path, tmp_path: Path):
-    """`litgpt pretrain --data alignmix.train.data.MixtureData`: 8 steps straight, and 4 steps resumed from step 4
-    in another folder, log the same losses and end with the same weights (within float tolerance)."""
-    straight = litgpt_pretrain(mixtures, tmp_path / "straight")
-    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
-    step = torch.load(tmp_path / "straight" / "step-00000004" / "lit_model.pth", weights_only=False)
-    assert step["train_dataloader"] == {"passes": 0, "samples": 16}
-    (tmp_path / "resumed").mkdir()
-    (tmp_path / "straight" / "step-00000004").rename(tmp_path / "resumed" / "step-00000004")
-    resumed = litgpt_pretrain(mixtures, tmp_path / "resumed", "--resume", "true")
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Resuming training from" in resumed.stdout + resumed.stderr
-    losses = [(tmp_path / run / "logs" / "csv" / "version_0" / "metrics.csv").read_text() for run in ("straight", "resumed")]
-    assert [_losses(text)[-4:] for text in losses] == [_losses(losses[0])[-4:]] * 2
-    weights = [torch.load(tmp_path / run / "final" / "lit_model.pth", weights_only=False)["model"]
-               for run in ("straight", "resumed")]
-    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
-
-
-def _losses(metrics_csv: str) -> list[tuple[int, str]]:
-    import csv
-    import io
-
-    return [(int(row["iter"]), row["loss"]) for row in csv.DictReader(io.StringIO(metrics_csv)) if row.get("loss")]

@@ -1,4 +1,4 @@
-"""`alignmix train --launcher slurm` against a real Slurm controller (`make slurm`: one node on loopback, CPU
+"""`alignmix train --launcher slurm` against a real Slurm controller (`make slurm`: two nodes on loopback, CPU
 only, partition `debug`): the job's output equals a local run's. Skips, saying why, where no controller answers."""
 
 import json
