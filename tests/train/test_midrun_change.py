@@ -88,7 +88,8 @@ def losses(stage_dir: Path) -> dict[int, str]:
 
 def test_litgpt_pretrain_alone_streams_the_mixture_and_resumes_at_the_exact_sample(runs: dict):
     """`litgpt pretrain --data alignmix.train.data.MixtureData --data.mixture MIX`, resumed from step 4 of the
-    straight run in another folder, logs the straight run's losses for steps 5 to 12."""
+    straight run in another folder, logs the straight run's losses for steps 5 to 12 (another sample would
+    change a loss by far more than the tolerance)."""
     straight, resumed = runs["root"] / "straight", runs["root"] / "resumed"
     shutil.copytree(straight / "step-00000004", resumed / "step-00000004")
     result = subprocess.run(
@@ -97,8 +98,9 @@ def test_litgpt_pretrain_alone_streams_the_mixture_and_resumes_at_the_exact_samp
          "--data", "alignmix.train.data.MixtureData", "--data.mixture", str(runs["out"] / "mix" / "earlier")],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    again = losses(resumed)
-    assert sorted(again) == list(range(5, 13)) and again == {i: v for i, v in losses(straight).items() if i > 4}
+    again, first = losses(resumed), losses(straight)
+    assert sorted(again) == list(range(5, 13))  # float noise of the compiled model (~1e-7) aside, the same losses:
+    assert [float(again[i]) for i in again] == pytest.approx([float(first[i]) for i in again], abs=1e-5)
 
 
 def test_the_changed_mixture_keeps_the_first_steps_samples_and_re_plans_the_rest(runs: dict):
