@@ -106,7 +106,7 @@ def watched(watch: Watch | None, logging_dir: Path, every: float = 0.5) -> Itera
 
     def shown() -> tuple[int, int | None]:
         counts = summed_counts(logging_dir)
-        return counts.get(watch.unit, 0), counts.get(watch.amount) if watch.amount else None
+        return counts.get(watch.unit, 0), counts.get(watch.amount, 0) if watch.amount else None
 
     progress = StageProgress(watch.label, watch.total, watch.unit, sub_unit=watch.amount or "", out=watch.out)
     progress.resumed(*shown())  # tasks completed by an earlier run

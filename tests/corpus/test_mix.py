@@ -48,7 +48,9 @@ def test_tokenizing_and_chunk_writing_show_their_totals_across_worker_processes(
                         progress_out=shown)
     tokens = json.loads((tmp_path / "m.tokens" / "web" / "store.json").read_text())["tokens"]
     size = sum(f.stat().st_size for f in shards) / 1e3
-    tokenized, written = shown.getvalue().splitlines()
+    lines = shown.getvalue().splitlines()  # under load, a line every 10 s before each last one
+    tokenized, written = (next(x for x in reversed(lines) if x.startswith(f"  [{label}]"))
+                          for label in ("tokens/web", "mix/pretrain"))
     assert tokenized.startswith(f"  [tokens/web] {size:.1f}/{size:.1f} kB (100%), {tokens:,} tokens, "), tokenized
     assert written.startswith("  [mix/pretrain] 20,000/20,000 tokens (100%), "), written
     assert all(len(line) < 80 for line in (tokenized, written))
