@@ -73,7 +73,7 @@ class StageProgress:
 
     def _heartbeat(self) -> None:
         while not self._stopped.wait(min(self.every / 2, 1.0) if self.every > 0 else 1.0):
-            if time.monotonic() - self.printed_at >= self.every:
+            if time.monotonic() - self.printed_at >= self.every and self.done < self.total:  # the end prints once
                 self._print()
 
     def __enter__(self) -> StageProgress:
