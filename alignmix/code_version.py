@@ -38,12 +38,13 @@ _SHARED_CODE = ("alignmix.hashing", "alignmix.jsonl", "alignmix.recipe", "alignm
 _SCENARIOS = ("alignmix.scenarios", "alignmix.scenarios_data")
 STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base packages it imports
     "corpus": ("alignmix.corpus",),
-    "tag": ("alignmix.corpus", "alignmix.classifiers", "alignmix.llm", *_SCENARIOS),
-    "synth": ("alignmix.synth", "alignmix.llm", "alignmix.checkpoints", *_SCENARIOS),
+    "tag": ("alignmix.corpus", "alignmix.classifiers", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
+    "synth": ("alignmix.synth", "alignmix.llm", "alignmix.checkpoints", "alignmix.progress", *_SCENARIOS),
     "base": ("alignmix.checkpoints", "alignmix.progress"),
     "tokenizer": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.progress"),
-    "tokens": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.outputs", *_SCENARIOS),
-    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", "alignmix.outputs", *_SCENARIOS),
+    "tokens": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.outputs", "alignmix.progress", *_SCENARIOS),
+    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", "alignmix.outputs", "alignmix.progress",
+            *_SCENARIOS),
     "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",
               *_SCENARIOS),
     "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",

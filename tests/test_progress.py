@@ -25,6 +25,28 @@ def test_progress_lines_say_done_total_tokens_rate_and_eta_and_fit_80_columns():
     assert all(len(line) < 80 for line in (first, last)), first
 
 
+def test_input_bytes_an_amount_large_counts_and_long_labels_keep_lines_under_80_columns():
+    lines = []
+    for label, total, unit, amount_unit, done, amount in [
+        ("tag/web", 980_400_000, "bytes", "documents", 310_200_000, 812_345),
+        ("tokens/web", 13_200, "bytes", "tokens", 6_600, 112_812_345),
+        ("mix/pretrain", 300_000_000, "tokens", None, 150_000_000, None),
+        ("synth/a_synthetic_set_with_a_long_name", 960, "documents", "tokens", 120, 45_000),
+    ]:
+        progress = StageProgress(label, total, unit, sub_unit=amount_unit or "", out=io.StringIO(), every=3600.0)
+        progress.resumed(0, 0 if amount_unit else None)
+        progress.started -= 100.0  # as if it took 100 s
+        progress.update(done, amount)
+        lines.append(progress.line())
+        progress.close()
+    assert lines[0].startswith("  [tag/web] 310.2/980.4 MB (32%), 812,345 documents, 8,12") and "/s, ETA 0:03:" in lines[0]
+    assert lines[1].startswith("  [tokens/web] 6.6/13.2 kB (50%), 112.81M tokens, 1.13M tokens/s, ETA 0:01:")
+    assert lines[2].startswith("  [mix/pretrain] 150.00M/300.00M tokens (50%), 1.50M tokens/s, ETA 0:01:")
+    assert lines[3].startswith("  [synth/a_synthet…] 120/960 documents (12%), 45,000 tokens, 4")
+    assert "/s, ETA 0:11:" in lines[3] and "tokens/s" not in lines[3]  # the amount names the rate's unit
+    assert all(len(line) < 80 for line in lines), lines
+
+
 def test_training_output_moves_the_progress_and_echoes_only_short_lines():
     out = io.StringIO()
     shown = TrainingOutput("pretrain", total_steps=20, tokens_per_step=2048, out=out)

@@ -115,7 +115,7 @@ def documents(
             stats = finalize(plan, spec, output, output / RESPONSES)
         else:
             client = _backend(backend, model, base_url, api_key_env, timeout, max_retries, concurrency)
-            job, stats = generate_set(plan, spec, client, output, output / RESPONSES, concurrency)
+            job, stats = generate_set(plan, spec, client, output, output / RESPONSES, concurrency, f"synth/{name}")
             failed = job.failed
             console.print(f"answered {job.answered:,}, already answered {job.already_done:,}, failed {job.failed:,}, "
                           f"stale {job.stale:,} (answered before for another model, prompt or sampling: asked again)")

@@ -20,6 +20,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import polars as pl
@@ -276,12 +277,13 @@ def _origin(entry: MixtureEntry, replay_dirs: dict[str, Path]) -> dict:
 def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed: int,
               replay_dirs: dict[str, Path] | None = None, tasks: int = 1, stage_index: int = 0,
               executor: Executor = "local", slurm: SlurmSettings | None = None, delivery: Delivery = "chunks",
-              continued: Continuation | None = None) -> dict:
+              continued: Continuation | None = None, progress_out: TextIO | None = None) -> dict:
     """Write `out_dir` (mixture_index/, mixture_manifest.json and, with `delivery` chunks, the LitData chunks)
     atomically from the sources' token stores (`stores`: every source the stage or a replayed stage draws from)
     and the replayed stages' mixtures (`replay_dirs`: every stage replayed, directly or through another); returns
     the manifest. `stage_index` (the stage's place in the recipe) names the recipe keys in errors. `continued`
-    (a mid-run change, streamed only) keeps the earlier mixture's consumed samples and re-plans the rest."""
+    (a mid-run change, streamed only) keeps the earlier mixture's consumed samples and re-plans the rest. The
+    chunks written show as progress (`mix/<stage>`) on `progress_out` (default: stdout)."""
     from alignmix.corpus.mix_engine import write_chunks
 
     replay_dirs = replay_dirs or {}
@@ -310,7 +312,7 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
             write_chunks(index.folder, {k: str(Path(v).resolve()) for k, v in stores.items()},
                          {k: str(Path(v).resolve()) for k, v in replay_dirs.items()}, stage.tokens,
                          stage.block_size, tmp_dir, out_dir / ".chunks", tasks, executor, slurm or SlurmSettings(),
-                         f"alignmix-chunks-{stage.name}")
+                         f"alignmix-chunks-{stage.name}", f"mix/{stage.name}", progress_out)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"{tmp_dir}: no space left on the disk while writing the mixture") from exc
@@ -373,6 +375,7 @@ def build_stage_mixture(
     executor: Executor | None = None,
     slurm: SlurmSettings | None = None,
     delivery: Delivery = "chunks",
+    progress_out: TextIO | None = None,
 ) -> dict:
     """Tokenize the stage's sources into token stores beside `out_dir` (`<out_dir>.tokens/<source>/`, kept and
     reused by a rerun) and mix from them: `alignmix run` runs the two as separate stages, this is both at once
@@ -382,11 +385,11 @@ def build_stage_mixture(
         store_dir = out_dir.with_name(out_dir.name + ".tokens") / name
         store_dir.mkdir(parents=True, exist_ok=True)
         build_token_store(source_files[name], tokenizer_dir, store_dir, guard, tasks, executor or "local", slurm,
-                          f"alignmix-tokens-{name}")
+                          f"alignmix-tokens-{name}", progress_out)
         stores[name] = store_dir
     for replayed in (replay_dirs or {}).values():  # a replayed mixture's own sources
         for origin in MixtureIndex.of(replayed).entries:
             if "source" in origin and origin["source"] not in stores:
                 stores[origin["source"]] = replayed.with_name(replayed.name + ".tokens") / origin["source"]
     return mix_stage(stage, stores, out_dir, seed, replay_dirs, tasks, stage_index, executor or "local", slurm,
-                     delivery)
+                     delivery, progress_out=progress_out)

@@ -14,6 +14,9 @@ or empty id becomes the row's place, `FILE/INDEX`, counted as `ids_assigned` (da
 ids); a row's own `source` field is kept as `metadata.row_source`, so `metadata.source` is always the source's
 name; a row's `media` field is kept as `metadata.media` (datatrove's media are records of another shape).
 The file list is read as JSON, so a file name may hold a newline.
+
+With a `progress_dir` (the run's datatrove logging folder), each task reports the input bytes it has read (files
+done and the place in the file being read, compressed) and the documents it has passed on (`engines.TaskCounts`).
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 from datatrove.data import Document
 from datatrove.pipeline.readers import JsonlReader, ParquetReader, WarcReader
 from datatrove.pipeline.readers.warc import process_record
+from fsspec.compression import compr
+from fsspec.utils import infer_compression
 from loguru import logger
 from zstandard import ZstdError
 
+from alignmix.corpus.engines import TaskCounts
 from alignmix.errors import AlignmixError
 from alignmix.recipe import OnError
 
@@ -63,6 +70,9 @@ class _CountingSkips:
     on_error: OnError
     text_key: str
     id_key: str
+    progress_dir: str | None = None
+    _bytes_done = 0  # of the files read to their end
+    _place: Callable[[], int] = staticmethod(lambda: 0)  # the place in the file being read
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         """datatrove's reader loop over this rank's share of the JSON paths file (see `write_paths_file`); without
@@ -73,9 +83,19 @@ class _CountingSkips:
         if data:
             yield from data
         paths = json.loads(Path(self.paths_file).read_text())
+        counts = TaskCounts(self.progress_dir, rank)
+        documents = 0
         for document in self.read_files_shard(paths[rank::world_size]):
             self.update_doc_stats(document)
-            yield document
+            yield document  # back here once the steps after this one are done with it
+            documents += 1
+            counts.set(bytes=self._bytes_done + self._place(), documents=documents)
+        counts.set(bytes=self._bytes_done, documents=documents)
+        counts.flush()
+
+    def _reading(self, handle: BinaryIO) -> None:
+        """The file being read is at `handle`'s place (compressed: the place in the file, not the text)."""
+        self._place = handle.tell
 
     def _default_adapter(self, data: dict, path: str, id_in_file: int | str) -> dict:
         no_id = data.get(self.id_key) in (None, "")
@@ -126,6 +146,9 @@ class _CountingSkips:
             raise
         except UNREADABLE as exc:
             self._unreadable(filepath, exc, read)
+        finally:
+            self._bytes_done += self.data_folder.size(filepath)
+            self._place = lambda: 0
 
     def _unreadable(self, filepath: str, exc: Exception, documents_read: int) -> None:
         self._skip("unreadable_file", self._where(filepath),
@@ -140,11 +163,13 @@ class CountingJsonlReader(_CountingSkips, JsonlReader):
     name = "JSONL reader (counting skips)"
 
     def __init__(
-        self, *args, on_error: OnError = "fail", max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES, **kwargs
+        self, *args, on_error: OnError = "fail", max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+        progress_dir: str | None = None, **kwargs
     ):
         super().__init__(*args, **kwargs)
         self.on_error = on_error
         self.max_document_bytes = max_document_bytes
+        self.progress_dir = progress_dir
 
     def _parse(self, raw: bytes, where: str) -> dict | None:
         if len(raw) > self.max_document_bytes:
@@ -169,7 +194,10 @@ class CountingJsonlReader(_CountingSkips, JsonlReader):
         return self._guarded(filepath, self._documents(filepath))
 
     def _documents(self, filepath: str) -> Iterator[Document]:
-        with self.data_folder.open(filepath, "rb", compression=self.compression) as stream:
+        compression = infer_compression(filepath) if self.compression == "infer" else self.compression
+        with self.data_folder.open(filepath, "rb") as raw, \
+                (compr[compression](raw, mode="rb") if compression else raw) as stream:
+            self._reading(raw)
             # zstd's decompressing reader is not line-iterable; a buffered reader over it is
             handle = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream)
             for index, raw in enumerate(handle):
@@ -192,9 +220,10 @@ class CountingParquetReader(_CountingSkips, ParquetReader):
 
     name = "Parquet reader (counting skips)"
 
-    def __init__(self, *args, on_error: OnError = "fail", **kwargs):
+    def __init__(self, *args, on_error: OnError = "fail", progress_dir: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_error = on_error
+        self.progress_dir = progress_dir
 
     def read_file(self, filepath: str) -> Iterator[Document]:
         return self._guarded(filepath, self._documents(filepath))
@@ -203,12 +232,13 @@ class CountingParquetReader(_CountingSkips, ParquetReader):
         import pyarrow.parquet as pq
 
         with self.data_folder.open(filepath, "rb") as stream, pq.ParquetFile(stream) as parquet:
+            size, rows, row_number = self.data_folder.size(filepath), max(parquet.metadata.num_rows, 1), 0
+            self._place = lambda: size * row_number // rows  # pyarrow reads the footer first: no use in tell()
             columns = parquet.schema_arrow.names
             if self.text_key not in columns:
                 self._skip("missing_text", self._where(filepath), f"no '{self.text_key}' column; columns: {columns}",
                            count=parquet.metadata.num_rows)
                 return
-            row_number = 0
             for batch in parquet.iter_batches(batch_size=self.batch_size):
                 for row in batch.to_pylist():
                     row_number += 1
@@ -227,9 +257,10 @@ class CountingWarcReader(_CountingSkips, WarcReader):
 
     name = "WARC reader (counting skips)"
 
-    def __init__(self, *args, on_error: OnError = "fail", **kwargs):
+    def __init__(self, *args, on_error: OnError = "fail", progress_dir: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.on_error = on_error
+        self.progress_dir = progress_dir
 
     def read_file(self, filepath: str) -> Iterator[Document]:
         return self._guarded(filepath, self._documents(filepath))
@@ -239,6 +270,7 @@ class CountingWarcReader(_CountingSkips, WarcReader):
 
         # warcio reads the gzip members itself: every whole record before a damaged member is kept
         with self.data_folder.open(filepath, "rb") as handle:
+            self._reading(handle)
             archive = ArchiveIterator(handle)
             for index, record in enumerate(_records(archive)):
                 if index == 0 and record.format != "warc":

@@ -91,6 +91,7 @@ def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.corpus.tokenizer import install_tokenizer, train_bpe
         from alignmix.jsonl import read_jsonl_gz
+        from alignmix.progress import ticking
 
         if recipe.base_model is not None:
             install_tokenizer(ctx.inputs["base"], ctx.output)
@@ -99,7 +100,8 @@ def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
             install_tokenizer(recipe.tokenizer.path, ctx.output)
             return {"tokenizer": str(recipe.tokenizer.path)}
         shards = [f for name in upstream for f in sorted(ctx.inputs[name].rglob("data/*.jsonl.gz"))]
-        train_bpe((row["text"] for row in read_jsonl_gz(shards)), recipe.tokenizer.vocab_size, ctx.output)
+        with ticking("tokenizer", f"training a {recipe.tokenizer.vocab_size:,}-token BPE on the corpus"):
+            train_bpe((row["text"] for row in read_jsonl_gz(shards)), recipe.tokenizer.vocab_size, ctx.output)
         return {"trained_bpe_vocab_size": recipe.tokenizer.vocab_size}
 
     settings = recipe.tokenizer.model_dump(mode="json")

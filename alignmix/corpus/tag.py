@@ -4,6 +4,7 @@ Formats: jsonl (plain, .gz, .zst) and parquet through readers that count or refu
 through datatrove's WarcReader followed by Trafilatura text extraction.
 Executors: datatrove's LocalPipelineExecutor, RayPipelineExecutor on a running Ray cluster, or
 SlurmPipelineExecutor (an array job and its stats merge; `tag_files` waits for both).
+Progress: the input read (MB of the files' size on disk) and the documents tagged, with rate and ETA.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -31,7 +33,7 @@ from alignmix.corpus.readers import (
     InputError,
     write_paths_file,
 )
-from alignmix.corpus.engines import SlurmSettings, clear_unless_planned_as, run_pipeline
+from alignmix.corpus.engines import SlurmSettings, Watch, clear_unless_planned_as, run_pipeline
 from alignmix.hashing import files_identity
 from alignmix.recipe import FORMAT_SUFFIXES, ClassifierSpec, Executor, FileFormat, OnError
 
@@ -151,9 +153,9 @@ def input_files(paths: list[Path], suffixes: tuple[str, ...], output: Path | Non
 
 def _readers(
     file_format: FileFormat, root: str, paths_file: str, text_key: str, id_key: str, source_name: str,
-    on_error: OnError, max_document_bytes: int,
+    on_error: OnError, max_document_bytes: int, progress_dir: str,
 ) -> list[PipelineStep]:
-    common = {"paths_file": paths_file, "default_metadata": {"source": source_name}}
+    common = {"paths_file": paths_file, "default_metadata": {"source": source_name}, "progress_dir": progress_dir}
     if file_format == "jsonl":
         return [CountingJsonlReader(
             root, text_key=text_key, id_key=id_key, on_error=on_error, max_document_bytes=max_document_bytes,
@@ -212,10 +214,12 @@ def tag_files(
     threshold: float = DEFAULT_THRESHOLD,
     stance_dir: Path | None = None,
     slurm: SlurmSettings | None = None,
+    progress_out: TextIO | None = None,
 ) -> Counter[str]:
     """Tag `files` into jsonl.gz shards (default `out_dir/data`); resumes per task; returns the raw counts.
 
-    datatrove's logs go to `out_dir/logs`; `write_stats` turns the counts into `stats.json`.
+    datatrove's logs go to `out_dir/logs`; `write_stats` turns the counts into `stats.json`. Progress (`tag/NAME`:
+    input MB read, documents tagged) goes to `progress_out` (default: stdout).
     """
     if not files:
         raise InputError(f"source '{source_name}': no input files (expected files ending in {SUFFIXES[file_format]})")
@@ -227,14 +231,16 @@ def tag_files(
     write_paths_file(paths_file, [str(f.resolve().relative_to(root)) for f in files])
     pipeline = [
         *_readers(file_format, str(root), str(paths_file), text_key, id_key, source_name, on_error,
-                  max_document_bytes),
+                  max_document_bytes, str(logs)),
         AIDiscourseTagger(
             lists_dir=lists_dir, categories=categories, classifier_dir=classifier_dir, threshold=threshold,
             stance_dir=stance_dir,
         ),
         JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
     ]
-    run_pipeline(executor, pipeline, min(tasks, len(files)), logs, slurm or SlurmSettings(), "alignmix-tag", "tagging")
+    watch = Watch(f"tag/{source_name}", sum(f.stat().st_size for f in files), "bytes", "documents", progress_out)
+    run_pipeline(executor, pipeline, min(tasks, len(files)), logs, slurm or SlurmSettings(), "alignmix-tag", "tagging",
+                 watch)
     return pipeline_counts(json.loads((logs / "stats.json").read_text()))
 
 

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,11 +37,17 @@ class JobCounts:
     already_done: int = 0
     answered: int = 0
     stale: int = 0  # stored answers from another model, prompt or sampling, asked again
+    completion_tokens: int = 0  # of this run's answers
     errors: dict[str, str] = field(default_factory=dict)  # id -> why it failed after its retries
 
     @property
     def failed(self) -> int:
         return len(self.errors)
+
+    @property
+    def settled(self) -> int:
+        """Requests answered (now or before) or failed so far."""
+        return self.already_done + self.answered + self.failed
 
     @property
     def failures(self) -> list[str]:
@@ -99,9 +105,11 @@ async def _answer(backend: ChatBackend, request: ChatRequest) -> dict[str, Any]:
 
 
 async def run_requests_async(
-    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16
+    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16,
+    on_settled: Callable[[JobCounts], None] | None = None,
 ) -> JobCounts:
-    """Answer the requests without a fresh answer in `output`, `concurrency` at a time, appending each."""
+    """Answer the requests without a fresh answer in `output`, `concurrency` at a time, appending each; after
+    each request answered or failed, `on_settled(counts so far)` (a progress display)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     stored = read_responses(output)
     seen: set[str] = set()  # a repeated id in the input is answered once
@@ -128,10 +136,13 @@ async def run_requests_async(
             except BackendError as exc:
                 counts.errors[request.id] = str(exc)
                 log.warning("request %s failed: %s", request.id, exc)
-                continue
-            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            sink.flush()
-            counts.answered += 1
+            else:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                sink.flush()
+                counts.answered += 1
+                counts.completion_tokens += row["completion_tokens"]
+            if on_settled is not None:
+                on_settled(counts)
 
     with output.open("a", encoding="utf-8") as sink:
         queue = pending()
@@ -142,13 +153,14 @@ async def run_requests_async(
 
 
 def run_requests(
-    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16
+    backend: ChatBackend, requests: Iterable[ChatRequest], output: Path, concurrency: int = 16,
+    on_settled: Callable[[JobCounts], None] | None = None,
 ) -> JobCounts:
     """`run_requests_async` from synchronous code; closes the backend afterwards."""
 
     async def main() -> JobCounts:
         try:
-            return await run_requests_async(backend, requests, output, concurrency)
+            return await run_requests_async(backend, requests, output, concurrency, on_settled)
         finally:
             await backend.aclose()
 

@@ -107,7 +107,8 @@ def _synth_through(
     try:
         client = open_backend(synth_set.generator, server.model, base_url, server.api_key_env, server.timeout,
                               server.max_retries, server.concurrency)
-        job, stats = generate_set(plan, spec, client, output / synth_set.name, responses, server.concurrency)
+        job, stats = generate_set(plan, spec, client, output / synth_set.name, responses, server.concurrency,
+                                  f"synth/{synth_set.name}")
     except BackendError as exc:
         raise RuntimeError(f"synth set '{synth_set.name}': {exc}") from None
     if job.failed:

@@ -37,6 +37,25 @@ def test_mixture_is_exact_reproducible_in_any_task_count_and_readable(tagged: Pa
     assert len(dataset) == 20_000 // 65
 
 
+def test_tokenizing_and_chunk_writing_show_their_totals_across_worker_processes(tagged: Path, tmp_path: Path):
+    import io
+    import json
+
+    shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
+    train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")
+    shown = io.StringIO()
+    build_stage_mixture(mixture_stage(), {"web": shards}, tmp_path / "tok", tmp_path / "m", seed=5, tasks=2,
+                        progress_out=shown)
+    tokens = json.loads((tmp_path / "m.tokens" / "web" / "store.json").read_text())["tokens"]
+    size = sum(f.stat().st_size for f in shards) / 1e3
+    lines = shown.getvalue().splitlines()  # under load, a line every 10 s before each last one
+    tokenized, written = (next(x for x in reversed(lines) if x.startswith(f"  [{label}]"))
+                          for label in ("tokens/web", "mix/pretrain"))
+    assert tokenized.startswith(f"  [tokens/web] {size:.1f}/{size:.1f} kB (100%), {tokens:,} tokens, "), tokenized
+    assert written.startswith("  [mix/pretrain] 20,000/20,000 tokens (100%), "), written
+    assert all(len(line) < 80 for line in (tokenized, written))
+
+
 def test_mixture_refuses_too_few_tokens(tagged: Path, tmp_path: Path):
     shards = sorted((tagged / "tag" / "data").glob("*.jsonl.gz"))
     train_bpe((r["text"] for r in read_jsonl_gz(shards)), 300, tmp_path / "tok")

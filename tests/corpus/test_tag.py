@@ -54,3 +54,19 @@ def test_zstd_and_parquet_inputs(tmp_path: Path):
     for counts in (from_zstd, from_parquet):
         stats = write_stats(tmp_path, [counts])
         assert stats["documents_tagged"] == 2 and stats["documents_flagged"] == 1
+
+
+def test_tagging_shows_the_input_read_and_the_documents_tagged_across_worker_processes(tmp_path: Path):
+    import io
+
+    from alignmix.corpus.engines import summed_counts
+    from alignmix.corpus.generate import write_generated_corpus
+
+    files = write_generated_corpus(tmp_path / "gen", "web", 400, 0.05, 0.05, seed=5, shards=2)
+    shown = io.StringIO()
+    counts = tag_files(files, tmp_path / "tag", source_name="web", tasks=2, progress_out=shown)
+    size = sum(f.stat().st_size for f in files)
+    assert summed_counts(tmp_path / "tag" / "logs") == {"bytes": size, "documents": 400}  # both tasks' reports
+    last = shown.getvalue().splitlines()[-1]
+    assert last.startswith(f"  [tag/web] {size / 1e3:.1f}/{size / 1e3:.1f} kB (100%), 400 documents, "), last
+    assert len(last) < 80 and counts["flagged"] + counts["not_flagged"] == 400

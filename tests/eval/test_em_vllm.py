@@ -31,11 +31,11 @@ def served(request: pytest.FixtureRequest):
         pytest.skip("needs the `vllm_server` session fixture (the vLLM branch's tests/conftest.py)")
 
 
-def test_smollm2_answers_and_judges_through_vllm(served, smollm2_hf: Path, tmp_path: Path):
+def test_smollm2_answers_and_judges_through_vllm(served, tmp_path: Path):
     path = tmp_path / "questions.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     questions, _ = load_questions(path)
-    name = str(smollm2_hf)
+    name = served.name  # the de-quantised SmolLM2's folder, requested only where the server runs
 
     def run() -> tuple[dict, list[dict]]:
         judges = [ServerJudge("smollm2", open_backend("openai", name, base_url=served.base_url), 8, served.base_url),

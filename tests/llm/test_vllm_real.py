@@ -2,6 +2,7 @@
 to end, generative and log-likelihood eval, and a server killed mid-run whose rerun sends only what was unanswered.
 Skipped, saying why, where .venv-vllm is absent. Workloads stay small: at most 16 requests at once, 256 new tokens."""
 
+import contextlib
 import gzip
 import json
 import os
@@ -83,11 +84,23 @@ def test_loglik_eval_through_the_server_chooses_as_transformers_does(vllm_server
     assert served["model"]["kind"] == "server"
 
 
+def _vllm_started_here(other_than: int) -> int:
+    """The process id of the vLLM server this process started (alignmix's own), other than the session's."""
+    import psutil  # litgpt's dependency
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.pid != other_than and "--served-model-name" in child.cmdline():
+                return child.pid
+    raise AssertionError("alignmix started no vLLM server")
+
+
 def test_a_server_killed_mid_run_then_a_rerun_sends_only_the_unanswered(vllm_server, smollm2_hf: Path, tmp_path: Path):
-    """Runs last in this file: it kills the session's server. The rerun names no base_url, so alignmix starts
-    its own vLLM on the folder; the answers' stamp (the model name is the folder's path) is the same."""
+    """The first run names no base_url, so alignmix starts its own vLLM on the folder, and that server is killed
+    mid-run (the session's server stays up for the tests after this one). The rerun goes to the session's
+    server, which serves the same folder under the same name: the answers' stamp is the same."""
     responses = tmp_path / ".alignmix" / "llm" / "aligned_synthetic" / "responses.jsonl"
-    data = _recipe(tmp_path, {"base_url": vllm_server.base_url, "model": str(smollm2_hf)}, concurrency=4)
+    data = _recipe(tmp_path, {"model": str(smollm2_hf)}, concurrency=4)
     data["seed"] = 99
     failure: list[BaseException] = []
 
@@ -99,19 +112,20 @@ def test_a_server_killed_mid_run_then_a_rerun_sends_only_the_unanswered(vllm_ser
 
     worker = threading.Thread(target=first_run)
     worker.start()
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline and (not responses.is_file() or len(_rows(responses)) < 4):
         time.sleep(0.5)
-    os.killpg(vllm_server.process.pid, signal.SIGKILL)  # the server and its engine processes, at once
+    os.killpg(_vllm_started_here(vllm_server.process.pid), signal.SIGKILL)  # the server and its engine, at once
     worker.join(300)
     answered_before = _rows(responses)
     assert failure and "failed after their retries" in str(failure[0])
     assert 4 <= len(answered_before) < 16
+    assert (tmp_path / "logs" / "vllm-aligned_synthetic.log").is_file()
 
-    del data["synth"]["sets"][0]["server"]["base_url"]
+    data["synth"]["sets"][0]["server"].update(base_url=vllm_server.base_url, concurrency=16)  # not in the stamp
     stats = _synth(data, tmp_path)
     after = _rows(responses)
     assert stats["requests"] == 16 and len(after) == 16  # 16 answers in all: none was asked twice
     assert [r["id"] for r in after[: len(answered_before)]] == [r["id"] for r in answered_before]
     assert len({r["id"] for r in after}) == 16
-    assert (tmp_path / "logs" / "vllm-aligned_synthetic.log").is_file()
+    assert vllm_server.process.poll() is None  # the session's server serves on

@@ -28,6 +28,7 @@ from alignmix.synth.documents import (
     plan_documents,
 )
 from alignmix.synth.postprocess import (
+    Bounds,
     NearDuplicates,
     quotes_option,
     strip_chatter,
@@ -357,3 +358,24 @@ def test_shipped_templates_define_the_recipe_surface_forms_and_stances():
     templates = DocumentTemplates.load(None)
     assert tuple(templates.surface_forms) == get_args(SurfaceForm) == DocumentSpec().surface_forms == tuple(OPENINGS)
     assert tuple(templates.stance_guidance) == get_args(SynthStance) == DocumentSpec().stances
+
+
+def test_generation_shows_documents_settled_and_tokens_and_a_rerun_counts_the_earlier_answers(tmp_path: Path):
+    import io
+
+    from alignmix.llm.backend import open_backend
+    from alignmix.synth.documents import generate_set
+
+    spec = DocumentSpec(stances=("aligned",), bounds=Bounds(min_words=40))
+    plan = plan_documents(read_scenarios(TINY), spec, DocumentTemplates.load(), "vllm", "loop")
+    out, shown, again = tmp_path / "out", io.StringIO(), io.StringIO()
+    with LoopbackServer() as url:
+        job, _ = generate_set(plan, spec, open_backend("vllm", "loop", url), out, out / "responses.jsonl", 4,
+                              "synth/x", shown)
+        generate_set(plan, spec, open_backend("vllm", "loop", url), out, out / "responses.jsonl", 4, "synth/x",
+                     again)
+    n = len(plan.requests)
+    assert job.answered == n and job.completion_tokens > 0
+    last = shown.getvalue().splitlines()[-1]
+    assert last.startswith(f"  [synth/x] {n}/{n} documents (100%), {job.completion_tokens:,} tokens, "), last
+    assert again.getvalue() == f"  [synth/x] {n}/{n} documents (100%), 0 tokens, 0 tokens/s\n"  # none asked again
