@@ -50,7 +50,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base 
     "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",
                    *_SCENARIOS),
     "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
-    "report": ("alignmix.report",),
+    "report": ("alignmix.report", "alignmix.outputs"),
 }
 
 
