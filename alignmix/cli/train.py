@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,11 +21,13 @@ from alignmix.cli.common import (
     load_recipe_or_fail,
     run_recipe,
 )
+from alignmix.errors import AlignmixError
 from alignmix.run import Stage
 
 
-def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
+def _with_dependencies(stages: Iterable[Stage], name: str) -> list[Stage]:
     """`name` and every stage it depends on, transitively, in graph order."""
+    stages = list(stages)
     by_name = {s.name: s for s in stages}
     wanted, pending = set(), [name]
     while pending:
@@ -56,12 +59,13 @@ def train(
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
     recipe = load_recipe_or_fail(recipe_file, overrides)
-    from alignmix.recipe import POST_TRAINING
+    from alignmix.graph import build_graph
     from alignmix.train.launch import launch_for
 
-    trainable = [s.name for s in recipe.stages if s.train is not None]
-    trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
-    trainable += [t.name for t in recipe.tamper]
+    try:
+        trainable = [model.name for model in build_graph(recipe, recipe_file.parent).models]
+    except AlignmixError as exc:
+        fail(str(exc))
     if stage == "base" and recipe.base_model is not None:
         fail(f"--stage base: the base model's conversion is not a training stage (`alignmix run` converts it); to"
              f" get {recipe.base_model.path} as a transformers folder: alignmix export {recipe.base_model.path} --hf DIR")

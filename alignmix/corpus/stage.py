@@ -39,7 +39,7 @@ def corpus_stage(recipe: Recipe) -> Stage | None:
 
     settings = {"seed": recipe.seed, "shards": recipe.tagging.tasks,
                 "sources": [key_settings(s, "corpus") for s in generated]}
-    return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"))
+    return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"), kind="corpus")
 
 
 def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
@@ -83,7 +83,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
                 "input_files": files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
                 "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
                 "sources": [key_settings(s, "tag") for s in recipe.corpus.sources]}
-    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"))
+    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"), kind="tag")
 
 
 def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
@@ -103,11 +103,12 @@ def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
 
     settings = recipe.tokenizer.model_dump(mode="json")
     if recipe.base_model is not None:
-        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",), code_of("tokenizer"))
+        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",), code_of("tokenizer"),
+                     kind="tokenizer")
     if recipe.tokenizer.path is not None:
         settings["files"] = files_identity([recipe.tokenizer.path])
-        return Stage("tokenizer", Path("tokenizer"), settings, action, code=code_of("tokenizer"))
-    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"))
+        return Stage("tokenizer", Path("tokenizer"), settings, action, code=code_of("tokenizer"), kind="tokenizer")
+    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"), kind="tokenizer")
 
 
 def _drawn_from(recipe: Recipe, stage_name: str) -> tuple[set[str], set[str]]:
@@ -157,7 +158,7 @@ def tokens_stages(recipe: Recipe, base_dir: Path) -> list[Stage]:
         settings = {"source": name, "ngram": decontamination.ngram if held_out else None,
                     **held_out_identity(recipe, held_out)}
         stages.append(Stage(f"tokens/{name}", Path("tokens") / name, settings, action, (upstream, "tokenizer"),
-                            code_of("tokens")))
+                            code_of("tokens"), kind="tokens"))
     return stages
 
 
@@ -190,7 +191,7 @@ def mix_stages(recipe: Recipe) -> list[Stage]:
         settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "mix")}
         depends = (*(f"tokens/{name}" for name in sorted(sources)), *(f"mix/{name}" for name in sorted(replayed)))
         stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
-                            code_of("mix")))
+                            code_of("mix"), kind="mix"))
     return stages
 
 

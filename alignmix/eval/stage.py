@@ -34,4 +34,5 @@ def eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> 
     suites = {"suites", "em", "personality"}  # other stages' settings (alignmix.eval.suite_stages)
     settings = {**settings_model.model_dump(mode="json", exclude=suites), "chat": chat,
                 "scenario_files": scenario_files_identity(settings_model.scenarios, base_dir)}
-    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"))
+    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"),
+                 kind="eval", model=model_stage, suite="misalignment")

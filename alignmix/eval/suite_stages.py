@@ -37,7 +37,8 @@ def em_stage(recipe: Recipe, settings: EMSettings, model_stage: str) -> Stage:
     inputs = [settings.questions] + ([settings.human_labels] if settings.human_labels else [])
     key = {"seed": recipe.seed, "em": key_settings(settings, "eval"), "files": files_identity(inputs)}
     name = f"{SUITE_STAGE_PREFIX['em']}/{model_stage}"
-    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"))
+    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"), kind="eval", model=model_stage,
+                 suite="em")
 
 
 def personality_stage(recipe: Recipe, settings: PersonalitySettings, model_stage: str, chat: bool) -> Stage:
@@ -57,7 +58,8 @@ def personality_stage(recipe: Recipe, settings: PersonalitySettings, model_stage
     key = {"personality": key_settings(settings, "eval"), "personas": personas, "chat": chat,
            "files": files_identity([settings.items])}
     name = f"{SUITE_STAGE_PREFIX['personality']}/{model_stage}"
-    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"))
+    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"), kind="eval", model=model_stage,
+                 suite="personality")
 
 
 def suite_stages(recipe: Recipe, model_stage: str, chat: bool) -> list[Stage]:

@@ -31,9 +31,9 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
             scenarios = recipe_scenarios(recipe, synth_set.scenarios, base_dir)
             grounded = training_split(scenarios)
             if synth_set.generator != "offline":
-                # Answers live beside the runner's records (the stage's output is RUN/synth), outside the output
-                # a changed stage key clears: a rerun under new settings pays only for prompts it has not seen.
-                responses = ctx.output.parent / ".alignmix" / "llm" / synth_set.name / "responses.jsonl"
+                # Answers live in the stage's cache, outside the output a changed stage key clears: a rerun
+                # under new settings pays only for prompts it has not seen.
+                responses = ctx.cache / synth_set.name / "responses.jsonl"
                 stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output,
                                                           responses, ctx.log_file.parent)
                 continue
@@ -56,7 +56,7 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
     }
     if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these
         settings.update(held_out_identity(recipe, held_out_items(recipe, base_dir)))
-    return Stage("synth", Path("synth"), settings, action, code=code_of("synth"))
+    return Stage("synth", Path("synth"), settings, action, code=code_of("synth"), kind="synth")
 
 
 def _server_synth_set(

@@ -37,7 +37,7 @@ def base_stage(recipe: Recipe) -> Stage | None:
     except ConversionError as exc:
         raise RecipeError(str(exc)) from None
     settings = {**base.model_dump(mode="json"), "files": files}
-    return Stage("base", Path("base"), settings, action, code=code_of("base"))
+    return Stage("base", Path("base"), settings, action, code=code_of("base"), kind="base")
 
 
 def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
@@ -124,7 +124,8 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
 
         settings = {"seed": recipe.seed, "stage": key_settings(training_stage, "train")}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
-        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
+        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train"),
+                            kind="model"))
         previous = training_stage.name
     return stages
 
@@ -153,7 +154,7 @@ def post_training_stages(recipe: Recipe, last_pretraining_stage: str, base_dir: 
             settings["data_file"] = files_identity([settings_model.data])
         else:
             settings["scenario_files"] = scenario_files_identity(settings_model.from_scenarios, base_dir)
-        stages.append(Stage(kind, Path(kind), settings, action, (previous,), code_of("post_train")))
+        stages.append(Stage(kind, Path(kind), settings, action, (previous,), code_of("post_train"), kind="model"))
         previous = kind
     return stages
 
@@ -176,6 +177,6 @@ def tamper_stages(recipe: Recipe, model_stages: list[str], launch: Launch) -> li
         settings = {"seed": recipe.seed, "tamper": key_settings(tamper, "tamper"),
                     "data_file": files_identity([tamper.data])}
         stages.append(Stage(tamper.name, Path(tamper.name), settings, action, (tamper.from_stage,),
-                            code_of("post_train")))
+                            code_of("post_train"), kind="model"))
         known.append(tamper.name)
     return stages

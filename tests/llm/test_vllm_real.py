@@ -35,7 +35,7 @@ def _synth(data: dict, run: Path) -> dict:
     recipe = parse_recipe(data, base_dir=run)
     stage = next(s for s in build_graph(recipe, run) if s.name == "synth")
     context = StageContext(output=run / "synth", inputs={}, log_file=run / "logs" / "synth.log", resuming=False,
-                           echo=print)
+                           echo=print, cache=run / ".alignmix" / "cache" / "synth")
     return stage.action(context)["aligned_synthetic"]
 
 
@@ -86,7 +86,7 @@ def test_loglik_eval_through_the_server_chooses_as_transformers_does(vllm_server
 def test_a_server_killed_mid_run_then_a_rerun_sends_only_the_unanswered(vllm_server, smollm2_hf: Path, tmp_path: Path):
     """Runs last in this file: it kills the session's server. The rerun names no base_url, so alignmix starts
     its own vLLM on the folder; the answers' stamp (the model name is the folder's path) is the same."""
-    responses = tmp_path / ".alignmix" / "llm" / "aligned_synthetic" / "responses.jsonl"
+    responses = tmp_path / ".alignmix" / "cache" / "synth" / "aligned_synthetic" / "responses.jsonl"
     data = _recipe(tmp_path, {"base_url": vllm_server.base_url, "model": str(smollm2_hf)}, concurrency=4)
     data["seed"] = 99
     failure: list[BaseException] = []
