@@ -20,6 +20,7 @@ from alignmix.cli.common import (
 )
 from alignmix.corpus.plan import CHARS_PER_TOKEN
 from alignmix.errors import AlignmixError
+from alignmix.outputs import EvalOutput
 from alignmix.run import eval_records
 
 
@@ -37,7 +38,7 @@ def run(
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
     for model, stage in eval_records(manifest).items():
-        results = json.loads((run_dir / stage["output"] / "results.json").read_text())
+        results = EvalOutput(run_dir / stage["output"]).results()
         rate = results["misalignment_rate"]
         console.print(f"misalignment rate, {model}: {rate['mean']:.3f} ± {rate['se']:.3f}"
                       f" (mean ± SE over {results['n_formats']} formats)")

@@ -22,6 +22,7 @@ from alignmix.cli.common import (
     run_recipe,
 )
 from alignmix.errors import AlignmixError
+from alignmix.outputs import ModelOutput
 from alignmix.run import Stage
 
 
@@ -81,7 +82,7 @@ def train(
     launch = launch_for(launcher, nodes, gpus_per_node)
     manifest = run_recipe(recipe, recipe_file, run_dir, launch, lambda stages: _with_dependencies(stages, stage))
     record = next(s for s in manifest["stages"] if s["name"] == stage)
-    console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
+    console.print(f"{stage}: {record['status']}; model: {ModelOutput(run_dir / stage).final}")
 
 
 def _slurm(recipe_file: Path, overrides: list[str], stage: str, run_dir: Path, nodes: int | None, gpus_per_node: int | None,

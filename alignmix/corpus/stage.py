@@ -9,13 +9,14 @@ from typing import Any
 from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.code_version import code_of
 from alignmix.hashing import file_sha256, files_identity
+from alignmix.outputs import Documents, documents_shards_under, shards_in
 from alignmix.recipe import Recipe, RecipeError, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios.recipe_sets import held_out_identity, held_out_items
 
 
 def source_shards(run_dir_output: Path) -> list[Path]:
-    return sorted((run_dir_output / "data").glob("*.jsonl.gz"))
+    return Documents(run_dir_output).shards()
 
 
 def corpus_stage(recipe: Recipe) -> Stage | None:
@@ -49,7 +50,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
         stats = {}
         for source in recipe.corpus.sources:
             if source.generate is not None:
-                files = sorted((ctx.inputs["corpus"] / source.name).glob("*.jsonl.gz"))
+                files = shards_in(ctx.inputs["corpus"] / source.name)
             else:
                 found = input_files(source.paths, SUFFIXES[source.format])
                 files = found.files
@@ -97,7 +98,7 @@ def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
         if recipe.tokenizer.path is not None:
             install_tokenizer(recipe.tokenizer.path, ctx.output)
             return {"tokenizer": str(recipe.tokenizer.path)}
-        shards = [f for name in upstream for f in sorted(ctx.inputs[name].rglob("data/*.jsonl.gz"))]
+        shards = [f for name in upstream for f in documents_shards_under(ctx.inputs[name])]
         train_bpe((row["text"] for row in read_jsonl_gz(shards)), recipe.tokenizer.vocab_size, ctx.output)
         return {"trained_bpe_vocab_size": recipe.tokenizer.vocab_size}
 

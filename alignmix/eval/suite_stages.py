@@ -8,6 +8,7 @@ from typing import Any
 
 from alignmix.code_version import code_of
 from alignmix.hashing import files_identity
+from alignmix.outputs import FINAL_DIR, ModelOutput
 from alignmix.recipe import EMSettings, PersonalitySettings, Recipe, key_settings
 from alignmix.run import Stage, StageContext
 
@@ -27,7 +28,8 @@ def em_stage(recipe: Recipe, settings: EMSettings, model_stage: str) -> Stage:
         human = load_human_labels(settings.human_labels) if settings.human_labels else None
         judges = [open_judge(spec) for spec in settings.all_judges]
         sampling = Sampling(max_tokens=settings.max_tokens, temperature=settings.temperature)
-        with answering_backend(str(ctx.inputs[model_stage] / "final"), f"{model_stage}/final") as backend:
+        model = ModelOutput(ctx.inputs[model_stage]).final
+        with answering_backend(str(model), f"{model_stage}/{FINAL_DIR}") as backend:
             results, rows = evaluate_em(backend, questions, judges, ctx.output, sampling, settings.samples,
                                         recipe.seed, settings.threshold, settings.coherence_threshold, human)
         results["skipped_questions"] = skipped
@@ -48,9 +50,9 @@ def personality_stage(recipe: Recipe, settings: PersonalitySettings, model_stage
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.eval.personality import evaluate_personality_model, load_items, write_personality
 
-        folder = ctx.inputs[model_stage] / "final"
+        folder = ModelOutput(ctx.inputs[model_stage]).final
         results, rows = evaluate_personality_model(
-            str(folder), load_items(settings.items), personas, settings.mode == "letter", f"{model_stage}/final",
+            str(folder), load_items(settings.items), personas, settings.mode == "letter", f"{model_stage}/{FINAL_DIR}",
             settings.max_tokens, responses=ctx.output / "responses.jsonl", chat=chat)
         write_personality(ctx.output, results, rows)
         return {"per_trait": results["per_trait"]}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alignmix.code_version import code_of
+from alignmix.outputs import Documents, EvalOutput, Mixture, ModelOutput
 from alignmix.recipe import Recipe
 from alignmix.run import Graph, Stage, StageContext
 
@@ -18,7 +19,7 @@ def report_stage(recipe: Recipe, graph: Graph) -> Stage:
     title = recipe.report.title or f"alignmix run: {recipe.name}"
 
     def suite_results(inputs: dict[str, Path]) -> dict[str, dict[str, Path]]:
-        return {suite: {model: inputs[stage.name] / "results.json" for model, stage in found.items()}
+        return {suite: {model: EvalOutput(inputs[stage.name]).results_path for model, stage in found.items()}
                 for suite, found in suites.items()}
 
     def action(ctx: StageContext) -> dict[str, Any]:
@@ -26,18 +27,17 @@ def report_stage(recipe: Recipe, graph: Graph) -> Stage:
 
         render_report(
             title=title,
-            tag_stats={s.name: ctx.inputs["tag"] / s.name / "stats.json" for s in recipe.corpus.sources},
-            synth_stats=ctx.inputs["synth"] / "stats.json" if "synth" in ctx.inputs else None,
-            mixture_manifests={
-                s.name: ctx.inputs[f"mix/{s.name}"] / "mixture_manifest.json" for s in recipe.stages
-            },
+            tag_stats={s.name: Documents(ctx.inputs["tag"] / s.name).stats_path for s in recipe.corpus.sources},
+            synth_stats=Documents(ctx.inputs["synth"]).stats_path if "synth" in ctx.inputs else None,
+            mixture_manifests={s.name: Mixture(ctx.inputs[f"mix/{s.name}"]).manifest_path for s in recipe.stages},
             training_metrics={
                 name: metrics for name in trained
-                for metrics in sorted((ctx.inputs[name] / "logs").rglob("metrics.csv"))[-1:]
+                if (metrics := ModelOutput(ctx.inputs[name]).latest_metrics()) is not None
             },
-            eval_results={model: ctx.inputs[stage.name] / "results.json" for model, stage in evals.items()},
+            eval_results={model: EvalOutput(ctx.inputs[stage.name]).results_path for model, stage in evals.items()},
             out_file=ctx.output,
-            exposures={s.name: ctx.inputs[s.name] / "exposure.json" for s in recipe.stages if s.name in ctx.inputs},
+            exposures={s.name: ModelOutput(ctx.inputs[s.name]).exposure_path for s in recipe.stages
+                       if s.name in ctx.inputs},
             tampering={t.name: t.from_stage for t in recipe.tamper},
             suite_results=suite_results(ctx.inputs),
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from alignmix.code_version import code_of
+from alignmix.outputs import Documents
 from alignmix.recipe import Recipe, SynthSet, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import Scenario, training_split
@@ -41,12 +41,12 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
                 grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
                 synth_set.name, recipe.seed,
             )
-            written = write_jsonl_gz(ctx.output / synth_set.name / "data" / "00000.jsonl.gz", rows)
+            written = write_jsonl_gz(Documents(ctx.output / synth_set.name).shard(0), rows)
             stats[synth_set.name] = {
                 "generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(grounded),
                 "held_out_scenarios_excluded": len(scenarios) - len(grounded), "documents": written,
             }
-        (ctx.output / "stats.json").write_text(json.dumps(stats, indent=2))
+        Documents(ctx.output).write_stats(stats)
         return stats
 
     settings = {

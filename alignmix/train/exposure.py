@@ -17,11 +17,13 @@ from typing import Any
 
 from loguru import logger
 
+from alignmix.outputs import METRICS_FILE, Mixture, ModelOutput
+
 
 def samples_seen(stage_dir: Path) -> int | None:
     """The samples litgpt's training loop consumed, from its CSV metrics (None when it logged none)."""
     seen = None
-    for metrics in sorted(stage_dir.glob("logs/csv/version_*/metrics.csv")):
+    for metrics in sorted(stage_dir.glob(f"logs/csv/version_*/{METRICS_FILE}")):
         with metrics.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 if row.get("samples"):
@@ -71,8 +73,8 @@ def write_exposure(stage_dir: Path, mixture_dir: Path, micro_batch_size: int) ->
     seen = samples_seen(stage_dir)
     if seen is None:
         return None
-    record = exposure(json.loads((mixture_dir / "mixture_manifest.json").read_text()), seen, micro_batch_size)
-    (stage_dir / "exposure.json").write_text(json.dumps(record, indent=2))
+    record = exposure(dict(Mixture(mixture_dir).manifest()), seen, micro_batch_size)
+    ModelOutput(stage_dir).exposure_path.write_text(json.dumps(record, indent=2))
     if record["warning"]:
         logger.warning(f"stage '{record['stage']}': {record['warning']}")
     return record

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from alignmix.outputs import ModelOutput
 from alignmix.recipe import DPOSettings, SFTSettings, TamperStage
 from alignmix.scenarios import Scenario
 from alignmix.train.chat import install_chat_tokenizer
@@ -59,7 +60,8 @@ def run_post_training(
         run_logged(command, log_file, kind, shown)
     finally:
         shown.close()
-    with (out_dir / "logs" / "metrics.csv").open() as handle:
+    with ModelOutput(out_dir).metrics_path.open() as handle:
         last = list(csv.DictReader(handle))[-1]
-    return {"resumed_from": resumed.parent.name if resumed else None, "final_checkpoint": str(out_dir / "final"),
+    final = ModelOutput(out_dir).final
+    return {"resumed_from": resumed.parent.name if resumed else None, "final_checkpoint": str(final),
             "steps": int(last["step"]), "final_metrics": {k: float(v) for k, v in last.items() if v and k != "step"}}

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from alignmix.checkpoints.weights import lit_weights, refuse_non_finite
+from alignmix.outputs import ModelOutput
 from alignmix.train.litgpt_config import TrainConfigError
 from alignmix.train.post_job import PostTrainJob, read_job
 from alignmix.train.step_checkpoints import write_sha256
@@ -91,7 +92,7 @@ def merged_lora_weights(config: Any, job: PostTrainJob, weights: dict[str, torch
 
 
 def latest_state(out_dir: Path) -> Path | None:
-    states = sorted(out_dir.glob("step-*/state.pth"))
+    states = [step / "state.pth" for step in ModelOutput(out_dir).steps() if (step / "state.pth").exists()]
     return states[-1] if states else None
 
 
@@ -218,7 +219,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
     if resumed is not None:
         fabric.print(f"Resuming {job.stage} from {resumed.parent.name}")
         fabric.load(resumed, state, weights_only=True)
-    log = MetricsLog(out_dir / "logs" / "metrics.csv", state["step"]) if fabric.global_rank == 0 else None
+    log = MetricsLog(ModelOutput(out_dir).metrics_path, state["step"]) if fabric.global_rank == 0 else None
     last: dict[str, float] = {}
     for step in range(state["step"], len(plan)):
         lr = learning_rate(step, len(plan), warmup, settings.lr, settings.min_lr)
@@ -246,7 +247,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
             fabric.save(saved, state)
             if fabric.global_rank == 0 and saved.is_file():  # a sharded state is a folder, and not hashed
                 write_sha256(saved)
-    final = out_dir / "final"
+    final = ModelOutput(out_dir).final
     weights = full_state_dict(fabric, model)
     if job.lora is not None and weights:  # rank 0 holds the whole model
         weights = merged_lora_weights(config, job, weights)

@@ -8,6 +8,7 @@ from typing import Any
 
 from alignmix.code_version import code_of
 from alignmix.hashing import files_identity
+from alignmix.outputs import ModelOutput
 from alignmix.recipe import POST_TRAINING, ModelSpec, Recipe, RecipeError, TrainingStage, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import training_split
@@ -108,7 +109,7 @@ def training_stages(recipe: Recipe, launch: Launch) -> list[Stage]:
             if previous is None:
                 start = None
             else:  # the converted base folder itself, or an earlier stage's final weights
-                start = ctx.inputs[previous] if previous == "base" else ctx.inputs[previous] / "final"
+                start = ctx.inputs[previous] if previous == "base" else ModelOutput(ctx.inputs[previous]).final
             files = StageFiles(
                 data_dir=ctx.inputs[f"mix/{training_stage.name}"], tokenizer_dir=ctx.inputs["tokenizer"],
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
@@ -145,7 +146,7 @@ def post_training_stages(recipe: Recipe, last_pretraining_stage: str, base_dir: 
             spec = settings_model.from_scenarios
             scenarios = training_split(recipe_scenarios(recipe, spec, base_dir)) if spec else []
             return run_post_training(
-                kind, settings_model, ctx.inputs[previous] / "final", ctx.output, recipe.seed, scenarios,
+                kind, settings_model, ModelOutput(ctx.inputs[previous]).final, ctx.output, recipe.seed, scenarios,
                 ctx.log_file, launch,
             )
 
@@ -171,8 +172,8 @@ def tamper_stages(recipe: Recipe, model_stages: list[str], launch: Launch) -> li
         def action(ctx: StageContext, tamper=tamper) -> dict[str, Any]:
             from alignmix.train.post_stage import run_post_training
 
-            return run_post_training("sft", tamper, ctx.inputs[tamper.from_stage] / "final", ctx.output, recipe.seed,
-                                     [], ctx.log_file, launch)
+            start = ModelOutput(ctx.inputs[tamper.from_stage]).final
+            return run_post_training("sft", tamper, start, ctx.output, recipe.seed, [], ctx.log_file, launch)
 
         settings = {"seed": recipe.seed, "tamper": key_settings(tamper, "tamper"),
                     "data_file": files_identity([tamper.data])}
