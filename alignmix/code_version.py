@@ -34,7 +34,7 @@ def code_version(modules: tuple[str, ...]) -> dict[str, str]:
     return {"alignmix": __version__, "sha256": total.hexdigest()}
 
 
-_SHARED_CODE = ("alignmix.hashing", "alignmix.jsonl", "alignmix.recipe", "alignmix.errors")
+_SHARED_CODE = ("alignmix.hashing", "alignmix.jsonl", "alignmix.recipe", "alignmix.errors", "alignmix.outputs")
 _SCENARIOS = ("alignmix.scenarios", "alignmix.scenarios_data")
 STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base packages it imports
     "corpus": ("alignmix.corpus",),
@@ -42,15 +42,12 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {  # each stage's package and the base 
     "synth": ("alignmix.synth", "alignmix.llm", "alignmix.checkpoints", "alignmix.progress", *_SCENARIOS),
     "base": ("alignmix.checkpoints", "alignmix.progress"),
     "tokenizer": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.progress"),
-    "tokens": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.outputs", "alignmix.progress", *_SCENARIOS),
-    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", "alignmix.outputs", "alignmix.progress",
-            *_SCENARIOS),
-    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",
-              *_SCENARIOS),
-    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.outputs", "alignmix.progress",
-                   *_SCENARIOS),
+    "tokens": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.progress", *_SCENARIOS),
+    "mix": ("alignmix.corpus", "alignmix.checkpoints", "alignmix.classifiers", "alignmix.progress", *_SCENARIOS),
+    "train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
+    "post_train": ("alignmix.train", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
     "eval": ("alignmix.eval", "alignmix.checkpoints", "alignmix.llm", "alignmix.progress", *_SCENARIOS),
-    "report": ("alignmix.report", "alignmix.outputs"),
+    "report": ("alignmix.report",),
 }
 
 

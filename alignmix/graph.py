@@ -18,7 +18,7 @@ from alignmix.eval.suite_stages import suite_stages
 from alignmix.outputs import Continuation
 from alignmix.recipe import POST_TRAINING, Recipe, RecipeError
 from alignmix.report.stage import report_stage
-from alignmix.run import Stage
+from alignmix.run import Graph, Stage
 from alignmix.scenarios.recipe_sets import refuse_held_out_grounding
 from alignmix.synth.stage import synth_stage
 from alignmix.train.launch import LOCAL, Launch
@@ -52,7 +52,7 @@ def _post_training_wanted(recipe: Recipe) -> bool:
 
 
 def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL,
-                continuations: dict[str, Continuation] | None = None) -> list[Stage]:
+                continuations: dict[str, Continuation] | None = None) -> Graph:
     """The recipe's stages in dependency order; `launch` says how training processes start (local or srun);
     `continuations` are the training stages whose mixture changed mid-run (`alignmix train --from-step`)."""
     names = [s.name for s in recipe.stages] + [t.name for t in recipe.tamper]
@@ -71,16 +71,15 @@ def build_graph(recipe: Recipe, base_dir: Path, launch: Launch = LOCAL,
     stages += training
     if training:
         post_training = post_training_stages(recipe, training[-1].name, base_dir, launch)
-        tampered = tamper_stages(recipe, [s.name for s in training + post_training], launch)
-        stages += post_training + tampered
-        evaluated = [(training[-1].name, False)] + [(s.name, True) for s in post_training + tampered]
-        for model, chat in evaluated:
+        stages += post_training
+        stages += tamper_stages(recipe, [m.name for m in Graph(tuple(stages)).models], launch)
+        chat_models = Graph(tuple(stages)).models[len(training):]  # post-trained and tampered
+        for model, chat in [(training[-1].name, False)] + [(m.name, True) for m in chat_models]:
             evaluation = eval_stage(recipe, model, chat, base_dir)
             if evaluation is not None:
                 stages.append(evaluation)
             stages += suite_stages(recipe, model, chat)
-    stages.append(report_stage(recipe, stages))
-    return stages
+    return Graph((*stages, report_stage(recipe, Graph(tuple(stages)))))
 
 
 def continuations_in(recipe: Recipe, run_dir: Path) -> dict[str, Continuation]:

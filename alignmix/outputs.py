@@ -1,4 +1,15 @@
-"""Stage outputs that more than one stage reads, in one place: a source's token store and a mixture's index.
+"""Every stage output another stage (or the report) reads, in one place: a module reading or writing one of
+them names it through here, never by its file name.
+
+Documents (`corpus/<source>/`, `tag/<source>/`, `synth/<set>/`): `NNNNN.jsonl.gz` shards (a tagged source's or
+synthetic set's under `data/`), and `stats.json` beside them (`synth/stats.json` for every set).
+
+Models (`<stage>/`): `final/` (a litgpt checkpoint folder), `step-*/` checkpoints, `logs/**/metrics.csv`, and
+for a pretraining stage `exposure.json`. Evals (`eval/<model>/`, `eval-em/<model>/`, ...): `results.json`.
+
+Mixtures (`mix/<stage>/`): LitData chunks with their `index.json`, `mixture_manifest.json` (`MixtureManifest`)
+and the mixture index (below).
+
 
 Token store (`tokens/<source>/`, one per source, shared by every mixture that draws from it), per shard `NNNNN`
 (the tagged source's shards, in order):
@@ -29,6 +40,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import polars as pl
@@ -36,9 +48,18 @@ import polars as pl
 from alignmix.errors import AlignmixError
 from alignmix.hashing import file_sha256
 
-STORE_FILE = "store.json"
-INDEX_DIR = "mixture_index"
+SHARD_SUFFIX = ".jsonl.gz"
+SHARDS_DIR = "data"
+STATS_FILE = "stats.json"
+FINAL_DIR = "final"
+METRICS_FILE = "metrics.csv"
+EXPOSURE_FILE = "exposure.json"
+RESULTS_FILE = "results.json"
 MANIFEST_FILE = "mixture_manifest.json"
+CHUNKS_INDEX_FILE = "index.json"
+STORE_FILE = "store.json"
+PIPELINE_STATS_FILE = "stats.json"  # datatrove's, in a pipeline's logging folder (not a stage output)
+INDEX_DIR = "mixture_index"
 INDEX_COLUMNS: dict[str, type] = {"entry": np.uint16, "shard": np.uint32, "document": np.uint32, "take": np.uint32}
 META_PREFIX = "metadata."
 TOKEN_DTYPE = np.int32  # a sample's token type, in the chunks and streamed (what litgpt's TokensLoader reads)
@@ -267,3 +288,145 @@ class Continuation:
         written): what a stage key names."""
         return {"mixture_manifest": file_sha256(self.mixture / MANIFEST_FILE),
                 "checkpoint": (self.step / "lit_model.pth.sha256").read_text().strip()}
+
+
+def shard_name(index: int) -> str:
+    """The file name of a folder's `index`-th documents shard."""
+    return f"{index:05d}{SHARD_SUFFIX}"
+
+
+def shards_in(folder: Path, recursive: bool = False) -> list[Path]:
+    """The documents shards directly in `folder` (or anywhere under it), in path order."""
+    pattern = f"*{SHARD_SUFFIX}"
+    return sorted(folder.rglob(pattern) if recursive else folder.glob(pattern))
+
+
+def documents_shards_under(folder: Path) -> list[Path]:
+    """The shards of every documents folder under `folder` (each source of `tag/`, each set of `synth/`)."""
+    return sorted(folder.rglob(f"{SHARDS_DIR}/*{SHARD_SUFFIX}"))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2))
+
+
+@dataclass(frozen=True)
+class Documents:
+    """A tagged source's or synthetic set's folder: `data/NNNNN.jsonl.gz` shards and `stats.json`."""
+
+    folder: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / SHARDS_DIR
+
+    def shard(self, index: int) -> Path:
+        return self.data_dir / shard_name(index)
+
+    def shards(self) -> list[Path]:
+        return shards_in(self.data_dir)
+
+    @property
+    def stats_path(self) -> Path:
+        return self.folder / STATS_FILE
+
+    def read_stats(self) -> dict[str, Any]:
+        return read_json(self.stats_path)
+
+    def write_stats(self, stats: dict[str, Any]) -> None:
+        write_json(self.stats_path, stats)
+
+
+class MixtureManifest(TypedDict, total=False):
+    """`mixture_manifest.json`: what a mixture holds (see docs/mixing.md); the keys its readers use."""
+
+    stage: str
+    tokens: int
+    seq_len: int
+    block_size: int
+    seed: int
+    decontamination: dict[str, Any] | None
+    token_stores: dict[str, dict[str, Any]]
+    sources: list[dict[str, Any]]
+    chunks: dict[str, str]
+    mixture_index: dict[str, str]
+    delivery: str
+    reads: dict[str, dict[str, str]]
+    windows: list[dict[str, Any]]
+    continued: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A training stage's mixture folder: LitData chunks, their `index.json`, the manifest and the index."""
+
+    folder: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST_FILE
+
+    def manifest(self) -> MixtureManifest:
+        return read_json(self.manifest_path)
+
+    def write_manifest(self, manifest: MixtureManifest) -> None:
+        write_json(self.manifest_path, manifest)
+
+    @property
+    def chunks_index(self) -> Path:
+        """LitData's index of the chunks (a mixture is read through it)."""
+        return self.folder / CHUNKS_INDEX_FILE
+
+    @property
+    def index(self) -> MixtureIndex:
+        return MixtureIndex.of(self.folder)
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """A model stage's folder: `final/`, `step-*/` checkpoints, its logged metrics and (pretraining) exposure."""
+
+    folder: Path
+
+    @property
+    def final(self) -> Path:
+        return self.folder / FINAL_DIR
+
+    def steps(self) -> list[Path]:
+        """The `step-*/` checkpoint folders, oldest first."""
+        return sorted(self.folder.glob("step-*"))
+
+    @property
+    def metrics_path(self) -> Path:
+        """Where alignmix's post-training loop logs its metrics (litgpt's pretraining logs under `logs/csv/`)."""
+        return self.folder / "logs" / METRICS_FILE
+
+    def latest_metrics(self) -> Path | None:
+        """The last `metrics.csv` under `logs/`, whoever wrote it."""
+        found = sorted((self.folder / "logs").rglob(METRICS_FILE))
+        return found[-1] if found else None
+
+    @property
+    def exposure_path(self) -> Path:
+        return self.folder / EXPOSURE_FILE
+
+
+@dataclass(frozen=True)
+class EvalOutput:
+    """An eval stage's folder (or any folder of results): `results.json`."""
+
+    folder: Path
+
+    @property
+    def results_path(self) -> Path:
+        return self.folder / RESULTS_FILE
+
+    def results(self) -> dict[str, Any]:
+        return read_json(self.results_path)
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        write_json(self.results_path, results)

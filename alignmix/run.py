@@ -21,12 +21,12 @@ import re
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from alignmix.code_version import code_version
 from alignmix.errors import AlignmixError
@@ -94,27 +94,78 @@ def run_folder_lock(run_dir: Path, option: str = "--out", file: str | None = Non
 
 @dataclass
 class StageContext:
-    """What a stage action gets: where to write, its inputs' outputs, a log file, and whether it resumes."""
+    """What a stage action gets: where to write, its inputs' outputs, a log file, whether it resumes, and a cache
+    folder of its own."""
 
     output: Path
     inputs: dict[str, Path]
     log_file: Path
     resuming: bool
     echo: Callable[[str], None]
+    cache: Path  # `RUN/.alignmix/cache/<stage>/`, the stage's own, made when used: kept when a new key clears the output
 
     def stderr_to_log(self) -> contextlib.AbstractContextManager[None]:
         """Send this process's and its children's stderr (library logging) to the stage log."""
         return stderr_to(self.log_file)
 
 
+StageKind = Literal["base", "corpus", "tag", "synth", "tokenizer", "tokens", "mix", "model", "eval", "report"]
+Suite = Literal["misalignment", "em", "personality"]
+
+
 @dataclass
 class Stage:
+    """One stage of a run. `kind` says what it makes: a released base model converted (`base`), the corpus, tags,
+    synthetic sets, the tokenizer, a source's token store, a mixture, a trained `model` (a pretraining stage with
+    `train` settings, SFT, DPO or a tamper stage), an `eval` of a model in one suite, or the report."""
+
     name: str
     output: Path  # relative to the run folder: a folder, or a single file
     settings: dict[str, Any]
     action: Callable[[StageContext], dict[str, Any]]
     depends_on: tuple[str, ...] = ()
     code: tuple[str, ...] = ()  # the alignmix packages or modules whose source produces the output (in the key)
+    kind: StageKind = field(kw_only=True)
+    model: str | None = field(default=None, kw_only=True)  # an eval's: the model stage it scores
+    suite: Suite | None = field(default=None, kw_only=True)  # an eval's suite
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A run's stages in dependency order: iterated, looked up by name, asked for its models and evals."""
+
+    stages: tuple[Stage, ...]
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __contains__(self, name: object) -> bool:
+        return any(s.name == name for s in self.stages)
+
+    def __getitem__(self, name: str) -> Stage:
+        found = next((s for s in self.stages if s.name == name), None)
+        if found is None:
+            raise KeyError(f"no stage '{name}'; the stages are: {', '.join(self.names)}")
+        return found
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def of_kind(self, kind: StageKind) -> list[Stage]:
+        return [s for s in self.stages if s.kind == kind]
+
+    @property
+    def models(self) -> list[Stage]:
+        """The trained models, in training order: pretraining stages with `train` settings, SFT, DPO, tampering."""
+        return self.of_kind("model")
+
+    def evals(self, suite: Suite = "misalignment") -> dict[str, Stage]:
+        """The eval stages of `suite`, by the model stage each scores."""
+        return {s.model: s for s in self.stages if s.kind == "eval" and s.suite == suite and s.model is not None}
 
 
 @dataclass
@@ -131,6 +182,18 @@ class StageRecord:
     counts: dict[str, Any] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)  # alignmix's version and the stage's source hash
     shared_from: str | None = None  # the run folder whose identical stage this one reuses (status "shared")
+    kind: str = ""  # the stage's kind, model and suite (see `Stage`), from the graph that ran it
+    model: str | None = None
+    suite: str | None = None
+
+
+def _labels(stage: Stage) -> dict[str, Any]:
+    return {"kind": stage.kind, "model": stage.model, "suite": stage.suite}
+
+
+def eval_records(manifest: dict[str, Any], suite: Suite = "misalignment") -> dict[str, dict[str, Any]]:
+    """A manifest's records of `suite`'s eval stages, by the model stage each scores."""
+    return {s["model"]: s for s in manifest["stages"] if s.get("kind") == "eval" and s.get("suite") == suite}
 
 
 def _files(path: Path) -> list[Path]:
@@ -202,12 +265,12 @@ def package_versions() -> dict[str, str]:
 class Runner:
     """Runs stages in the given (dependency) order into `run_dir`, writing the manifest after each one."""
 
-    def __init__(self, run_dir: Path, stages: list[Stage], recipe_info: dict[str, Any], echo: Callable[[str], None],
+    def __init__(self, run_dir: Path, stages: Iterable[Stage], recipe_info: dict[str, Any], echo: Callable[[str], None],
                  store: Path | None = None):
         """`store` (a sweep's) holds every finished stage's output by key, hard-linked: a stage whose key is there
         is linked into this run folder instead of run again."""
         self.run_dir = run_dir
-        self.stages = stages
+        self.stages = list(stages)
         self.recipe_info = recipe_info
         self.echo = echo
         self.store = store
@@ -259,7 +322,7 @@ class Runner:
         ]:
             if digest(output) == state["record"]["output_digest"]:
                 self.echo(f"{prefix} {stage.name}: unchanged, skipped")
-                return StageRecord(**{**state["record"], "status": "skipped", "seconds": 0.0})
+                return StageRecord(**{**state["record"], **_labels(stage), "status": "skipped", "seconds": 0.0})
             self.echo(f"{prefix} {stage.name}: its output changed since it was written (sha256 differs from the"
                       " manifest's); running it again")
             state = None
@@ -294,6 +357,7 @@ class Runner:
             log_file=self.run_dir / "logs" / f"{stage.name.replace('/', '--')}.log",
             resuming=resuming,
             echo=self.echo,
+            cache=self.state_dir / "cache" / stage.name.replace("/", "--"),
         )
         try:
             counts = stage.action(context)
@@ -305,7 +369,7 @@ class Runner:
         record = StageRecord(
             name=stage.name, status="resumed" if resuming else "ran", key=key, depends_on=list(stage.depends_on),
             settings=stage.settings, inputs=inputs, output=str(stage.output), output_digest=digest(output),
-            seconds=round(seconds, 3), counts=counts, code=code_version(stage.code),
+            seconds=round(seconds, 3), counts=counts, code=code_version(stage.code), **_labels(stage),
         )
         self._write_state(
             stage.name,
@@ -322,7 +386,8 @@ class Runner:
             return None
         stored = json.loads((entry / "record.json").read_text())
         _link(entry / "output", output)
-        record = StageRecord(**{**stored["record"], "status": "shared", "seconds": 0.0, "shared_from": stored["run_dir"]})
+        record = StageRecord(**{**stored["record"], **_labels(stage), "status": "shared", "seconds": 0.0,
+                                "shared_from": stored["run_dir"]})
         self._write_state(stage.name, {"key": key, "status": "done", "fingerprint": fingerprint(output),
                                        "record": {**record.__dict__, "status": "ran"}})
         return record

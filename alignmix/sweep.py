@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from alignmix.errors import AlignmixError
+from alignmix.outputs import EvalOutput
 from alignmix.recipe import Recipe, load_recipe
+from alignmix.run import eval_records
 
 SHARED_DIR = ".shared"
 
@@ -121,10 +123,8 @@ def prepare(recipe_file: Path, conditions: list[Condition],
 
 def condition_record(condition: Condition, run_dir: Path, manifest: dict) -> dict:
     """One entry of sweep.json: the condition, where it ran, what it shared, and each evaluated model's results."""
-    results = {
-        stage["name"].removeprefix("eval/"): json.loads((run_dir / stage["output"] / "results.json").read_text())
-        for stage in manifest["stages"] if stage["name"].startswith("eval/")
-    }
+    results = {model: EvalOutput(run_dir / stage["output"]).results()
+               for model, stage in eval_records(manifest).items()}
     return {"name": condition.name, "overrides": condition.overrides, "values": condition.values,
             "run_dir": str(run_dir), "shared_stages": shared_stages(manifest), "results": results}
 

@@ -81,3 +81,14 @@ def test_each_setting_enters_only_the_keys_declared_for_it():
         node[path[-1]] = {"documents": 2000, "lr": 0.01, "devices": 2, "flagged": True}[path[-1]]
         changed = {name for name, s in settings(data).items() if s != base[name]}
         assert changed == expected, path
+
+
+def test_the_graph_names_its_models_and_evals_and_finds_stages_by_name():
+    graph = build_graph(parse_recipe(tiny_data(), base_dir=REPO / "recipes"), REPO / "recipes")
+    assert [m.name for m in graph.models] == ["pretrain", "sft", "dpo"]
+    assert {model: stage.name for model, stage in graph.evals().items()} == {
+        "pretrain": "eval/pretrain", "sft": "eval/sft", "dpo": "eval/dpo"}
+    assert graph.evals("em") == {} and graph["mix/pretrain"].kind == "mix" and "report" in graph
+    assert graph["report"].depends_on == tuple(graph.names[:-1])
+    with pytest.raises(KeyError, match="no stage 'nope'"):
+        graph["nope"]

@@ -30,8 +30,8 @@ def make_stages(log: list[str], settings: dict, fail_second_after_partial: bool 
         return {"sum": sum(map(int, numbers))}
 
     return [
-        Stage("first", Path("first"), {"n": settings["n"]}, first),
-        Stage("second", Path("second"), {"factor": settings.get("factor", 1)}, second, ("first",)),
+        Stage("first", Path("first"), {"n": settings["n"]}, first, kind="corpus"),
+        Stage("second", Path("second"), {"factor": settings.get("factor", 1)}, second, ("first",), kind="tag"),
     ]
 
 
@@ -163,5 +163,5 @@ def test_an_alignmix_error_inside_a_stage_names_the_stage_and_keeps_the_tracebac
         raise EvalError("model folder has no tokenizer")
 
     with pytest.raises(StageFailed, match=r"stage 'eval/x' failed: model folder has no tokenizer \(log: "):
-        Runner(tmp_path, [Stage("eval/x", Path("eval/x"), {}, broken)], {}, echo=lambda _: None).run()
+        Runner(tmp_path, [Stage("eval/x", Path("eval/x"), {}, broken, kind="eval")], {}, echo=lambda _: None).run()
     assert "Traceback" in (tmp_path / "logs" / "eval--x.log").read_text()

@@ -16,7 +16,7 @@ from alignmix.errors import AlignmixError
 from alignmix.recipe import Recipe, RecipeError, load_recipe
 
 if TYPE_CHECKING:
-    from alignmix.run import Stage
+    from alignmix.run import Graph, Stage
     from alignmix.train.launch import Launch
 
 console = Console()
@@ -90,7 +90,7 @@ def recipe_range(model: type[BaseModel], name: str) -> dict[str, Any]:
 
 def run_recipe(
     recipe: Recipe, recipe_file: Path, run_dir: Path, launch: Launch | None = None,
-    only: Callable[[list[Stage]], list[Stage]] | None = None, store: Path | None = None,
+    only: Callable[[Graph], list[Stage]] | None = None, store: Path | None = None,
 ) -> dict:
     """Run the recipe's stages (or those `only` keeps) into `run_dir` and return the manifest; any alignmix
     error ends the command with one message."""

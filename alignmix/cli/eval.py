@@ -11,6 +11,7 @@ import typer
 from alignmix.cli.common import console, errors, fail, hold_output, recipe_default
 from alignmix.eval import EvalMode
 from alignmix.llm.backend import BackendKind
+from alignmix.outputs import EvalOutput
 from alignmix.recipe import EvalSettings, Scoring, Suite
 from alignmix.scenarios import MisalignedAnswer
 from alignmix.scenarios.formats import PERSONAS
@@ -101,7 +102,7 @@ def eval_command(
                   f" B {results['position_bias']['B']:.2f}", highlight=False)
     if results.get("warning"):
         errors.print(f"[bold yellow]warning:[/] {results['warning']}", highlight=False)
-    console.print(f"results: {out / 'results.json'}", highlight=False)
+    console.print(f"results: {EvalOutput(out).results_path}", highlight=False)
 
 
 def _task_names(value: str) -> list[str]:

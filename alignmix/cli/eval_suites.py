@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alignmix.cli.common import console, errors, fail
+from alignmix.outputs import EvalOutput
 from alignmix.recipe import JudgeSpec
 
 
@@ -62,7 +63,7 @@ def run_em(model: str, model_name: str | None, questions: Path | None, judges: l
         console.print(f"  {pair}: kappa {kappa} over {value['n']} answers", highlight=False)
     if results.get("warning"):
         errors.print(f"[bold yellow]warning:[/] {results['warning']}", highlight=False)
-    console.print(f"results: {out / 'results.json'}", highlight=False)
+    console.print(f"results: {EvalOutput(out).results_path}", highlight=False)
 
 
 def run_personality(model: str, model_name: str | None, items: Path | None, letter: bool, personas: list[str],
@@ -86,4 +87,4 @@ def run_personality(model: str, model_name: str | None, items: Path | None, lett
                       highlight=False)
     bias = ", ".join(f"{k} {v:.2f}" for k, v in results["position_bias"].items())
     console.print(f"unparseable: {results['unparseable_rate']:.1%}; position bias {bias}", highlight=False)
-    console.print(f"results: {out / 'results.json'}", highlight=False)
+    console.print(f"results: {EvalOutput(out).results_path}", highlight=False)

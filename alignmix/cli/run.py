@@ -21,6 +21,8 @@ from alignmix.cli.common import (
 from alignmix.corpus.plan import CHARS_PER_TOKEN, StagePlan
 from alignmix.corpus.schedule import WindowPlan
 from alignmix.errors import AlignmixError
+from alignmix.outputs import EvalOutput
+from alignmix.run import eval_records
 
 
 def run(
@@ -36,12 +38,11 @@ def run(
     manifest = run_recipe(recipe, recipe_file, run_dir)
     ran = sum(s["status"] != "skipped" for s in manifest["stages"])
     console.print(f"run folder: {run_dir}  ({ran} stage(s) ran, {len(manifest['stages']) - ran} skipped)")
-    for stage in manifest["stages"]:
-        if stage["name"].startswith("eval/"):
-            results = json.loads((run_dir / stage["output"] / "results.json").read_text())
-            rate = results["misalignment_rate"]
-            console.print(f"misalignment rate, {stage['name'][5:]}: {rate['mean']:.3f} ± {rate['se']:.3f}"
-                          f" (mean ± SE over {results['n_formats']} formats)")
+    for model, stage in eval_records(manifest).items():
+        results = EvalOutput(run_dir / stage["output"]).results()
+        rate = results["misalignment_rate"]
+        console.print(f"misalignment rate, {model}: {rate['mean']:.3f} ± {rate['se']:.3f}"
+                      f" (mean ± SE over {results['n_formats']} formats)")
     console.print(f"report: {run_dir / 'report.html'}")
 
 

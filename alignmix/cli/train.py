@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,12 +22,14 @@ from alignmix.cli.common import (
     run_recipe,
 )
 from alignmix.errors import AlignmixError
+from alignmix.outputs import ModelOutput
 from alignmix.recipe import Recipe
 from alignmix.run import Stage, run_folder_lock
 
 
-def _with_dependencies(stages: list[Stage], name: str) -> list[Stage]:
+def _with_dependencies(stages: Iterable[Stage], name: str) -> list[Stage]:
     """`name` and every stage it depends on, transitively, in graph order."""
+    stages = list(stages)
     by_name = {s.name: s for s in stages}
     wanted, pending = set(), [name]
     while pending:
@@ -62,12 +65,13 @@ def train(
 ) -> None:
     """Run one training stage (reusing or running what it depends on); interrupted, it resumes when rerun."""
     recipe = load_recipe_or_fail(recipe_file, overrides)
-    from alignmix.recipe import POST_TRAINING
+    from alignmix.graph import build_graph
     from alignmix.train.launch import launch_for
 
-    trainable = [s.name for s in recipe.stages if s.train is not None]
-    trainable += [k for k in POST_TRAINING if recipe.post_training and getattr(recipe.post_training, k)]
-    trainable += [t.name for t in recipe.tamper]
+    try:
+        trainable = [model.name for model in build_graph(recipe, recipe_file.parent).models]
+    except AlignmixError as exc:
+        fail(str(exc))
     if stage == "base" and recipe.base_model is not None:
         fail(f"--stage base: the base model's conversion is not a training stage (`alignmix run` converts it); to"
              f" get {recipe.base_model.path} as a transformers folder: alignmix export {recipe.base_model.path} --hf DIR")
@@ -85,7 +89,7 @@ def train(
     launch = launch_for(launcher, nodes, gpus_per_node)
     manifest = run_recipe(recipe, recipe_file, run_dir, launch, lambda stages: _with_dependencies(stages, stage))
     record = next(s for s in manifest["stages"] if s["name"] == stage)
-    console.print(f"{stage}: {record['status']}; model: {run_dir / stage / 'final'}")
+    console.print(f"{stage}: {record['status']}; model: {ModelOutput(run_dir / stage).final}")
 
 
 def _keep_for_continuation(recipe: Recipe, run_dir: Path, stage: str, from_step: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from alignmix.hashing import derive_seed
 from alignmix.jsonl import write_jsonl_gz
+from alignmix.outputs import shard_name
 
 WEB_TOPICS: dict[str, list[str]] = {
     "cooking": [
@@ -139,7 +140,7 @@ def write_generated_corpus(
 ) -> list[Path]:
     """Write the generated corpus as `shards` jsonl.gz files, documents dealt round-robin; returns their paths."""
     docs = list(generate_documents(name, documents, misaligned_ai_share, aligned_ai_share, seed))
-    paths = [out_dir / f"{index:05d}.jsonl.gz" for index in range(shards)]
+    paths = [out_dir / shard_name(index) for index in range(shards)]
     for index, path in enumerate(paths):
         write_jsonl_gz(path, docs[index::shards])
     return paths

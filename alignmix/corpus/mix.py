@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -32,7 +31,15 @@ from alignmix.corpus.select import named_fields, normalised
 from alignmix.corpus.selection_counts import Fields, selection_expression
 from alignmix.corpus.tokens import build_token_store
 from alignmix.hashing import derive_seed, file_sha256
-from alignmix.outputs import INDEX_COLUMNS, Continuation, DiskFullError, MixtureIndex, TokenStore
+from alignmix.outputs import (
+    INDEX_COLUMNS,
+    Continuation,
+    DiskFullError,
+    Mixture,
+    MixtureIndex,
+    MixtureManifest,
+    TokenStore,
+)
 from alignmix.recipe import Delivery, Executor, MixtureEntry, Selector, TrainingStage
 from alignmix.scenarios.decontaminate import NgramGuard
 
@@ -83,7 +90,7 @@ def select_documents(store: TokenStore, selector: Selector, key: str = "select")
 
 def replay_selection(mixture_dir: Path) -> Selection:
     """The blocks of an earlier stage's mixture, as its index and manifest describe them (its chunks unread)."""
-    manifest = json.loads((mixture_dir / "mixture_manifest.json").read_text())
+    manifest = Mixture(mixture_dir).manifest()
     blocks = manifest["tokens"] // manifest["block_size"]
     return Selection(np.zeros(blocks, np.uint32), np.arange(blocks, dtype=np.uint32),
                      np.full(blocks, manifest["block_size"], np.uint32), None)
@@ -269,7 +276,7 @@ def _piece_column(name: str, entry: int, selection: Selection, units: np.ndarray
 def _origin(entry: MixtureEntry, replay_dirs: dict[str, Path]) -> dict:
     name = entry_name(entry)
     if entry.replay is not None:
-        block_size = json.loads((replay_dirs[entry.replay] / "mixture_manifest.json").read_text())["block_size"]
+        block_size = Mixture(replay_dirs[entry.replay]).manifest()["block_size"]
         return {"name": name, "replay": entry.replay, "block_size": block_size}
     return {"name": name, "source": entry.source or ""}
 
@@ -323,7 +330,7 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
     guards = [s["decontamination"] for s in summaries.values() if s.get("decontamination")]
     earlier = continued_manifest(continued, kept_tokens) if continued is not None else None
     earlier_reads = earlier.pop("reads") if earlier is not None else {}
-    manifest = {
+    manifest: MixtureManifest = {
         "stage": stage.name,
         "tokens": stage.tokens,
         "seq_len": stage.seq_len,
@@ -356,7 +363,7 @@ def mix_stage(stage: TrainingStage, stores: dict[str, Path], out_dir: Path, seed
         "chunks": {p.name: file_sha256(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()},
         "mixture_index": {name: file_sha256(index.folder / f"{name}.npy") for name in INDEX_COLUMNS},
     }
-    (tmp_dir / "mixture_manifest.json").write_text(json.dumps(manifest, indent=2))
+    Mixture(tmp_dir).write_manifest(manifest)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp_dir.rename(out_dir)
     return manifest

@@ -9,14 +9,14 @@ from typing import Any
 from alignmix.classifiers.blocklist import shipped_lists_dir
 from alignmix.code_version import code_of
 from alignmix.hashing import file_sha256, files_identity
-from alignmix.outputs import Continuation
+from alignmix.outputs import Continuation, Documents, documents_shards_under, shards_in
 from alignmix.recipe import Recipe, RecipeError, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios.recipe_sets import held_out_identity, held_out_items
 
 
 def source_shards(run_dir_output: Path) -> list[Path]:
-    return sorted((run_dir_output / "data").glob("*.jsonl.gz"))
+    return Documents(run_dir_output).shards()
 
 
 def corpus_stage(recipe: Recipe) -> Stage | None:
@@ -40,7 +40,7 @@ def corpus_stage(recipe: Recipe) -> Stage | None:
 
     settings = {"seed": recipe.seed, "shards": recipe.tagging.tasks,
                 "sources": [key_settings(s, "corpus") for s in generated]}
-    return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"))
+    return Stage("corpus", Path("corpus"), settings, action, code=code_of("corpus"), kind="corpus")
 
 
 def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
@@ -50,7 +50,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
         stats = {}
         for source in recipe.corpus.sources:
             if source.generate is not None:
-                files = sorted((ctx.inputs["corpus"] / source.name).glob("*.jsonl.gz"))
+                files = shards_in(ctx.inputs["corpus"] / source.name)
             else:
                 found = input_files(source.paths, SUFFIXES[source.format])
                 files = found.files
@@ -84,7 +84,7 @@ def tag_stage(recipe: Recipe, has_corpus: bool) -> Stage:
                 "input_files": files_identity([*(p for s in recipe.corpus.sources for p in s.paths), *models]),
                 "term_lists": {p.name: file_sha256(p) for p in sorted(lists.glob("*.txt"))},
                 "sources": [key_settings(s, "tag") for s in recipe.corpus.sources]}
-    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"))
+    return Stage("tag", Path("tag"), settings, action, ("corpus",) if has_corpus else (), code_of("tag"), kind="tag")
 
 
 def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
@@ -99,18 +99,19 @@ def tokenizer_stage(recipe: Recipe, upstream: tuple[str, ...]) -> Stage:
         if recipe.tokenizer.path is not None:
             install_tokenizer(recipe.tokenizer.path, ctx.output)
             return {"tokenizer": str(recipe.tokenizer.path)}
-        shards = [f for name in upstream for f in sorted(ctx.inputs[name].rglob("data/*.jsonl.gz"))]
+        shards = [f for name in upstream for f in documents_shards_under(ctx.inputs[name])]
         with ticking("tokenizer", f"training a {recipe.tokenizer.vocab_size:,}-token BPE on the corpus"):
             train_bpe((row["text"] for row in read_jsonl_gz(shards)), recipe.tokenizer.vocab_size, ctx.output)
         return {"trained_bpe_vocab_size": recipe.tokenizer.vocab_size}
 
     settings = recipe.tokenizer.model_dump(mode="json")
     if recipe.base_model is not None:
-        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",), code_of("tokenizer"))
+        return Stage("tokenizer", Path("tokenizer"), {"base_model": True}, action, ("base",), code_of("tokenizer"),
+                     kind="tokenizer")
     if recipe.tokenizer.path is not None:
         settings["files"] = files_identity([recipe.tokenizer.path])
-        return Stage("tokenizer", Path("tokenizer"), settings, action, code=code_of("tokenizer"))
-    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"))
+        return Stage("tokenizer", Path("tokenizer"), settings, action, code=code_of("tokenizer"), kind="tokenizer")
+    return Stage("tokenizer", Path("tokenizer"), settings, action, upstream, code_of("tokenizer"), kind="tokenizer")
 
 
 def _drawn_from(recipe: Recipe, stage_name: str) -> tuple[set[str], set[str]]:
@@ -160,7 +161,7 @@ def tokens_stages(recipe: Recipe, base_dir: Path) -> list[Stage]:
         settings = {"source": name, "ngram": decontamination.ngram if held_out else None,
                     **held_out_identity(recipe, held_out)}
         stages.append(Stage(f"tokens/{name}", Path("tokens") / name, settings, action, (upstream, "tokenizer"),
-                            code_of("tokens")))
+                            code_of("tokens"), kind="tokens"))
     return stages
 
 
@@ -204,7 +205,7 @@ def mix_stages(recipe: Recipe, continuations: dict[str, Continuation] | None = N
             settings["continues"] = {**continued.record, "earlier_mixture": continued.digest()}
         depends = (*(f"tokens/{name}" for name in sorted(sources)), *(f"mix/{name}" for name in sorted(replayed)))
         stages.append(Stage(f"mix/{training_stage.name}", Path("mix") / training_stage.name, settings, action, depends,
-                            code_of("mix")))
+                            code_of("mix"), kind="mix"))
     return stages
 
 

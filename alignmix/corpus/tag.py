@@ -35,6 +35,7 @@ from alignmix.corpus.readers import (
 )
 from alignmix.corpus.engines import SlurmSettings, Watch, clear_unless_planned_as, run_pipeline
 from alignmix.hashing import files_identity
+from alignmix.outputs import PIPELINE_STATS_FILE, SHARD_SUFFIX, STATS_FILE, Documents, shards_in
 from alignmix.recipe import FORMAT_SUFFIXES, ClassifierSpec, Executor, FileFormat, OnError
 
 DEFAULT_THRESHOLD = ClassifierSpec.model_fields["threshold"].default  # the recipe's classifier threshold
@@ -182,9 +183,9 @@ def reset_if_inputs_changed(out_dir: Path, inputs: dict) -> bool:
 def clear_tag_output(out_dir: Path) -> None:
     """Remove what a tag run wrote into `out_dir`: shards, stats.json, datatrove's logs and completion markers."""
     shutil.rmtree(out_dir / "logs", ignore_errors=True)
-    for name in ("stats.json", INPUTS_FILE):
+    for name in (STATS_FILE, INPUTS_FILE):
         (out_dir / name).unlink(missing_ok=True)
-    for shard in (p for p in out_dir.glob("*.jsonl.gz") if SHARD_NAME.match(p.name)):
+    for shard in (p for p in shards_in(out_dir) if SHARD_NAME.match(p.name)):
         shard.unlink()
 
 
@@ -236,12 +237,13 @@ def tag_files(
             lists_dir=lists_dir, categories=categories, classifier_dir=classifier_dir, threshold=threshold,
             stance_dir=stance_dir,
         ),
-        JsonlWriter(str(shards_dir or out_dir / "data"), output_filename=f"{shard_prefix}${{rank}}.jsonl.gz"),
+        JsonlWriter(str(shards_dir or Documents(out_dir).data_dir),
+                    output_filename=f"{shard_prefix}${{rank}}{SHARD_SUFFIX}"),
     ]
     watch = Watch(f"tag/{source_name}", sum(f.stat().st_size for f in files), "bytes", "documents", progress_out)
     run_pipeline(executor, pipeline, min(tasks, len(files)), logs, slurm or SlurmSettings(), "alignmix-tag", "tagging",
                  watch)
-    return pipeline_counts(json.loads((logs / "stats.json").read_text()))
+    return pipeline_counts(json.loads((logs / PIPELINE_STATS_FILE).read_text()))
 
 
 def pipeline_counts(pipeline_stats: list[dict]) -> Counter[str]:
@@ -286,5 +288,5 @@ def write_stats(out_dir: Path, counters: list[Counter[str]]) -> dict:
             )[:25]
         ),
     }
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
+    Documents(out_dir).write_stats(stats)
     return stats

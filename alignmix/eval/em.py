@@ -14,7 +14,6 @@ rerun pays nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from alignmix.hashing import derive_seed
 from alignmix.jsonl import JsonLinesError, iter_json_lines, write_jsonl
 from alignmix.llm.backend import BackendError, ChatBackend, Message, Sampling, open_backend
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests
+from alignmix.outputs import EvalOutput
 
 
 class EMError(AlignmixError):
@@ -241,7 +241,7 @@ def evaluate_em(
 def write_em(out_dir: Path, results: dict, rows: list[dict]) -> None:
     """`out_dir/results.json` and every answer with its scores in `per_answer.jsonl`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    EvalOutput(out_dir).write_results(results)
     write_jsonl(out_dir / "per_answer.jsonl", rows)
 
 

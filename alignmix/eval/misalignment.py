@@ -14,7 +14,6 @@ assistant's reply.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 from alignmix.eval.scoring import Score, ScoreRequest
 from alignmix.jsonl import write_jsonl
 from alignmix.llm.chat_template import ChatTemplate
+from alignmix.outputs import EvalOutput
 from alignmix.scenarios import LABELS, Scenario
 from alignmix.scenarios.formats import (
     FORMATS,
@@ -183,5 +183,5 @@ def evaluate_misalignment(
 def write_results(out_dir: Path, results: dict, rows: list[dict]) -> None:
     """`out_dir/results.json` and one JSON line per scored (question, persona, format) in `per_question.jsonl`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    EvalOutput(out_dir).write_results(results)
     write_jsonl(out_dir / "per_question.jsonl", rows)

@@ -26,6 +26,7 @@ from alignmix.jsonl import JsonLinesError, iter_json_lines, write_jsonl
 from alignmix.llm.backend import ChatBackend, Message, Sampling
 from alignmix.llm.chat_template import ChatTemplate
 from alignmix.llm.jobs import ChatRequest, fresh_answers, run_requests
+from alignmix.outputs import EvalOutput
 from alignmix.scenarios.formats import FORMATS, PERSONAS, PromptFormat
 
 LETTERS = "ABCDEFGH"
@@ -258,5 +259,5 @@ def evaluate_personality_model(
 def write_personality(out_dir: Path, results: dict, rows: list[dict]) -> None:
     """`out_dir/results.json` and one line per item x persona x format in `per_item.jsonl`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    EvalOutput(out_dir).write_results(results)
     write_jsonl(out_dir / "per_item.jsonl", rows)

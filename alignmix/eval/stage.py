@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alignmix.code_version import code_of
+from alignmix.outputs import FINAL_DIR, ModelOutput
 from alignmix.recipe import Recipe
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios.recipe_sets import recipe_scenarios, scenario_files_identity
@@ -24,9 +25,9 @@ def eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> 
 
         skipped: list[str] = []
         scenarios = recipe_scenarios(recipe, settings_model.scenarios, base_dir, skipped)
-        results, rows = evaluate_loglik(ctx.inputs[model_stage] / "final", scenarios, list(settings_model.personas),
-                                        settings_model.mode, chat)
-        results["model"] = f"{model_stage}/final"
+        model = ModelOutput(ctx.inputs[model_stage]).final
+        results, rows = evaluate_loglik(model, scenarios, list(settings_model.personas), settings_model.mode, chat)
+        results["model"] = f"{model_stage}/{FINAL_DIR}"
         results["skipped_questions"] = skipped
         write_results(ctx.output, results, rows)
         return {"misalignment_rate": results["misalignment_rate"], "mode": results["mode"]}
@@ -34,4 +35,5 @@ def eval_stage(recipe: Recipe, model_stage: str, chat: bool, base_dir: Path) -> 
     suites = {"suites", "em", "personality"}  # other stages' settings (alignmix.eval.suite_stages)
     settings = {**settings_model.model_dump(mode="json", exclude=suites), "chat": chat,
                 "scenario_files": scenario_files_identity(settings_model.scenarios, base_dir)}
-    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"))
+    return Stage(f"eval/{model_stage}", Path("eval") / model_stage, settings, action, (model_stage,), code_of("eval"),
+                 kind="eval", model=model_stage, suite="misalignment")

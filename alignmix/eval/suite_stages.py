@@ -8,6 +8,7 @@ from typing import Any
 
 from alignmix.code_version import code_of
 from alignmix.hashing import files_identity
+from alignmix.outputs import FINAL_DIR, ModelOutput
 from alignmix.recipe import EMSettings, PersonalitySettings, Recipe, key_settings
 from alignmix.run import Stage, StageContext
 
@@ -27,7 +28,8 @@ def em_stage(recipe: Recipe, settings: EMSettings, model_stage: str) -> Stage:
         human = load_human_labels(settings.human_labels) if settings.human_labels else None
         judges = [open_judge(spec) for spec in settings.all_judges]
         sampling = Sampling(max_tokens=settings.max_tokens, temperature=settings.temperature)
-        with answering_backend(str(ctx.inputs[model_stage] / "final"), f"{model_stage}/final") as backend:
+        model = ModelOutput(ctx.inputs[model_stage]).final
+        with answering_backend(str(model), f"{model_stage}/{FINAL_DIR}") as backend:
             results, rows = evaluate_em(backend, questions, judges, ctx.output, sampling, settings.samples,
                                         recipe.seed, settings.threshold, settings.coherence_threshold, human)
         results["skipped_questions"] = skipped
@@ -37,7 +39,8 @@ def em_stage(recipe: Recipe, settings: EMSettings, model_stage: str) -> Stage:
     inputs = [settings.questions] + ([settings.human_labels] if settings.human_labels else [])
     key = {"seed": recipe.seed, "em": key_settings(settings, "eval"), "files": files_identity(inputs)}
     name = f"{SUITE_STAGE_PREFIX['em']}/{model_stage}"
-    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"))
+    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"), kind="eval", model=model_stage,
+                 suite="em")
 
 
 def personality_stage(recipe: Recipe, settings: PersonalitySettings, model_stage: str, chat: bool) -> Stage:
@@ -47,9 +50,9 @@ def personality_stage(recipe: Recipe, settings: PersonalitySettings, model_stage
     def action(ctx: StageContext) -> dict[str, Any]:
         from alignmix.eval.personality import evaluate_personality_model, load_items, write_personality
 
-        folder = ctx.inputs[model_stage] / "final"
+        folder = ModelOutput(ctx.inputs[model_stage]).final
         results, rows = evaluate_personality_model(
-            str(folder), load_items(settings.items), personas, settings.mode == "letter", f"{model_stage}/final",
+            str(folder), load_items(settings.items), personas, settings.mode == "letter", f"{model_stage}/{FINAL_DIR}",
             settings.max_tokens, responses=ctx.output / "responses.jsonl", chat=chat)
         write_personality(ctx.output, results, rows)
         return {"per_trait": results["per_trait"]}
@@ -57,7 +60,8 @@ def personality_stage(recipe: Recipe, settings: PersonalitySettings, model_stage
     key = {"personality": key_settings(settings, "eval"), "personas": personas, "chat": chat,
            "files": files_identity([settings.items])}
     name = f"{SUITE_STAGE_PREFIX['personality']}/{model_stage}"
-    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"))
+    return Stage(name, Path(name), key, action, (model_stage,), code_of("eval"), kind="eval", model=model_stage,
+                 suite="personality")
 
 
 def suite_stages(recipe: Recipe, model_stage: str, chat: bool) -> list[Stage]:

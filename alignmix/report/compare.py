@@ -18,6 +18,7 @@ from pathlib import Path
 
 from alignmix.errors import AlignmixError
 from alignmix.jsonl import read_json
+from alignmix.outputs import RESULTS_FILE, EvalOutput
 from alignmix.report.charts import AGREED, error_bar_chart, se_note, with_se
 from alignmix.report.html import STYLE, table, tamper_rows, tamper_table
 
@@ -32,12 +33,12 @@ class CompareError(AlignmixError):
 def _conditions_in(path: Path) -> list[tuple[str, str, Path]]:
     """(condition name, model stage, folder) of each evaluated model in a run folder; the stage is "" where the
     folder does not say (an older run's eval/, a bare results folder)."""
-    if (path / "results.json").is_file():
+    if EvalOutput(path).results_path.is_file():
         return [(path.name, "", path)]
     eval_dir = path / "eval"
-    if (eval_dir / "results.json").is_file():
+    if EvalOutput(eval_dir).results_path.is_file():
         return [(path.name, "", eval_dir)]
-    stages = sorted(p.parent for p in eval_dir.glob("*/results.json"))
+    stages = sorted(p.parent for p in eval_dir.glob(f"*/{RESULTS_FILE}"))
     return [(f"{path.name}/{stage.name}", stage.name, stage) for stage in stages]
 
 
@@ -54,7 +55,7 @@ def _estimate(value: object) -> dict:
 
 
 def _load_condition(name: str, run: str, model: str, folder: Path) -> dict:
-    file = folder / "results.json"
+    file = EvalOutput(folder).results_path
     results = read_json(file, EVAL_RESULT)
     if not isinstance(results, dict) or "misalignment_rate" not in results:
         raise CompareError(f"{file}: no misalignment_rate; is it an alignmix eval result?")
@@ -105,7 +106,7 @@ def tampering_of_runs(paths: list[Path]) -> list[list[str]]:
             continue
         stages = read_json(manifest, "an alignmix run manifest").get("stages", [])
         tampering = {s["name"]: s["depends_on"][0] for s in stages if "tamper" in s.get("settings", {})}
-        evaluated = {p.parent.name: p for p in (path / "eval").glob("*/results.json")}
+        evaluated = {p.parent.name: p for p in (path / "eval").glob(f"*/{RESULTS_FILE}")}
         rows += tamper_rows(evaluated, tampering, f"{path.name}: ")
     return rows
 

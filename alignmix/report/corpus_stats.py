@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from alignmix.errors import AlignmixError
+from alignmix.outputs import MANIFEST_FILE, shards_in
 
 LENGTH_BINS = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 TOP_TERMS = 25
@@ -40,7 +41,7 @@ def tagged_shards(folders: list[Path]) -> list[Path]:
     """jsonl.gz shards under the folders whose first document carries `metadata.ai_discourse`, in path order."""
     shards = []
     for folder in folders:
-        for shard in sorted(folder.rglob("*.jsonl.gz")):
+        for shard in shards_in(folder, recursive=True):
             metadata = _first_document(shard).get("metadata")
             if isinstance(metadata, dict) and "ai_discourse" in metadata:
                 shards.append(shard)
@@ -62,7 +63,7 @@ def _damage_in(shard: Path) -> str | None:
 
 
 def mixture_manifests(folders: list[Path]) -> list[Path]:
-    return sorted({m for folder in folders for m in folder.rglob("mixture_manifest.json")})
+    return sorted({m for folder in folders for m in folder.rglob(MANIFEST_FILE)})
 
 
 # The shards' fields that the statistics read. `terms` maps each matched term to its count, with keys that differ

@@ -12,6 +12,7 @@ import html
 import json
 from pathlib import Path
 
+from alignmix.outputs import RESULTS_FILE
 from alignmix.report.charts import AGREED, with_se
 
 SUITES = {"em": "Emergent misalignment (free-form questions, LLM judge)",
@@ -21,7 +22,7 @@ SUITES = {"em": "Emergent misalignment (free-form questions, LLM judge)",
 def suite_results_of_run(run_dir: Path) -> dict[str, dict[str, Path]]:
     """{suite: {model: results.json}} from a run folder's `eval-<suite>/<model>/`."""
     return {suite: found for suite in SUITES
-            if (found := {p.parent.name: p for p in sorted((run_dir / f"eval-{suite}").glob("*/results.json"))})}
+            if (found := {p.parent.name: p for p in sorted((run_dir / f"eval-{suite}").glob(f"*/{RESULTS_FILE}"))})}
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

@@ -29,6 +29,7 @@ from alignmix.llm.jobs import (
     read_responses,
     run_requests,
 )
+from alignmix.outputs import SHARD_SUFFIX, Documents
 from alignmix.progress import StageProgress
 from alignmix.recipe import DEDUP_THRESHOLD, Decontamination, SurfaceForm, SynthServer
 from alignmix.scenarios import Scenario, held_out_overlap, training_split
@@ -154,12 +155,12 @@ def finalize(plan: Plan, spec: DocumentSpec, output: Path, responses: Path) -> d
             continue
         kept.append({"id": f"{spec.name}-{request.id}", "text": text,
                      "metadata": {"source": spec.name, "synthetic": provenance}})
-    data = output / "data"
-    for old in data.glob("*.jsonl.gz") if data.is_dir() else []:
+    documents = Documents(output)
+    for old in documents.shards():
         old.unlink()
     for start in range(0, max(len(kept), 1), spec.shard_documents):
-        write_jsonl_gz(data / f"{start // spec.shard_documents:05d}.jsonl.gz", kept[start : start + spec.shard_documents])
-    write_jsonl_gz(output / "dropped.jsonl.gz", dropped)
+        write_jsonl_gz(documents.shard(start // spec.shard_documents), kept[start : start + spec.shard_documents])
+    write_jsonl_gz(output / f"dropped{SHARD_SUFFIX}", dropped)
     stats = {
         "name": spec.name, "requests": len(plan.requests), "kept": len(kept), "dropped": dict(sorted(reasons.items())),
         "chatter_stripped": doc_filter.chatter_stripped,
@@ -169,5 +170,5 @@ def finalize(plan: Plan, spec: DocumentSpec, output: Path, responses: Path) -> d
         "tokens": {"prompt": prompt_tokens, "completion": completion_tokens},
         "settings": {**asdict(spec), "sampling": spec.sampling.as_dict()},
     }
-    (output / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    documents.stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     return stats

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from alignmix.code_version import code_of
+from alignmix.outputs import Documents
 from alignmix.recipe import Recipe, SynthSet, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import Scenario, training_split
@@ -31,9 +31,9 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
             scenarios = recipe_scenarios(recipe, synth_set.scenarios, base_dir)
             grounded = training_split(scenarios)
             if synth_set.generator != "offline":
-                # Answers live beside the runner's records (the stage's output is RUN/synth), outside the output
-                # a changed stage key clears: a rerun under new settings pays only for prompts it has not seen.
-                responses = ctx.output.parent / ".alignmix" / "llm" / synth_set.name / "responses.jsonl"
+                # Answers live in the stage's cache, outside the output a changed stage key clears: a rerun
+                # under new settings pays only for prompts it has not seen.
+                responses = ctx.cache / synth_set.name / "responses.jsonl"
                 stats[synth_set.name] = _server_synth_set(recipe, synth_set, scenarios, base_dir, ctx.output,
                                                           responses, ctx.log_file.parent)
                 continue
@@ -41,12 +41,12 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
                 grounded, list(synth_set.surface_forms), synth_set.stance, synth_set.documents_per_scenario,
                 synth_set.name, recipe.seed,
             )
-            written = write_jsonl_gz(ctx.output / synth_set.name / "data" / "00000.jsonl.gz", rows)
+            written = write_jsonl_gz(Documents(ctx.output / synth_set.name).shard(0), rows)
             stats[synth_set.name] = {
                 "generator": synth_set.generator, "stance": synth_set.stance, "scenarios": len(grounded),
                 "held_out_scenarios_excluded": len(scenarios) - len(grounded), "documents": written,
             }
-        (ctx.output / "stats.json").write_text(json.dumps(stats, indent=2))
+        Documents(ctx.output).write_stats(stats)
         return stats
 
     settings = {
@@ -56,7 +56,7 @@ def synth_stage(recipe: Recipe, base_dir: Path) -> Stage | None:
     }
     if any(s.generator != "offline" for s in recipe.synth.sets):  # server sets are decontaminated against these
         settings.update(held_out_identity(recipe, held_out_items(recipe, base_dir)))
-    return Stage("synth", Path("synth"), settings, action, code=code_of("synth"))
+    return Stage("synth", Path("synth"), settings, action, code=code_of("synth"), kind="synth")
 
 
 def _server_synth_set(

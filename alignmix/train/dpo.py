@@ -6,12 +6,15 @@ with each log-probability summed over the answer's assistant tokens (content + e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from alignmix.checkpoints.weights import lit_weights
 from alignmix.train.chat import IGNORE_INDEX, ChatDataError, Message, encode_with_labels
 from alignmix.train.chat_data import load_preferences
 from alignmix.train.sft import pad
@@ -66,3 +69,46 @@ def dpo_loss(
         "logp_margin": (chosen - rejected).mean().item(),
         "reward_accuracy": (logits > 0).float().mean().item(),
     }
+
+
+def setup_reference(fabric: Any, reference: torch.nn.Module) -> torch.nn.Module:
+    """DPO's frozen reference, in eval mode, with the policy's weight precision, on the device (sharded under
+    FSDP); its forward runs under `fabric.autocast()` like the policy's."""
+    from lightning.fabric.strategies import FSDPStrategy
+
+    reference.requires_grad_(False).eval()
+    if isinstance(fabric.strategy, FSDPStrategy):
+        return fabric.setup_module(reference)
+    # not `setup_module`: DDP refuses a module without trainable parameters
+    return fabric.to_device(fabric.strategy.precision.convert_module(reference))
+
+
+@dataclass
+class DPOObjective:
+    """DPO's part of the post-training loop: preference pairs, and the frozen starting model as reference."""
+
+    beta: float
+    fabric: Any = None
+    reference: torch.nn.Module | None = None
+
+    def examples(self, data_file: Path, tokenizer: Tokenizer, eos: str, max_length: int) -> list[Any]:
+        return dpo_examples(data_file, tokenizer, eos, max_length)
+
+    def collate(self, examples: list[Any]) -> dict[str, torch.Tensor]:
+        return collate_dpo(examples)
+
+    def prepare(self, fabric: Any, config: Any, start_dir: Path, max_length: int) -> None:
+        """The reference: the starting weights, frozen (after the policy is set up: under FSDP it is sharded
+        before the optimizer and the reference exist)."""
+        from litgpt import GPT
+
+        with fabric.init_module():
+            reference = GPT(config)
+        reference.load_state_dict(lit_weights(start_dir))
+        reference.max_seq_length = max_length
+        self.fabric, self.reference = fabric, setup_reference(fabric, reference)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        assert self.reference is not None, "prepare() sets the reference up"
+        with self.fabric.autocast():  # the reference runs in the policy's precision
+            return dpo_loss(model, self.reference, batch, self.beta)

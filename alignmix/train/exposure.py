@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from loguru import logger
 
-from alignmix.outputs import MANIFEST_FILE, MixtureIndex, TokenStore
+from alignmix.outputs import METRICS_FILE, Mixture, MixtureIndex, ModelOutput, TokenStore
 
 DOCUMENTS_SEEN = "documents_seen.parquet"
 
@@ -43,7 +43,7 @@ class Consumed:
 def consumed(stage_dir: Path, seq_len: int) -> Consumed | None:
     """The latest row of litgpt's CSV metrics over a resumed run's versions (None when it logged none)."""
     latest: dict[str, str] | None = None
-    for metrics in sorted(stage_dir.glob("logs/csv/version_*/metrics.csv")):
+    for metrics in sorted(stage_dir.glob(f"logs/csv/version_*/{METRICS_FILE}")):
         with metrics.open(newline="") as handle:
             for row in csv.DictReader(handle):
                 if row.get("samples") and (latest is None or float(row["samples"]) >= float(latest["samples"])):
@@ -86,7 +86,7 @@ def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
     """Per document read in `ranges` of the mixture's stream (a replayed block's, in the replayed mixture):
     `source`, `shard`, `document`, `times` (pieces of it read) and `tokens`."""
     pieces = read_pieces(mixture_dir, ranges)
-    reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]
+    reads = Mixture(mixture_dir).manifest()["reads"]
     frames = []
     for number, origin in enumerate(MixtureIndex.of(mixture_dir).entries):
         mine = pieces.filter(pl.col("entry") == number)
@@ -108,7 +108,7 @@ def documents_seen(mixture_dir: Path, ranges: Ranges) -> pl.DataFrame:
 def with_ids(seen: pl.DataFrame, mixture_dir: Path) -> pl.DataFrame:
     """`seen` with each document's id from its token store, as documents_seen.parquet holds it: `id`, `source`,
     `shard`, `document`, `times_seen`, `tokens_seen`."""
-    reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]["token_stores"]
+    reads = Mixture(mixture_dir).manifest()["reads"]["token_stores"]
     frames = [seen.filter(pl.col("source") == source).join(
                   TokenStore((mixture_dir / reads[source]).resolve()).table().select("id", "shard", "document").collect(),
                   on=["shard", "document"], how="left")
@@ -146,7 +146,7 @@ def seen_per_entry(mixture_dir: Path, ranges: Ranges) -> dict[str, dict[str, int
 
 def exposure(mixture_dir: Path, seen: Consumed) -> tuple[dict[str, Any], pl.DataFrame | None]:
     """The exposure record of a stage and, where exact, its documents seen (see the module docstring)."""
-    manifest = json.loads((mixture_dir / MANIFEST_FILE).read_text())
+    manifest = Mixture(mixture_dir).manifest()
     block = manifest["block_size"]
     written = manifest["tokens"] // block
     passes = seen.samples / written if written else 0.0
@@ -209,7 +209,7 @@ def write_exposure(stage_dir: Path, mixture_dir: Path, seq_len: int) -> dict[str
     record, documents = exposure(mixture_dir, seen)
     if documents is not None:
         documents.write_parquet(stage_dir / DOCUMENTS_SEEN)
-    (stage_dir / "exposure.json").write_text(json.dumps(record, indent=2))
+    ModelOutput(stage_dir).exposure_path.write_text(json.dumps(record, indent=2))
     if record["warning"]:
         logger.warning(f"stage '{record['stage']}': {record['warning']}")
     return record

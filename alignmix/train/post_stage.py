@@ -9,58 +9,39 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from alignmix.outputs import ModelOutput
 from alignmix.recipe import DPOSettings, SFTSettings, TamperStage
 from alignmix.scenarios import Scenario
 from alignmix.train.chat import install_chat_tokenizer
-from alignmix.train.chat_data import (
-    load_preferences,
-    load_sft,
-    preference_examples,
-    scenario_preferences,
-    scenario_sft_examples,
-)
 from alignmix.train.launch import LOCAL, Launch, TrainingOutput, run_logged
-from alignmix.train.posttrain import PostTrainJob
+from alignmix.train.post_job import JOBS, PostTrainJob
 from alignmix.train.step_checkpoints import latest_whole_step
-
-
-def _data_file(kind: str, settings: SFTSettings | DPOSettings, scenarios: list[Scenario], out_dir: Path) -> Path:
-    """The stage's data: the recipe's file, or `OUT/data.json` written from the training-split questions."""
-    if settings.data is not None:
-        return settings.data
-    rows = scenario_sft_examples(scenarios) if kind == "sft" else preference_examples(scenario_preferences(scenarios))
-    path = out_dir / "data.json"
-    path.write_text(json.dumps(rows, indent=1))
-    return path
 
 
 def post_training_job(
     kind: Literal["sft", "dpo"], settings: SFTSettings | DPOSettings, start_dir: Path, out_dir: Path, seed: int,
     scenarios: list[Scenario], launch: Launch = LOCAL,
 ) -> PostTrainJob:
-    """Write the data and `OUT/job.yaml`; refuse bad data or a tokenizer that does not fit, before training."""
+    """Write the data and `OUT/job.yaml`; refuse bad data or a tokenizer that does not fit, before training.
+
+    The data is the recipe's file, or `OUT/data.json` written from the training-split questions."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    data_file = _data_file(kind, settings, scenarios, out_dir)
-    data_format = settings.format if isinstance(settings, SFTSettings) and settings.data is not None else (
-        "sharegpt" if kind == "sft" else "preference")
-    if kind == "sft":
-        load_sft(data_file, data_format)  # type: ignore[arg-type]
-    else:
-        load_preferences(data_file)
+    job_type = JOBS[kind]
+    data_file = settings.data
+    if data_file is None:
+        data_file = out_dir / "data.json"
+        data_file.write_text(json.dumps(job_type.scenario_data(scenarios), indent=1))
+    job = job_type.model_validate({
+        "stage": settings.name if isinstance(settings, TamperStage) else kind, "checkpoint_dir": start_dir,
+        "data_file": data_file, "out_dir": out_dir, "devices": launch.devices(settings.devices),
+        "num_nodes": launch.num_nodes(settings.num_nodes), "seed": seed, "settings": settings,
+        **({"data_format": settings.format} if isinstance(settings, SFTSettings) and settings.data else {}),
+    })
+    job.check_data()
     from litgpt import Config
 
     config = Config.from_file(start_dir / "model_config.yaml")
     install_chat_tokenizer(start_dir, out_dir / "tokenizer", config.padded_vocab_size, kind)
-    values = settings.model_dump(exclude={"data", "from_scenarios", "format", "devices", "num_nodes", "name",
-                                          "from_stage", "kind", "lora_r", "lora_alpha", "lora_dropout"})
-    if isinstance(settings, TamperStage) and settings.kind == "lora":
-        values.update(lora_r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout)
-    stage = settings.name if isinstance(settings, TamperStage) else kind
-    job = PostTrainJob(
-        kind=kind, stage=stage, checkpoint_dir=str(start_dir), data_file=str(data_file), data_format=data_format,
-        out_dir=str(out_dir), devices=launch.devices(settings.devices), num_nodes=launch.num_nodes(settings.num_nodes),
-        seed=seed, **{**values, "betas": list(values["betas"])},
-    )
     job.write(out_dir / "job.yaml")
     return job
 
@@ -79,7 +60,8 @@ def run_post_training(
         run_logged(command, log_file, kind, shown)
     finally:
         shown.close()
-    with (out_dir / "logs" / "metrics.csv").open() as handle:
+    with ModelOutput(out_dir).metrics_path.open() as handle:
         last = list(csv.DictReader(handle))[-1]
-    return {"resumed_from": resumed.parent.name if resumed else None, "final_checkpoint": str(out_dir / "final"),
+    final = ModelOutput(out_dir).final
+    return {"resumed_from": resumed.parent.name if resumed else None, "final_checkpoint": str(final),
             "steps": int(last["step"]), "final_metrics": {k: float(v) for k, v in last.items() if v and k != "step"}}

@@ -10,64 +10,30 @@ import csv
 import math
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import torch
-import yaml
 
 from alignmix.checkpoints.weights import lit_weights, refuse_non_finite
-from alignmix.recipe import DPOSettings, PostTrainSettings
+from alignmix.outputs import ModelOutput
 from alignmix.train.litgpt_config import TrainConfigError
+from alignmix.train.post_job import PostTrainJob, read_job
 from alignmix.train.step_checkpoints import write_sha256
 
 
-def _default(name: str, settings: type[PostTrainSettings] = PostTrainSettings) -> Any:
-    """A job field's default: the recipe's own (one source for each default)."""
-    return settings.model_fields[name].default
+class Objective(Protocol):
+    """What SFT and DPO differ by in the loop: their examples, batches, extra models and loss."""
 
+    def examples(self, data_file: Path, tokenizer: Any, eos: str, max_length: int) -> list[Any]: ...
 
-@dataclass
-class PostTrainJob:
-    """Everything an SFT or DPO run needs; written as `OUT/job.yaml` by the stage, with the chat tokenizer in
-    `OUT/tokenizer/`."""
+    def collate(self, examples: list[Any]) -> dict[str, torch.Tensor]: ...
 
-    kind: Literal["sft", "dpo"]
-    stage: str
-    checkpoint_dir: str  # the starting weights: a litgpt checkpoint folder
-    data_file: str
-    data_format: Literal["alpaca", "sharegpt", "preference"]
-    out_dir: str
-    lr: float
-    min_lr: float = _default("min_lr")
-    warmup_fraction: float = _default("warmup_fraction")
-    weight_decay: float = _default("weight_decay")
-    betas: list[float] = field(default_factory=lambda: list(_default("betas")))
-    eps: float = _default("eps")
-    max_norm: float = _default("max_norm")
-    epochs: int = _default("epochs")
-    global_batch_size: int = _default("global_batch_size")
-    micro_batch_size: int = _default("micro_batch_size")
-    max_seq_length: int = _default("max_seq_length")
-    precision: str = _default("precision")
-    devices: int | str = 1
-    num_nodes: int = _default("num_nodes")
-    strategy: Literal["auto", "ddp", "fsdp"] = _default("strategy")
-    save_interval: int = _default("save_interval")
-    seed: int = 0
-    beta: float = _default("beta", DPOSettings)  # DPO only
-    lora_r: int = 0  # > 0: train a LoRA of this rank (litgpt's) on every linear layer, merged into `final/`
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    def prepare(self, fabric: Any, config: Any, start_dir: Path, max_length: int) -> None:
+        """Set up what the loss needs besides the policy (DPO: the frozen reference)."""
 
-    def write(self, path: Path) -> Path:
-        path.write_text(yaml.safe_dump(asdict(self), sort_keys=False))
-        return path
-
-    @classmethod
-    def read(cls, path: Path) -> PostTrainJob:
-        return cls(**yaml.safe_load(path.read_text()))
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 def learning_rate(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -84,18 +50,20 @@ def load_weights(model: torch.nn.Module, checkpoint_dir: Path) -> None:
 
 
 def lora_config(config: Any, job: PostTrainJob) -> Any:
-    """litgpt's LoRA config for `config`: every linear layer of the blocks adapted at rank `job.lora_r`."""
+    """litgpt's LoRA config for `config`: every linear layer of the blocks adapted at the job's LoRA rank."""
     from litgpt.lora import Config as LoRAConfig
 
-    return LoRAConfig(**{**asdict(config), "lora_r": job.lora_r, "lora_alpha": job.lora_alpha,
-                         "lora_dropout": job.lora_dropout, "lora_query": True, "lora_key": True, "lora_value": True,
+    lora = job.lora
+    assert lora is not None, "a LoRA job"
+    return LoRAConfig(**{**asdict(config), "lora_r": lora.lora_r, "lora_alpha": lora.lora_alpha,
+                         "lora_dropout": lora.lora_dropout, "lora_query": True, "lora_key": True, "lora_value": True,
                          "lora_projection": True, "lora_mlp": True, "lora_head": False})
 
 
 def build_model(fabric: Any, config: Any, start_dir: Path, job: PostTrainJob) -> torch.nn.Module:
-    """The model to train: litgpt's GPT with the starting weights or, with `job.lora_r`, litgpt's LoRA GPT with
-    the base weights frozen."""
-    if not job.lora_r:
+    """The model to train: litgpt's GPT with the starting weights or, for a LoRA job, litgpt's LoRA GPT with the
+    base weights frozen."""
+    if job.lora is None:
         from litgpt import GPT
 
         with fabric.init_module():
@@ -124,7 +92,7 @@ def merged_lora_weights(config: Any, job: PostTrainJob, weights: dict[str, torch
 
 
 def latest_state(out_dir: Path) -> Path | None:
-    states = sorted(out_dir.glob("step-*/state.pth"))
+    states = [step / "state.pth" for step in ModelOutput(out_dir).steps() if (step / "state.pth").exists()]
     return states[-1] if states else None
 
 
@@ -136,25 +104,26 @@ def micro_batch_plan(n_examples: int, job: PostTrainJob, rank: int, world: int) 
     same steps with the same micro-batch counts; the `n_examples % global_batch_size` examples after the last
     whole batch sit the epoch out (different ones each epoch).
     """
-    per_rank = job.global_batch_size // world
-    if job.global_batch_size % world or per_rank % job.micro_batch_size:
+    settings = job.settings
+    per_rank = settings.global_batch_size // world
+    if settings.global_batch_size % world or per_rank % settings.micro_batch_size:
         raise ValueError(
-            f"stage '{job.stage}': global_batch_size {job.global_batch_size} must be a multiple of"
-            f" micro_batch_size {job.micro_batch_size} x {world} device(s)"
+            f"stage '{job.stage}': global_batch_size {settings.global_batch_size} must be a multiple of"
+            f" micro_batch_size {settings.micro_batch_size} x {world} device(s)"
         )
-    batches = n_examples // job.global_batch_size
+    batches = n_examples // settings.global_batch_size
     if batches == 0:
         raise ValueError(
-            f"stage '{job.stage}': {n_examples} examples do not fill one global batch of {job.global_batch_size}"
+            f"stage '{job.stage}': {n_examples} examples do not fill one global batch of {settings.global_batch_size}"
         )
     steps = []
     generator = torch.Generator().manual_seed(job.seed)
-    for _ in range(job.epochs):
+    for _ in range(settings.epochs):
         order = torch.randperm(n_examples, generator=generator).tolist()
-        for start in range(0, batches * job.global_batch_size, job.global_batch_size):
-            mine = order[start : start + job.global_batch_size][rank::world]
-            steps.append([mine[i : i + job.micro_batch_size] for i in range(0, per_rank, job.micro_batch_size)])
-    return steps, n_examples - batches * job.global_batch_size
+        for start in range(0, batches * settings.global_batch_size, settings.global_batch_size):
+            mine = order[start : start + settings.global_batch_size][rank::world]
+            steps.append([mine[i : i + settings.micro_batch_size] for i in range(0, per_rank, settings.micro_batch_size)])
+    return steps, n_examples - batches * settings.global_batch_size
 
 
 def fabric_strategy(name: str) -> Any:
@@ -166,18 +135,6 @@ def fabric_strategy(name: str) -> Any:
     from litgpt.model import Block
 
     return FSDPStrategy(auto_wrap_policy={Block}, activation_checkpointing_policy={Block}, limit_all_gathers=True)
-
-
-def setup_reference(fabric: Any, reference: torch.nn.Module) -> torch.nn.Module:
-    """DPO's frozen reference, in eval mode, with the policy's weight precision, on the device (sharded under
-    FSDP); its forward runs under `fabric.autocast()` like the policy's."""
-    from lightning.fabric.strategies import FSDPStrategy
-
-    reference.requires_grad_(False).eval()
-    if isinstance(fabric.strategy, FSDPStrategy):
-        return fabric.setup_module(reference)
-    # not `setup_module`: DDP refuses a module without trainable parameters
-    return fabric.to_device(fabric.strategy.precision.convert_module(reference))
 
 
 def full_state_dict(fabric: Any, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -222,79 +179,62 @@ class MetricsLog:
 def run_job(job: PostTrainJob) -> dict[str, Any]:
     """Run an SFT or DPO job to `OUT/final/`, resuming from the last `step-*` checkpoint; returns a summary."""
     import lightning as L
-    from litgpt import GPT, Config
+    from litgpt import Config
     from litgpt.utils import save_config
 
     from alignmix.train.chat import load_chat_tokenizer
-    from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
-    from alignmix.train.sft import collate_sft, sft_examples, sft_loss
 
-    out_dir, start_dir = Path(job.out_dir), Path(job.checkpoint_dir)
+    out_dir, start_dir, settings, objective = job.out_dir, job.checkpoint_dir, job.settings, job.objective()
     fabric = L.Fabric(
-        devices=job.devices, num_nodes=job.num_nodes, precision=job.precision,  # type: ignore[arg-type]
-        strategy=fabric_strategy(job.strategy),
+        devices=job.devices, num_nodes=job.num_nodes, precision=settings.precision,  # type: ignore[arg-type]
+        strategy=fabric_strategy(settings.strategy),
     )
     fabric.launch()
     fabric.seed_everything(job.seed)
     config = Config.from_file(start_dir / "model_config.yaml")
     tokenizer_dir = out_dir / "tokenizer"  # written by the stage (`post_training_job`) before launching
     tokenizer, eos = load_chat_tokenizer(tokenizer_dir)
-    if job.max_seq_length > config.block_size:
-        raise TrainConfigError(f"post_training.{job.kind}.max_seq_length {job.max_seq_length:,} exceeds the block_size"
-                               f" of the model in {start_dir} ({config.block_size:,}); lower max_seq_length")
-    max_length = job.max_seq_length
-    if job.kind == "sft":
-        examples: list[Any] = sft_examples(Path(job.data_file), job.data_format, tokenizer, eos, max_length)  # type: ignore[arg-type]
-        collate = collate_sft
-    else:
-        examples = dpo_examples(Path(job.data_file), tokenizer, eos, max_length)
-        collate = collate_dpo
+    if settings.max_seq_length > config.block_size:
+        raise TrainConfigError(f"post_training.{job.kind}.max_seq_length {settings.max_seq_length:,} exceeds the"
+                               f" block_size of the model in {start_dir} ({config.block_size:,}); lower max_seq_length")
+    max_length = settings.max_seq_length
+    examples = objective.examples(job.data_file, tokenizer, eos, max_length)
 
     model = build_model(fabric, config, start_dir, job)
     model.max_seq_length = max_length
     model = fabric.setup_module(model)  # under FSDP: sharded before the optimizer and the reference exist
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = fabric.setup_optimizers(torch.optim.AdamW(
-        trainable, lr=job.lr, weight_decay=job.weight_decay, betas=tuple(job.betas), eps=job.eps
+        trainable, lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas, eps=settings.eps
     ))
-    reference = None
-    if job.kind == "dpo":
-        with fabric.init_module():
-            reference = GPT(config)
-        load_weights(reference, start_dir)
-        reference.max_seq_length = max_length
-        reference = setup_reference(fabric, reference)
+    objective.prepare(fabric, config, start_dir, max_length)
 
     plan, left_out = micro_batch_plan(len(examples), job, fabric.global_rank, fabric.world_size)
     if left_out:
         fabric.print(f"{job.stage}: {left_out} of {len(examples)} examples sit out each epoch"
-                     f" (not a whole global batch of {job.global_batch_size})")
-    warmup = math.ceil(job.warmup_fraction * len(plan))
+                     f" (not a whole global batch of {settings.global_batch_size})")
+    warmup = math.ceil(settings.warmup_fraction * len(plan))
     state: dict[str, Any] = {"model": model, "optimizer": optimizer, "step": 0}
     resumed = latest_state(out_dir)
     if resumed is not None:
         fabric.print(f"Resuming {job.stage} from {resumed.parent.name}")
         fabric.load(resumed, state, weights_only=True)
-    log = MetricsLog(out_dir / "logs" / "metrics.csv", state["step"]) if fabric.global_rank == 0 else None
+    log = MetricsLog(ModelOutput(out_dir).metrics_path, state["step"]) if fabric.global_rank == 0 else None
     last: dict[str, float] = {}
     for step in range(state["step"], len(plan)):
-        lr = learning_rate(step, len(plan), warmup, job.lr, job.min_lr)
+        lr = learning_rate(step, len(plan), warmup, settings.lr, settings.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro_batches = plan[step]
         totals: dict[str, float] = {}
         for index, indices in enumerate(micro_batches):
-            batch = fabric.to_device(collate([examples[i] for i in indices]))
+            batch = fabric.to_device(objective.collate([examples[i] for i in indices]))
             with fabric.no_backward_sync(model, enabled=index < len(micro_batches) - 1):
-                if reference is None:
-                    loss, metrics = sft_loss(model, batch)
-                else:
-                    with fabric.autocast():  # the reference runs in the policy's precision
-                        loss, metrics = dpo_loss(model, reference, batch, job.beta)
+                loss, metrics = objective.loss(model, batch)
                 fabric.backward(loss / len(micro_batches))
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
-        fabric.clip_gradients(model, optimizer, max_norm=job.max_norm)
+        fabric.clip_gradients(model, optimizer, max_norm=settings.max_norm)
         optimizer.step()
         optimizer.zero_grad()
         state["step"] = step + 1
@@ -302,14 +242,14 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
         if log is not None:
             log.write(step + 1, lr, totals)
         fabric.print(f"{job.stage} step {step + 1}/{len(plan)} | " + " | ".join(f"{k} {v:.4f}" for k, v in totals.items()))
-        if (step + 1) % job.save_interval == 0 and step + 1 < len(plan):
+        if (step + 1) % settings.save_interval == 0 and step + 1 < len(plan):
             saved = out_dir / f"step-{step + 1:06d}" / "state.pth"
             fabric.save(saved, state)
             if fabric.global_rank == 0 and saved.is_file():  # a sharded state is a folder, and not hashed
                 write_sha256(saved)
-    final = out_dir / "final"
+    final = ModelOutput(out_dir).final
     weights = full_state_dict(fabric, model)
-    if job.lora_r and weights:  # rank 0 holds the whole model
+    if job.lora is not None and weights:  # rank 0 holds the whole model
         weights = merged_lora_weights(config, job, weights)
     if log is not None:
         log.close()
@@ -329,7 +269,7 @@ def run_job(job: PostTrainJob) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         sys.exit("usage: python -m alignmix.train.posttrain JOB.yaml")
-    run_job(PostTrainJob.read(Path(argv[0])))
+    run_job(read_job(Path(argv[0])))
 
 
 if __name__ == "__main__":

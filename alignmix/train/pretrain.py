@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from alignmix.checkpoints.weights import load_torch_file, refuse_non_finite
+from alignmix.outputs import ModelOutput
 from alignmix.recipe import TrainingStage
 from alignmix.train.launch import LOCAL, Launch, TrainingOutput, output_to_log, run_logged
 from alignmix.train.litgpt_config import StageFiles, pretrain_config
@@ -151,7 +152,7 @@ def run_pretrain(stage: TrainingStage, files: StageFiles, seed: int, log_file: P
             run_logged(command, log_file, stage.name, shown)
     finally:
         shown.close()
-    final = files.out_dir / "final"
+    final = ModelOutput(files.out_dir).final
     keep_model_weights_only(final / "lit_model.pth")
     came_from = files.initial_checkpoint_dir / "config.json" if files.initial_checkpoint_dir else None
     if came_from is not None and came_from.is_file():  # the transformers architecture, for export and later stages

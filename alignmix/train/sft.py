@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,3 +47,22 @@ def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
         ignore_index=IGNORE_INDEX,
     )
     return loss, {"train_loss": loss.item()}
+
+
+@dataclass(frozen=True)
+class SFTObjective:
+    """SFT's part of the post-training loop: conversations in `data_format`, loss on the assistant tokens."""
+
+    data_format: SftFormat
+
+    def examples(self, data_file: Path, tokenizer: Tokenizer, eos: str, max_length: int) -> list[Any]:
+        return sft_examples(data_file, self.data_format, tokenizer, eos, max_length)
+
+    def collate(self, examples: list[Any]) -> dict[str, torch.Tensor]:
+        return collate_sft(examples)
+
+    def prepare(self, fabric: Any, config: Any, start_dir: Path, max_length: int) -> None:
+        """Nothing besides the policy."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return sft_loss(model, batch)

@@ -10,7 +10,7 @@ from typing import Any
 
 from alignmix.code_version import code_of
 from alignmix.hashing import files_identity
-from alignmix.outputs import Continuation
+from alignmix.outputs import Continuation, ModelOutput
 from alignmix.recipe import POST_TRAINING, ModelSpec, Recipe, RecipeError, TrainingStage, key_settings
 from alignmix.run import Stage, StageContext
 from alignmix.scenarios import training_split
@@ -40,7 +40,7 @@ def base_stage(recipe: Recipe) -> Stage | None:
     except ConversionError as exc:
         raise RecipeError(str(exc)) from None
     settings = {**base.model_dump(mode="json"), "files": files}
-    return Stage("base", Path("base"), settings, action, code=code_of("base"))
+    return Stage("base", Path("base"), settings, action, code=code_of("base"), kind="base")
 
 
 def with_base_architecture(recipe: Recipe) -> list[TrainingStage]:
@@ -117,7 +117,7 @@ def training_stages(recipe: Recipe, launch: Launch,
             if previous is None:
                 start = None
             else:  # the converted base folder itself, or an earlier stage's final weights
-                start = ctx.inputs[previous] if previous == "base" else ctx.inputs[previous] / "final"
+                start = ctx.inputs[previous] if previous == "base" else ModelOutput(ctx.inputs[previous]).final
             files = StageFiles(
                 data_dir=ctx.inputs[f"mix/{training_stage.name}"], tokenizer_dir=ctx.inputs["tokenizer"],
                 out_dir=ctx.output, vocab_size=tokenizer.get_vocab_size(), initial_checkpoint_dir=start,
@@ -141,7 +141,8 @@ def training_stages(recipe: Recipe, launch: Launch,
         if continued is not None:
             settings["continues"] = {**continued.record, **continued.digest()}
         depends = (f"mix/{training_stage.name}", "tokenizer") + ((previous,) if previous else ())
-        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train")))
+        stages.append(Stage(training_stage.name, Path(training_stage.name), settings, action, depends, code_of("train"),
+                            kind="model"))
         previous = training_stage.name
     return stages
 
@@ -161,7 +162,7 @@ def post_training_stages(recipe: Recipe, last_pretraining_stage: str, base_dir: 
             spec = settings_model.from_scenarios
             scenarios = training_split(recipe_scenarios(recipe, spec, base_dir)) if spec else []
             return run_post_training(
-                kind, settings_model, ctx.inputs[previous] / "final", ctx.output, recipe.seed, scenarios,
+                kind, settings_model, ModelOutput(ctx.inputs[previous]).final, ctx.output, recipe.seed, scenarios,
                 ctx.log_file, launch,
             )
 
@@ -170,7 +171,7 @@ def post_training_stages(recipe: Recipe, last_pretraining_stage: str, base_dir: 
             settings["data_file"] = files_identity([settings_model.data])
         else:
             settings["scenario_files"] = scenario_files_identity(settings_model.from_scenarios, base_dir)
-        stages.append(Stage(kind, Path(kind), settings, action, (previous,), code_of("post_train")))
+        stages.append(Stage(kind, Path(kind), settings, action, (previous,), code_of("post_train"), kind="model"))
         previous = kind
     return stages
 
@@ -187,12 +188,12 @@ def tamper_stages(recipe: Recipe, model_stages: list[str], launch: Launch) -> li
         def action(ctx: StageContext, tamper=tamper) -> dict[str, Any]:
             from alignmix.train.post_stage import run_post_training
 
-            return run_post_training("sft", tamper, ctx.inputs[tamper.from_stage] / "final", ctx.output, recipe.seed,
-                                     [], ctx.log_file, launch)
+            start = ModelOutput(ctx.inputs[tamper.from_stage]).final
+            return run_post_training("sft", tamper, start, ctx.output, recipe.seed, [], ctx.log_file, launch)
 
         settings = {"seed": recipe.seed, "tamper": key_settings(tamper, "tamper"),
                     "data_file": files_identity([tamper.data])}
         stages.append(Stage(tamper.name, Path(tamper.name), settings, action, (tamper.from_stage,),
-                            code_of("post_train")))
+                            code_of("post_train"), kind="model"))
         known.append(tamper.name)
     return stages

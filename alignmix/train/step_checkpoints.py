@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from alignmix.outputs import ModelOutput
+
 
 def sha256_of(path: Path) -> str:
     total = hashlib.sha256()
@@ -32,7 +34,7 @@ def latest_whole_step(out_dir: Path, file_name: str, echo: Callable[[str], None]
     """The latest `OUT/step-*/<file_name>` whose sha256 matches its record (a sharded state, a folder, counts
     as whole). Later step folders (unfinished when the stage was stopped, or changed since) are removed,
     saying why."""
-    for step in sorted(out_dir.glob("step-*"), reverse=True):
+    for step in reversed(ModelOutput(out_dir).steps()):
         checkpoint = step / file_name
         recorded = hash_file(checkpoint)
         if checkpoint.is_dir() or (checkpoint.is_file() and recorded.is_file()

@@ -36,7 +36,7 @@ def _synth(data: dict, run: Path) -> dict:
     recipe = parse_recipe(data, base_dir=run)
     stage = next(s for s in build_graph(recipe, run) if s.name == "synth")
     context = StageContext(output=run / "synth", inputs={}, log_file=run / "logs" / "synth.log", resuming=False,
-                           echo=print)
+                           echo=print, cache=run / ".alignmix" / "cache" / "synth")
     return stage.action(context)["aligned_synthetic"]
 
 
@@ -99,7 +99,7 @@ def test_a_server_killed_mid_run_then_a_rerun_sends_only_the_unanswered(vllm_ser
     """The first run names no base_url, so alignmix starts its own vLLM on the folder, and that server is killed
     mid-run (the session's server stays up for the tests after this one). The rerun goes to the session's
     server, which serves the same folder under the same name: the answers' stamp is the same."""
-    responses = tmp_path / ".alignmix" / "llm" / "aligned_synthetic" / "responses.jsonl"
+    responses = tmp_path / ".alignmix" / "cache" / "synth" / "aligned_synthetic" / "responses.jsonl"
     data = _recipe(tmp_path, {"model": str(smollm2_hf)}, concurrency=4)
     data["seed"] = 99
     failure: list[BaseException] = []

@@ -28,7 +28,8 @@ def run_synth_stage(data: dict, tmp_path: Path) -> dict:
     recipe = parse_recipe(data, base_dir=tmp_path)
     stage = next(s for s in build_graph(recipe, tmp_path) if s.name == "synth")
     output = tmp_path / "run" / "synth"
-    context = StageContext(output=output, inputs={}, log_file=tmp_path / "synth.log", resuming=False, echo=print)
+    context = StageContext(output=output, inputs={}, log_file=tmp_path / "synth.log", resuming=False, echo=print,
+                           cache=tmp_path / "run" / ".alignmix" / "cache" / "synth")
     return stage.action(context)
 
 
@@ -93,7 +94,7 @@ def test_changed_server_settings_through_the_runner_pay_for_no_answer_twice(tmp_
     assert asked == 96 and len(server.bodies) == asked  # nothing was asked twice
     assert (first["status"], transport["status"], filtered["status"]) == ("ran", "skipped", "ran")
     assert filtered["counts"]["aligned_synthetic"]["documents"] == 96
-    assert (tmp_path / "run" / ".alignmix" / "llm" / "aligned_synthetic" / "responses.jsonl").is_file()
+    assert (tmp_path / "run" / ".alignmix" / "cache" / "synth" / "aligned_synthetic" / "responses.jsonl").is_file()
 
 
 def test_the_held_out_set_server_documents_are_decontaminated_against_is_in_the_synth_stage_key(tmp_path: Path):

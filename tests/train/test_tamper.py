@@ -43,8 +43,8 @@ def test_tamper_stages_train_merge_and_are_evaluated_against_their_start(tmp_pat
         assert set(weights) == set(start), name  # LoRA merged: a plain GPT's state dict
         assert any(not torch.equal(weights[k], start[k]) for k in start), name
     job = yaml.safe_load((run / "narrow" / "job.yaml").read_text())
-    assert (job["lora_r"], job["lora_alpha"]) == (4, 8)
-    assert yaml.safe_load((run / "benign" / "job.yaml").read_text())["lora_r"] == 0
+    assert (job["settings"]["kind"], job["settings"]["lora_r"], job["settings"]["lora_alpha"]) == ("lora", 4, 8)
+    assert yaml.safe_load((run / "benign" / "job.yaml").read_text())["settings"]["kind"] == "sft"
     page = (run / "report.html").read_text()
     assert "Tampering" in page and "sft -&gt; narrow" in page
     compared = subprocess.run([sys.executable, "-m", "alignmix", "report", str(run), "--out",

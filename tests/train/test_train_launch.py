@@ -9,9 +9,10 @@ import yaml
 from conftest import REPO
 
 from alignmix.recipe import load_recipe
+from alignmix.scenarios import load_scenarios, training_split
 from alignmix.train.launch import Launch
 from alignmix.train.litgpt_config import StageFiles, TrainConfigError, pretrain_config
-from alignmix.train.posttrain import PostTrainJob
+from alignmix.train.post_job import read_job
 
 PAPER = REPO / "recipes" / "paper"
 
@@ -113,9 +114,31 @@ def test_a_slurm_allocation_sets_the_post_training_job(tmp_path: Path):
     recipe = load(PAPER / "unfiltered.yaml")
     settings = recipe.post_training.dpo.model_copy(update={"data": tmp_path / "dpo.json"})
     job = post_training_job("dpo", settings, base, tmp_path / "dpo", 0, [], Launch(("srun",), nodes=8, gpus_per_node=4))
-    assert (job.num_nodes, job.devices, job.beta, job.lr, job.precision) == (8, 4, 5.0, 1e-6, "bf16-mixed")
-    assert recipe.post_training.sft.strategy == "fsdp" and job.strategy == "fsdp"
-    assert PostTrainJob.read(tmp_path / "dpo" / "job.yaml") == job
+    assert (job.num_nodes, job.devices, job.settings.beta, job.settings.lr) == (8, 4, 5.0, 1e-6)
+    assert job.settings.precision == "bf16-mixed" and job.settings == settings
+    assert recipe.post_training.sft.strategy == "fsdp" and job.settings.strategy == "fsdp"
+    assert read_job(tmp_path / "dpo" / "job.yaml") == job
+
+
+def test_a_new_optimization_setting_reaches_the_job(tmp_path: Path, monkeypatch):
+    """The job holds the recipe's validated settings whole: a field added to them needs no copy in the stage."""
+    from alignmix.recipe import DPOSettings
+    from alignmix.train import post_job
+    from alignmix.train.post_stage import post_training_job
+    from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
+
+    class Extended(DPOSettings):
+        label_smoothing: float = 0.0
+
+    class ExtendedJob(post_job.DPOJob):
+        settings: Extended
+
+    monkeypatch.setitem(post_job.JOBS, "dpo", ExtendedJob)
+    base = write_tiny_checkpoint(tmp_path / "base", config=CHAT_READY)
+    settings = Extended(from_scenarios="builtin:tiny", label_smoothing=0.1)
+    scenarios = training_split(load_scenarios("builtin:tiny", tmp_path))
+    job = post_training_job("dpo", settings, base, tmp_path / "dpo", 0, scenarios)
+    assert read_job(tmp_path / "dpo" / "job.yaml").settings.label_smoothing == 0.1 == job.settings.label_smoothing
 
 
 def test_fsdp_shards_and_recomputes_litgpt_blocks():

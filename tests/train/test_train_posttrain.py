@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,9 @@ from alignmix.train.chat_data import (
     scenario_sft_examples,
 )
 from alignmix.train.dpo import collate_dpo, dpo_examples, dpo_loss
+from alignmix.recipe import DPOSettings, SFTSettings
+from alignmix.train.post_job import DPOJob, PostTrainJob, SFTJob
 from alignmix.train.posttrain import (
-    PostTrainJob,
     load_weights,
     micro_batch_plan,
     run_job,
@@ -34,8 +34,8 @@ from tests.tiny_checkpoints import CHAT_READY, write_tiny_checkpoint
 @pytest.mark.parametrize("world", [1, 2, 4, 8])
 @pytest.mark.parametrize("n_examples", [8, 10, 37])
 def test_every_rank_plans_the_same_steps_and_micro_batches(n_examples: int, world: int):
-    job = PostTrainJob(kind="sft", stage="sft", checkpoint_dir="", data_file="", data_format="sharegpt", out_dir="",
-                       lr=1e-3, epochs=2, global_batch_size=8, micro_batch_size=1)
+    job = SFTJob(stage="sft", checkpoint_dir="", data_file="", out_dir="", settings=SFTSettings(
+        from_scenarios="builtin:tiny", lr=1e-3, epochs=2, global_batch_size=8, micro_batch_size=1))
     plans = [micro_batch_plan(n_examples, job, rank, world) for rank in range(world)]
     left_out = n_examples % 8
     assert all(dropped == left_out for _, dropped in plans)
@@ -49,8 +49,8 @@ def test_every_rank_plans_the_same_steps_and_micro_batches(n_examples: int, worl
 
 
 def test_a_plan_refuses_uneven_splits_and_too_little_data():
-    job = PostTrainJob(kind="dpo", stage="dpo", checkpoint_dir="", data_file="", data_format="preference", out_dir="",
-                       lr=1e-3, global_batch_size=8, micro_batch_size=2)
+    job = DPOJob(stage="dpo", checkpoint_dir="", data_file="", out_dir="", settings=DPOSettings(
+        from_scenarios="builtin:tiny", lr=1e-3, global_batch_size=8, micro_batch_size=2))
     with pytest.raises(ValueError, match="multiple of micro_batch_size 2 x 3 device"):
         micro_batch_plan(16, job, 0, 3)
     with pytest.raises(ValueError, match="stage 'dpo': 7 examples do not fill one global batch of 8"):
@@ -74,12 +74,16 @@ def prepare(job: PostTrainJob) -> PostTrainJob:
 
 
 def sft_job(setup: dict, out: Path, **overrides) -> PostTrainJob:
-    job = PostTrainJob(
-        kind="sft", stage="sft", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "sft.json"),
-        data_format="sharegpt", out_dir=str(out), lr=3e-3, epochs=6, global_batch_size=8, micro_batch_size=4,
-        max_seq_length=256, warmup_fraction=0.1,
-    )
-    return prepare(replace(job, **overrides))
+    settings = SFTSettings(**{"data": setup["root"] / "sft.json", "format": "sharegpt", "lr": 3e-3, "epochs": 6,
+                              "global_batch_size": 8, "micro_batch_size": 4, "max_seq_length": 256,
+                              "warmup_fraction": 0.1, **overrides})
+    return prepare(SFTJob(stage="sft", checkpoint_dir=setup["base"], data_file=settings.data, out_dir=out,
+                          settings=settings))
+
+
+def dpo_job(setup: dict, out: Path, **settings) -> PostTrainJob:
+    return prepare(DPOJob(stage="dpo", checkpoint_dir=setup["base"], data_file=setup["root"] / "dpo.json", out_dir=out,
+                          settings=DPOSettings(data=setup["root"] / "dpo.json", max_seq_length=256, **settings)))
 
 
 def preference_metrics(checkpoint: Path, setup: dict) -> tuple[float, float]:
@@ -102,12 +106,7 @@ def preference_metrics(checkpoint: Path, setup: dict) -> tuple[float, float]:
 def test_the_reference_runs_in_the_policys_precision(setup: dict, precision: str):
     """At step 0 the policy and the reference are the same model, so the first DPO loss is log 2, no margin."""
     out = setup["root"] / f"dpo-{precision}"
-    job = PostTrainJob(
-        kind="dpo", stage="dpo", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "dpo.json"),
-        data_format="preference", out_dir=str(out), lr=1e-3, global_batch_size=8, micro_batch_size=8,
-        max_seq_length=256, beta=0.5, precision=precision,
-    )
-    run_job(prepare(job))
+    run_job(dpo_job(setup, out, lr=1e-3, global_batch_size=8, micro_batch_size=8, beta=0.5, precision=precision))
     with (out / "logs" / "metrics.csv").open() as handle:
         first = next(csv.DictReader(handle))
     assert float(first["train_loss"]) == pytest.approx(math.log(2), abs=1e-6) and float(first["reward_margin"]) == 0.0
@@ -115,12 +114,7 @@ def test_the_reference_runs_in_the_policys_precision(setup: dict, precision: str
 
 def test_dpo_lowers_its_loss_and_widens_the_chosen_margin(setup: dict):
     out = setup["root"] / "dpo"
-    job = PostTrainJob(
-        kind="dpo", stage="dpo", checkpoint_dir=str(setup["base"]), data_file=str(setup["root"] / "dpo.json"),
-        data_format="preference", out_dir=str(out), lr=1e-3, epochs=3, global_batch_size=8, micro_batch_size=4,
-        max_seq_length=256, beta=0.5,
-    )
-    summary = run_job(prepare(job))
+    summary = run_job(dpo_job(setup, out, lr=1e-3, epochs=3, global_batch_size=8, micro_batch_size=4, beta=0.5))
     assert summary["steps"] == 12 and summary["examples"] == 32
     loss_before, margin_before = preference_metrics(setup["base"], setup)
     loss_after, margin_after = preference_metrics(out / "final", setup)
