@@ -202,6 +202,7 @@ def test_report_shows_every_section(tiny_run: dict):
         assert heading in page, heading
     assert page.count("<path d=") >= 4  # a loss curve per training stage
     assert "Training read" in page and "seen tokens" in page  # exposure beside planned and written
+    assert "Seen tokens: exact" in page or "Seen tokens: estimate" in page  # and how it was counted
     assert "0.006819" not in page and " ± " in page  # rates to the precision their SE supports
 
 

@@ -146,8 +146,9 @@ def mixture_section(manifests: dict[str, Path], exposures: dict[str, Path] | Non
         parts.append(stacked_bar({s["name"]: s["realised_tokens"] for s in manifest["sources"]}))
         parts.append(share_section(path.parent, manifest, exposure))
         if exposure:
+            how = html.escape(exposure.get("method", "an estimate: written tokens x passes"))
             parts.append(f"<p>Training read {exposure['samples_seen']:,} of the {exposure['samples_written']:,} samples"
-                         f" written ({exposure['passes']:.4f} passes).</p>")
+                         f" written ({exposure['passes']:.4f} passes). Seen tokens: {how}.</p>")
             if exposure["warning"]:
                 parts.append(f'<p class="warning">warning: {html.escape(exposure["warning"])}</p>')
         parts.append(table(
