@@ -201,8 +201,13 @@ class MixtureIndex:
         return counts
 
 
+READ_BLOCK = 4096  # index pieces per block whose start a StreamReader keeps (its memory: 8 bytes a block)
+
+
 class StreamReader:
-    """A mixture's token stream, read from its index: `read(low, high)` gives tokens [low, high)."""
+    """A mixture's token stream, read from its index: `read(low, high)` gives tokens [low, high). It keeps the
+    stream position of every `READ_BLOCK`-th piece only and sums a block's `take` when a read needs it, so a
+    reader costs a few MB even at the paper's 400M pieces (every rank and data-loader worker holds one)."""
 
     @classmethod
     def of(cls, mixture_dir: Path) -> StreamReader:
@@ -216,7 +221,10 @@ class StreamReader:
         index = MixtureIndex(index_dir)
         self.entry, self.shard, self.document = index.column("entry"), index.column("shard"), index.column("document")
         self.take = index.column("take")
-        self.ends = np.cumsum(self.take, dtype=np.int64)
+        firsts = np.arange(0, len(self.take), READ_BLOCK)
+        sums = np.add.reduceat(self.take, firsts, dtype=np.int64) if len(self.take) else np.zeros(0, np.int64)
+        self.block_starts = np.concatenate([[0], np.cumsum(sums)])  # stream position of each block's first piece
+        self._block: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))  # the last block's piece ends, reused
         self.stores, self.mixtures, self.origins = stores, mixtures, index.entries
         self._shards: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._replays: dict[str, StreamReader] = {}
@@ -238,16 +246,29 @@ class StreamReader:
         start = int(offsets[document])
         return tokens[start : start + take]
 
+    def _ends(self, block: int) -> np.ndarray:
+        """The stream positions where block `block`'s pieces end (computed on demand, the last block's kept)."""
+        if self._block[0] != block:
+            low = block * READ_BLOCK
+            ends = self.block_starts[block] + np.cumsum(self.take[low : low + READ_BLOCK], dtype=np.int64)
+            self._block = (block, ends)
+        return self._block[1]
+
     def read(self, low: int, high: int) -> np.ndarray:
         out = np.empty(high - low, dtype=TOKEN_DTYPE)
-        piece = int(np.searchsorted(self.ends, low, side="right"))
-        while piece < len(self.ends) and self.ends[piece] - self.take[piece] < high:
-            start = int(self.ends[piece] - self.take[piece])
-            a, b = max(low, start), min(high, int(self.ends[piece]))
-            tokens = self._piece(int(self.entry[piece]), int(self.shard[piece]), int(self.document[piece]),
-                                 int(self.take[piece]))
-            out[a - low : b - low] = tokens[a - start : b - start]
-            piece += 1
+        block = int(np.searchsorted(self.block_starts, low, side="right")) - 1
+        while 0 <= block < len(self.block_starts) - 1 and self.block_starts[block] < high:
+            ends, first = self._ends(block), block * READ_BLOCK
+            for k in range(int(np.searchsorted(ends, low, side="right")), len(ends)):
+                take = int(self.take[first + k])
+                start = int(ends[k]) - take
+                if start >= high:
+                    return out
+                a, b = max(low, start), min(high, int(ends[k]))
+                piece = first + k
+                tokens = self._piece(int(self.entry[piece]), int(self.shard[piece]), int(self.document[piece]), take)
+                out[a - low : b - low] = tokens[a - start : b - start]
+            block += 1
         return out
 
 
