@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alignmix.checkpoints.weights import load_torch_file
 from alignmix.errors import AlignmixError
-from alignmix.outputs import MANIFEST_FILE, Continuation
+from alignmix.outputs import INDEX_DIR, MANIFEST_FILE, Continuation, MixtureIndex
 from alignmix.train.step_checkpoints import hash_file, latest_whole_step, sha256_of
 
 
@@ -64,7 +64,7 @@ def keep_for_continuation(run_dir: Path, stage: str, from_step: str, echo: Calla
     partial = continuation.folder.with_name(continuation.folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    shutil.copytree(mixture / "mixture_index", partial / "mixture" / "mixture_index", copy_function=_link)
+    shutil.copytree(MixtureIndex.of(mixture).folder, partial / "mixture" / INDEX_DIR, copy_function=_link)
     shutil.copyfile(manifest_file, partial / "mixture" / MANIFEST_FILE)
     shutil.copytree(folder, partial / "step", copy_function=_link)
     (partial / "continuation.json").write_text(json.dumps({"stage": stage, "from_step": step,
