@@ -40,13 +40,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
-import polars as pl
 
 from alignmix.errors import AlignmixError
 from alignmix.hashing import file_sha256
+
+if TYPE_CHECKING:  # polars is imported where a table is read: the GPU machine's real control has no polars
+    import polars as pl
 
 SHARD_SUFFIX = ".jsonl.gz"
 SHARDS_DIR = "data"
@@ -137,6 +139,8 @@ class TokenStore:
     def table(self) -> pl.LazyFrame:
         """Every shard's document table, with `shard` and `document` (its place in the shard) columns; shards
         lacking a column another has read it as nulls."""
+        import polars as pl
+
         frames = [pl.scan_parquet(self.table_path(k)).with_columns(
                       shard=pl.lit(k, pl.UInt32), document=pl.int_range(pl.len(), dtype=pl.UInt32))
                   for k in range(self.shards)]
