@@ -216,7 +216,7 @@ class StreamReader:
     @classmethod
     def of(cls, mixture_dir: Path) -> StreamReader:
         """The stream of a written mixture folder, reading the stores and mixtures its manifest names."""
-        reads = json.loads((mixture_dir / MANIFEST_FILE).read_text())["reads"]
+        reads = Mixture(mixture_dir).manifest()["reads"]
         return cls(MixtureIndex.of(mixture_dir).folder,
                    *({name: str((mixture_dir / rel).resolve()) for name, rel in reads[kind].items()}
                      for kind in ("token_stores", "mixtures")))

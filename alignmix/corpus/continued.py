@@ -9,21 +9,20 @@ earlier plan.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
 from alignmix.corpus.plan import PlanError
 from alignmix.hashing import derive_seed
-from alignmix.outputs import INDEX_COLUMNS, MANIFEST_FILE, Continuation, MixtureIndex
+from alignmix.outputs import INDEX_COLUMNS, Continuation, Mixture, MixtureIndex
 from alignmix.recipe import TrainingStage
 
 
 def remaining(stage: TrainingStage, continued: Continuation) -> tuple[TrainingStage, int]:
     """The stage to re-plan (its tokens those left after the kept samples) and the tokens kept."""
     record = continued.record
-    earlier = json.loads((continued.mixture / MANIFEST_FILE).read_text())
+    earlier = Mixture(continued.mixture).manifest()
     if earlier["block_size"] != stage.block_size:
         raise PlanError(f"stage '{stage.name}': the earlier mixture has samples of {earlier['block_size']:,} tokens,"
                         f" this one of {stage.block_size:,}; a mid-run change keeps seq_len")
@@ -63,7 +62,7 @@ def prepend_kept(index: MixtureIndex, continued: Continuation, kept_tokens: int)
 
 def continued_manifest(continued: Continuation, kept_tokens: int) -> dict[str, Any]:
     """The manifest's `continued` (where the plans meet and the earlier plan) and the earlier `reads`."""
-    earlier = json.loads((continued.mixture / MANIFEST_FILE).read_text())
+    earlier = Mixture(continued.mixture).manifest()
     record = continued.record
     return {
         "from_step": record["from_step"], "samples_kept": record["samples"], "tokens_kept": kept_tokens,

@@ -19,7 +19,6 @@ copy of the data (`mixing.delivery: stream`); also `litgpt pretrain --data align
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from alignmix.errors import AlignmixError
-from alignmix.outputs import MANIFEST_FILE, StreamReader
+from alignmix.outputs import MANIFEST_FILE, Mixture, StreamReader
 
 
 class MixtureDataError(AlignmixError, ValueError):
@@ -52,7 +51,7 @@ class MixtureSamples(IterableDataset):
     def __init__(self, mixture: Path, block_size: int, micro_batch: int, rank: int, world: int):
         self.mixture, self.block_size, self.micro_batch = mixture, block_size, micro_batch
         self.rank, self.world = rank, world
-        self.samples = json.loads((mixture / MANIFEST_FILE).read_text())["tokens"] // block_size
+        self.samples = Mixture(mixture).manifest()["tokens"] // block_size
         self.start = 0
         self._reader: StreamReader | None = None
 
@@ -134,7 +133,7 @@ class MixtureData(DataModule):
         if not manifest_file.is_file():
             raise MixtureDataError(f"--data.mixture {self.mixture}: no {MANIFEST_FILE} there; expected a mixture folder"
                                    " such as RUN/mix/pretrain")
-        written = json.loads(manifest_file.read_text())["block_size"]
+        written = Mixture(Path(self.mixture)).manifest()["block_size"]
         if written != self.block_size:
             raise MixtureDataError(f"{self.mixture}: the mixture was drawn in samples of {written:,} tokens (seq_len"
                                    f" {written - 1:,}) but training asks for {self.block_size:,}; set"
