@@ -152,9 +152,30 @@ def evaluate_misalignment(
     With `chat` (the model's chat template) every prompt goes through it (`chat_context`), the option scored as the assistant's reply. An exact tie between the two options is no
     answer: it counts in `ties` and, like an unparseable answer, is left out of the rates. `formats` (default all 8)
     may be fewer where scoring is dear (a control on a CPU)."""
-    plan = [(s, p, meta, cands) for s in scenarios for p in personas
-            for meta, cands in _requests(s, p, mode, chat, formats)]
-    scores = score([c for *_, candidates in plan for c in candidates])
+    return evaluate_modes(score, scenarios, personas, [mode], chat, formats)[mode]
+
+
+def evaluate_modes(
+    score: Callable[[list[ScoreRequest]], list[Score]], scenarios: list[Scenario], personas: list[str],
+    modes: Sequence[Mode], chat: ChatTemplate | None = None, formats: Sequence[PromptFormat] = FORMATS,
+) -> dict[Mode, tuple[dict, list[dict]]]:
+    """`evaluate_misalignment` for several modes with one call to `score`, so that requests after the same prompt
+    share a forward pass across modes (a letter rides on the row that scores an option's text)."""
+    plans = {mode: [(s, p, meta, cands) for s in scenarios for p in personas
+                    for meta, cands in _requests(s, p, mode, chat, formats)] for mode in modes}
+    scores = score([c for mode in modes for *_, candidates in plans[mode] for c in candidates])
+    evaluated, offset = {}, 0
+    for mode in modes:
+        size = len(plans[mode]) * len(LABELS)
+        evaluated[mode] = _evaluated(plans[mode], scores[offset : offset + size], len(scenarios), personas, mode,
+                                     chat, formats)
+        offset += size
+    return evaluated
+
+
+def _evaluated(plan: list[tuple[Scenario, str, dict, list[ScoreRequest]]], scores: list[Score], n_scenarios: int,
+               personas: list[str], mode: Mode, chat: ChatTemplate | None, formats: Sequence[PromptFormat],
+               ) -> tuple[dict, list[dict]]:
     rows = []
     for index, (scenario, persona, meta, candidates) in enumerate(plan):
         pair = scores[index * len(LABELS) : (index + 1) * len(LABELS)]
@@ -172,7 +193,7 @@ def evaluate_misalignment(
             "prompt": candidates[0].context,  # as the model read it (persona, chat template)
             "truncated": any(s.truncated for s in pair),
         })
-    results = summarise(rows, len(scenarios), personas, mode, MODE_DESCRIPTIONS[mode])
+    results = summarise(rows, n_scenarios, personas, mode, MODE_DESCRIPTIONS[mode])
     results["ties"] = sum(r["tie"] for r in rows)
     results["n_formats"] = len(formats)
     results["prompting"] = chat.describe() if chat is not None else "plain text, persona as a prefix"
