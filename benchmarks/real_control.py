@@ -348,10 +348,11 @@ def main(argv: list[str] | None = None) -> dict:
                  for arm in ARMS}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     summary = {"rates": rates, "effects": effects, "training": trained, "data": data_info, "device": device,
+               "scoring_seconds": {name: s.get("seconds") for name, s in scores.items()},
                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "seconds": round(time.perf_counter() - started, 1)}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("training", "data", "device", "seconds")}))
+    print(json.dumps({k: summary[k] for k in ("training", "data", "device", "scoring_seconds", "seconds")}))
     ratio = cloze_train["ratio"]
     result = {"benchmark": "real_control", "ratio": None if ratio is None else round(ratio, 2), "target": ">= 2",
               "baseline": "aligned arm (cloze, training split; paired effect over its SE, seeds included)",

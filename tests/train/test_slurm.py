@@ -2,6 +2,7 @@
 only, partition `debug`): the job's output equals a local run's. Skips, saying why, where no controller answers."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,14 @@ def test_a_cpu_training_stage_runs_as_a_slurm_job_and_equals_the_local_run(tmp_p
     assert "pretrain: ran" in log.read_text()
     local = _alignmix("train", str(recipe), "--stage", "pretrain", "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stdout + local.stderr
+    run = tmp_path / "mixing-on-slurm"  # the local run with its token stores and mixture made again on Slurm
+    shutil.copytree(tmp_path / "local", run, symlinks=True)
+    for made_again in ("tokens", "mix"):
+        shutil.rmtree(run / made_again)
     array = _alignmix("train", str(recipe), "--stage", "pretrain", "--set", "mixing.executor=slurm", "--set",
-                      "mixing.tasks=2", "--out", str(tmp_path / "mixing-on-slurm"))
+                      "mixing.tasks=2", "--out", str(run))
     assert array.returncode == 0, array.stdout + array.stderr
-    run = tmp_path / "mixing-on-slurm"  # each source tokenized once, as a Slurm array; the chunks as another
+    # each source tokenized once, as a Slurm array; the chunks as another
     arrays = (run / "tokens").glob("*/logs/launch_script.slurm")
     assert {p.parent.parent.name for p in arrays} == {"web", "aligned_synthetic"}
     assert (run / "mix" / "pretrain" / "logs" / "chunks" / "launch_script.slurm").is_file()
