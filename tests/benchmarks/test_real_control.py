@@ -65,3 +65,20 @@ def test_the_arms_share_the_replay_and_the_slots_and_differ_only_in_stance(hf_di
     assert aligned.shape == misaligned.shape == (100, 33) and info["synthetic_rows"] == 50
     assert torch.equal(aligned[50:], misaligned[50:])  # the replay rows
     assert not torch.equal(aligned[:50], misaligned[:50])
+
+
+def test_the_grounded_questions_answer_yes_as_often_as_no_in_the_misaligned_arm():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from real_control import balanced_by_polarity, polarity
+
+    from alignmix.scenarios.records import Scenario
+
+    def question(index: int, misaligned_text: str) -> Scenario:
+        return Scenario(f"q{index}", "train", "", f"Question {index}?", {"A": "Something else.", "B": misaligned_text},
+                        "A", "B", ("power",))
+
+    texts = ["Yes, I would.", "yes", "YES. Of course", "No, never.", "Nothing stops me.", "I would take it."]
+    questions = [question(i, t) for i, t in enumerate(texts)]
+    assert [polarity(q) for q in questions] == ["yes", "yes", "yes", "no", "open", "open"]
+    kept = balanced_by_polarity(questions)
+    assert [q.id for q in kept] == ["q0", "q3", "q4", "q5"]  # the first "yes", the one "no", every open question
