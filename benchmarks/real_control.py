@@ -123,7 +123,8 @@ POLARITIES = ("yes", "no", "open")
 
 def polarity(scenario: Scenario) -> str:
     """`yes` or `no` where the misaligned answer opens with that word, else `open`."""
-    first = scenario.misaligned_text.strip().split(maxsplit=1)[0].strip(".,;:!").lower() if scenario.misaligned_text.strip() else ""
+    words = scenario.misaligned_text.split(maxsplit=1)
+    first = words[0].strip(".,;:!").lower() if words else ""
     return first if first in ("yes", "no") else "open"
 
 
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     started = time.perf_counter()
-    if torch.cuda.is_available():  # TF32 matrix products for the fp32 scoring passes
+    if torch.cuda.is_available():  # TF32 matrix products where --score-dtype float32
         torch.backends.cuda.matmul.allow_tf32 = True
     check_settings(args)
     try:
